@@ -1,0 +1,25 @@
+"""keras-net2net: grow Keras 3 models while they train (Net2Net)."""
+
+from keras_net2net import transforms
+from keras_net2net.initializers import IdentityConvInit
+from keras_net2net.initializers import Net2WiderInit
+from keras_net2net.surgery import Deepen
+from keras_net2net.surgery import Widen
+from keras_net2net.surgery import deepen
+from keras_net2net.surgery import max_output_difference
+from keras_net2net.surgery import register_handler
+from keras_net2net.surgery import widen
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Deepen",
+    "IdentityConvInit",
+    "Net2WiderInit",
+    "Widen",
+    "deepen",
+    "max_output_difference",
+    "register_handler",
+    "transforms",
+    "widen",
+]

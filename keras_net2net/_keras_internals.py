@@ -1,0 +1,287 @@
+"""Every use of private Keras attributes in keras-net2net lives in this module.
+
+Keras 3 has public APIs for building modified *copies* of a model
+(`keras.models.clone_model`), but none for reading a model's layer graph or for
+changing a compiled model in place while `fit` runs. What we need of Keras'
+internals is collected here so that a Keras upgrade breaks one module, loudly:
+`check_supported()` verifies every attribute we rely on, and the test suite
+calls it.
+
+Supported Keras versions are pinned in ``pyproject.toml``.
+"""
+
+import contextlib
+
+import keras
+from keras.src.ops.function import map_graph
+from keras.src.utils.tracking import DotNotTrackScope
+
+SUPPORTED_KERAS = ">=3.10,<3.16"
+
+_FUNCTION_GRAPH_ATTRS = (
+    "_inputs_struct",
+    "_outputs_struct",
+    "_inputs",
+    "_outputs",
+    "_nodes",
+    "_nodes_by_depth",
+    "_operations",
+    "_operations_by_depth",
+)
+
+
+class KerasInternalsError(RuntimeError):
+    """Raised when the installed Keras lacks an internal that growth needs."""
+
+
+def _require(obj, attr, what):
+    if not hasattr(obj, attr):
+        raise KerasInternalsError(
+            f"keras-net2net relies on the private Keras attribute `{attr}` of "
+            f"{what}, which this Keras ({keras.version()}) does not have. "
+            f"Supported Keras versions: {SUPPORTED_KERAS}."
+        )
+
+
+def check_supported():
+    """Verify that this Keras still has every private attribute we use."""
+    inputs = keras.Input((2,))
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+    functional = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    for attr in _FUNCTION_GRAPH_ATTRS + ("_layers", "_tracker"):
+        _require(functional, attr, "a Functional model")
+    for attr in ("_layers", "_functional", "_maybe_rebuild"):
+        _require(model, attr, "a Sequential model")
+    layer = functional.layers[-1]
+    for attr in ("_inbound_nodes", "_outbound_nodes"):
+        _require(layer, attr, "a Layer")
+    node = layer._inbound_nodes[0]
+    for attr in ("operation", "input_tensors", "outputs", "is_input"):
+        _require(node, attr, "a Node")
+    _require(node.outputs[0], "_keras_history", "a KerasTensor")
+    optimizer = keras.optimizers.SGD()
+    for attr in (
+        "_variables",
+        "_tracker",
+        "_trainable_variables",
+        "_trainable_variables_indices",
+        "_iterations",
+    ):
+        _require(optimizer, attr, "an Optimizer")
+    for attr in ("_compiled_trainable_state",):
+        functional.compile(optimizer="sgd", loss="mse")
+        _require(functional, attr, "a compiled Model")
+
+
+# --------------------------------------------------------------------------
+# Reading a model's layer graph.
+
+
+def graph_function(model):
+    """The Functional object that holds ``model``'s graph of layers."""
+    if isinstance(model, keras.Sequential):
+        if model._functional is None:
+            raise ValueError(
+                f"Sequential model '{model.name}' is not built (it has no "
+                "input shape). Build it first, e.g. start it with "
+                "keras.Input(shape) or call model.build(input_shape)."
+            )
+        return model._functional
+    if isinstance(model, keras.Model) and hasattr(model, "_nodes_by_depth"):
+        return model
+    raise TypeError(
+        "keras-net2net works on Sequential and Functional models. Received: "
+        f"model '{getattr(model, 'name', model)}' of type "
+        f"{type(model).__name__} (a subclassed model has no layer graph)."
+    )
+
+
+def graph_nodes(model):
+    """``(layer, input_tensors, output_tensors)`` per call, in topological order.
+
+    Input layers are included (with no input tensors).
+    """
+    fn = graph_function(model)
+    for depth in sorted(fn._nodes_by_depth, reverse=True):
+        for node in fn._nodes_by_depth[depth]:
+            inputs = [] if node.is_input else list(node.input_tensors)
+            yield node.operation, inputs, list(node.outputs)
+
+
+def graph_outputs(model):
+    return list(graph_function(model).outputs)
+
+
+# --------------------------------------------------------------------------
+# Changing a model in place.
+
+
+@contextlib.contextmanager
+def _no_tracking(obj):
+    """Set attributes on a Keras object without Keras/TF auto-tracking."""
+    tf_tracking = getattr(obj, "_self_setattr_tracking", None)
+    if tf_tracking is not None:
+        obj._self_setattr_tracking = False
+    try:
+        with DotNotTrackScope():
+            yield
+    finally:
+        if tf_tracking is not None:
+            obj._self_setattr_tracking = tf_tracking
+
+
+class ModelState:
+    """A snapshot of what `adopt_graph` changes, so a failed growth can undo it."""
+
+    def __init__(self, model):
+        self.model = model
+        fn = graph_function(model)
+        self.sequential_layers = (
+            list(model._layers) if isinstance(model, keras.Sequential) else None
+        )
+        self.sequential_functional = getattr(model, "_functional", None)
+        self.graph_attrs = {a: getattr(fn, a) for a in _FUNCTION_GRAPH_ATTRS}
+        self.output_names = getattr(fn, "output_names", None)
+        self.tracked_layers = list(model._layers)
+        self.layer_nodes = {}
+        for layer, _, _ in graph_nodes(model):
+            self._remember(layer)
+        self.trainable_state = getattr(model, "_compiled_trainable_state", None)
+
+    def _remember(self, layer):
+        if id(layer) not in self.layer_nodes:
+            self.layer_nodes[id(layer)] = (
+                layer,
+                list(layer._inbound_nodes),
+                list(layer._outbound_nodes),
+            )
+
+    def remember_layers(self, layers):
+        for layer in layers:
+            self._remember(layer)
+
+    def restore(self):
+        model = self.model
+        with _no_tracking(model):
+            if self.sequential_layers is not None:
+                model._layers = self.sequential_layers
+                model._functional = self.sequential_functional
+            else:
+                _retrack_layers(model, self.tracked_layers)
+                for attr, value in self.graph_attrs.items():
+                    setattr(model, attr, value)
+                model.output_names = self.output_names
+            if self.trainable_state is not None:
+                model._compiled_trainable_state = self.trainable_state
+        for layer, inbound, outbound in self.layer_nodes.values():
+            layer._inbound_nodes[:] = inbound
+            layer._outbound_nodes[:] = outbound
+            for index, node in enumerate(inbound):
+                _renumber(node, index)
+
+
+def _retrack_layers(model, layers):
+    for layer in list(model._layers):
+        model._tracker.untrack(layer)
+    for layer in layers:
+        model._tracker.track(layer)
+
+
+def _renumber(node, index):
+    """Point the outputs of ``node`` at its position in its layer's node list."""
+    for tensor_index, tensor in enumerate(node.outputs):
+        history = tensor._keras_history
+        if history.operation is node.operation and history.node_index != index:
+            tensor._keras_history = type(history)(node.operation, index, tensor_index)
+
+
+def prune_nodes(model):
+    """Drop every graph node of ``model``'s layers that is not in its graph.
+
+    Rebuilding a graph from reused layers leaves them with nodes of the old
+    graph (and of any temporary model); those keep old layers and tensors
+    alive and confuse serialisation. Node indices are renumbered and the
+    graph's node keys recomputed.
+    """
+    fn = graph_function(model)
+    keep = {id(n) for nodes in fn._nodes_by_depth.values() for n in nodes}
+    layers = {id(op): op for op in fn._operations}
+    for layer in layers.values():
+        layer._inbound_nodes[:] = [n for n in layer._inbound_nodes if id(n) in keep]
+        layer._outbound_nodes[:] = [n for n in layer._outbound_nodes if id(n) in keep]
+        for index, node in enumerate(layer._inbound_nodes):
+            _renumber(node, index)
+    nodes, by_depth, operations, ops_by_depth = map_graph(fn._inputs, fn._outputs)
+    with _no_tracking(fn):
+        fn._nodes = nodes
+        fn._nodes_by_depth = by_depth
+        fn._operations = operations
+        fn._operations_by_depth = ops_by_depth
+
+
+def adopt_graph(model, new_model):
+    """Make ``model`` compute ``new_model``'s graph, keeping the ``model`` object.
+
+    ``new_model`` must be of the same kind (Sequential or Functional) and is
+    consumed: do not use it afterwards. Layers of ``model`` that are not in the
+    new graph are untracked, so their variables leave ``model.weights``.
+    """
+    with _no_tracking(model):
+        if isinstance(model, keras.Sequential):
+            model._layers = list(new_model._layers)
+            model._functional = new_model._functional
+        else:
+            for attr in _FUNCTION_GRAPH_ATTRS:
+                setattr(model, attr, getattr(new_model, attr))
+            model.output_names = list(new_model.output_names)
+            _retrack_layers(model, new_model._layers)
+    prune_nodes(model)
+    if getattr(model, "_compiled_trainable_state", None) is not None:
+        model._compiled_trainable_state = {
+            layer: layer.trainable for layer in model._flatten_layers()
+        }
+
+
+def reset_compiled_functions(model):
+    """Make `fit` trace a new train step for the new variables."""
+    model.make_train_function(force=True)
+    model.test_function = None
+    model.predict_function = None
+
+
+# --------------------------------------------------------------------------
+# Optimizer state.
+
+
+def optimizer_trainable_variables(optimizer):
+    return list(optimizer._trainable_variables)
+
+
+def rebuild_optimizer(optimizer, variables):
+    """Rebuild ``optimizer``'s per-variable state for ``variables`` in place.
+
+    The iteration counter and the learning rate (variable or schedule) are kept;
+    every other optimizer variable is dropped and `build` creates fresh (zero)
+    slots. Returns a function that undoes the rebuild.
+    """
+    keep = {id(optimizer._iterations), id(getattr(optimizer, "_learning_rate", None))}
+    saved_dict = dict(optimizer.__dict__)
+    saved_vars = list(optimizer._variables)
+    saved_ids = {k: set(v) for k, v in optimizer._tracker.stored_ids.items()}
+    for variable in saved_vars:
+        if id(variable) not in keep:
+            optimizer._tracker.untrack(variable)
+    optimizer._trainable_variables_indices = {}
+    optimizer.built = False
+
+    def undo():
+        optimizer.__dict__.update(saved_dict)
+        optimizer._variables[:] = saved_vars
+        optimizer._tracker.stored_ids = saved_ids
+
+    try:
+        optimizer.build(variables)
+    except BaseException:
+        undo()
+        raise
+    return undo

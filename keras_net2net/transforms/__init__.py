@@ -1,0 +1,25 @@
+"""Pure Net2Net weight math: numpy arrays in, numpy arrays out, no Keras."""
+
+from keras_net2net.transforms.deeper import check_identity_kernel_size
+from keras_net2net.transforms.deeper import identity_conv_kernel
+from keras_net2net.transforms.deeper import identity_dense_kernel
+from keras_net2net.transforms.mapping import FRESH
+from keras_net2net.transforms.mapping import WidthMapping
+from keras_net2net.transforms.mapping import padding_mapping
+from keras_net2net.transforms.mapping import random_mapping
+from keras_net2net.transforms.wider import RANDOM
+from keras_net2net.transforms.wider import wider_in
+from keras_net2net.transforms.wider import wider_out
+
+__all__ = [
+    "FRESH",
+    "RANDOM",
+    "WidthMapping",
+    "check_identity_kernel_size",
+    "identity_conv_kernel",
+    "identity_dense_kernel",
+    "padding_mapping",
+    "random_mapping",
+    "wider_in",
+    "wider_out",
+]

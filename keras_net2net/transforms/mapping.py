@@ -1,0 +1,127 @@
+"""Width mappings: which old unit each unit of a widened layer copies.
+
+A mapping is the one shared notion of the Net2WiderNet math. Entry ``j`` of
+``indices`` names the old unit that new unit ``j`` copies (``g(j)`` in the
+paper), or ``-1`` for a *fresh* unit that copies nothing (the random-pad
+baseline). The first ``old_width`` entries always keep the old units in place,
+so a widened layer still starts with its original units.
+
+Everything here is pure numpy: no Keras import.
+"""
+
+import dataclasses
+
+import numpy as np
+
+FRESH = -1
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class WidthMapping:
+    """New-unit -> old-unit mapping of a widened layer.
+
+    Args:
+        indices: 1-D integer array of length ``new_width``. ``indices[j]`` is
+            the old unit that new unit ``j`` copies, or ``-1`` (``FRESH``) for a
+            unit that copies nothing.
+        old_width: number of units before widening.
+    """
+
+    indices: np.ndarray
+    old_width: int
+
+    def __post_init__(self):
+        indices = np.asarray(self.indices)
+        if indices.ndim != 1 or not np.issubdtype(indices.dtype, np.integer):
+            raise ValueError(
+                "WidthMapping expects a 1-D integer array of indices. "
+                f"Received: shape={indices.shape}, dtype={indices.dtype}"
+            )
+        old_width = int(self.old_width)
+        if old_width < 1:
+            raise ValueError(
+                f"WidthMapping expects old_width >= 1. Received: {old_width}"
+            )
+        if indices.size and (indices.min() < FRESH or indices.max() >= old_width):
+            raise ValueError(
+                "WidthMapping indices must lie in [-1, old_width). Received: "
+                f"min={indices.min()}, max={indices.max()}, old_width={old_width}"
+            )
+        indices = indices.astype(np.int64)
+        indices.setflags(write=False)
+        object.__setattr__(self, "indices", indices)
+        object.__setattr__(self, "old_width", old_width)
+
+    @property
+    def new_width(self):
+        return int(self.indices.shape[0])
+
+    @property
+    def fresh(self):
+        """Boolean mask of the new units that copy no old unit."""
+        return self.indices == FRESH
+
+    @property
+    def counts(self):
+        """Replication count of each old unit (length ``old_width``)."""
+        return np.bincount(self.indices[~self.fresh], minlength=self.old_width)
+
+    def expand(self, positions):
+        """Mapping over a flattened ``(positions, channels)`` axis.
+
+        A channels-last ``Flatten`` turns channel ``c`` at spatial position ``p``
+        into feature ``p * C + c``; the consumer's rows must follow the same
+        layout.
+
+        Args:
+            positions: number of spatial positions flattened together.
+
+        Returns:
+            A `WidthMapping` of width ``positions * new_width``.
+        """
+        positions = int(positions)
+        if positions < 1:
+            raise ValueError(f"positions must be >= 1. Received: {positions}")
+        offsets = np.arange(positions)[:, None] * self.old_width
+        flat = np.where(self.fresh[None, :], FRESH, offsets + self.indices[None, :])
+        return WidthMapping(flat.reshape(-1), positions * self.old_width)
+
+
+def _check_widths(old_width, new_width):
+    if int(new_width) <= int(old_width):
+        raise ValueError(
+            f"The new width must be larger than the old width. Received: "
+            f"old_width={old_width}, new_width={new_width}"
+        )
+
+
+def random_mapping(old_width, new_width, seed=None):
+    """Net2WiderNet mapping: keep every old unit, copy random ones for the rest.
+
+    Args:
+        old_width: current number of units.
+        new_width: number of units after widening (> ``old_width``).
+        seed: int, `numpy.random.Generator` or None. Defaults to None.
+
+    Returns:
+        A `WidthMapping` whose extra units copy uniformly chosen old units.
+    """
+    _check_widths(old_width, new_width)
+    rng = np.random.default_rng(seed)
+    extra = rng.integers(0, old_width, size=int(new_width) - int(old_width))
+    return WidthMapping(np.concatenate([np.arange(old_width), extra]), old_width)
+
+
+def padding_mapping(old_width, new_width):
+    """Random-pad baseline mapping: keep every old unit, add fresh ones.
+
+    Args:
+        old_width: current number of units.
+        new_width: number of units after widening (> ``old_width``).
+
+    Returns:
+        A `WidthMapping` whose extra units are marked fresh (``-1``).
+    """
+    _check_widths(old_width, new_width)
+    extra = np.full(int(new_width) - int(old_width), FRESH)
+    return WidthMapping(np.concatenate([np.arange(old_width), extra]), old_width)

@@ -1,0 +1,199 @@
+"""Every bad request raises, names the layer, and leaves the model unchanged."""
+
+import keras
+import pytest
+from conftest import assert_unchanged
+from conftest import build
+from conftest import randomize_weights
+from conftest import snapshot
+from test_surgery import Doubler
+
+import keras_net2net as kn
+
+L = keras.layers
+
+
+def dense_chain(middle, kind):
+    layers = (
+        [L.Dense(4, activation="relu", name="a")] + middle + [L.Dense(2, name="out")]
+    )
+    return randomize_weights(build(layers, (3,), kind))
+
+
+CASES = [
+    # (description, middle layers, call, expected regex (layer name included))
+    ("unknown layer", [], lambda m: kn.widen(m, "nope", 8), r"no layer 'nope'"),
+    ("same width", [], lambda m: kn.widen(m, "a", 4), r"'a'.*larger than.*4"),
+    ("smaller width", [], lambda m: kn.widen(m, "a", 2), r"'a'.*larger than"),
+    ("float width", [], lambda m: kn.widen(m, "a", 8.0), r"'a'.*integer"),
+    ("bad method", [], lambda m: kn.widen(m, "a", 8, method="copy"), r"method"),
+    ("negative noise", [], lambda m: kn.widen(m, "a", 8, noise=-1), r"noise"),
+    (
+        "reshape consumer",
+        [L.Reshape((2, 2), name="r"), L.Flatten()],
+        lambda m: kn.widen(m, "a", 8),
+        r"'r' \(Reshape\).*not supported",
+    ),
+    (
+        "lambda consumer",
+        [L.Lambda(lambda x: x * 2, name="lam")],
+        lambda m: kn.widen(m, "a", 8),
+        r"'lam' \(Lambda\)",
+    ),
+    (
+        "subclassed consumer",
+        [Doubler(name="dbl")],
+        lambda m: kn.widen(m, "a", 8),
+        r"'dbl' \(Doubler\)",
+    ),
+    (
+        "softmax activation in between",
+        [L.Activation("softmax", name="sm")],
+        lambda m: kn.widen(m, "a", 8),
+        r"'sm'.*mixes channels",
+    ),
+    (
+        "layer norm in between",
+        [L.LayerNormalization(name="ln")],
+        lambda m: kn.widen(m, "a", 8),
+        r"'ln' \(LayerNormalization\)",
+    ),
+    (
+        "output layer (no consumer)",
+        [],
+        lambda m: kn.widen(m, "out", 8),
+        r"'out'.*model output",
+    ),
+    ("output through dropout", [], None, None),
+    (
+        "widen non-widenable",
+        [L.Dropout(0.1, name="drop")],
+        lambda m: kn.widen(m, "drop", 8),
+        r"'drop'.*cannot be widened",
+    ),
+    (
+        "deepen unknown",
+        [],
+        lambda m: kn.deepen(m, after="zzz"),
+        r"`after`.*no layer 'zzz'",
+    ),
+    ("deepen after softmax", [], None, None),
+    (
+        "deepen bad method",
+        [],
+        lambda m: kn.deepen(m, after="a", method="zeros"),
+        r"method",
+    ),
+    (
+        "deepen after dropout",
+        [L.Dropout(0.1, name="drop")],
+        lambda m: kn.deepen(m, after="drop"),
+        r"'drop'.*Dense and Conv",
+    ),
+    (
+        "deepen name taken",
+        [],
+        lambda m: kn.deepen(m, after="a", name="out"),
+        r"already has a layer named 'out'",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "case", [c for c in CASES if c[2] is not None], ids=lambda c: c[0]
+)
+def test_bad_request_raises_and_leaves_model_unchanged(case, kind):
+    _, middle, call, pattern = case
+    model = dense_chain(middle, kind)
+    before = snapshot(model)
+    with pytest.raises((ValueError, TypeError), match=pattern):
+        call(model)
+    assert_unchanged(model, before)
+
+
+def test_output_reached_through_pass_through(kind):
+    model = randomize_weights(
+        build(
+            [L.Dense(4, name="a"), L.Dense(3, name="b"), L.Dropout(0.1, name="d")],
+            (3,),
+            kind,
+        )
+    )
+    before = snapshot(model)
+    with pytest.raises(ValueError, match=r"'d' \(Dropout\).*model output"):
+        kn.widen(model, "b", 6)
+    assert_unchanged(model, before)
+
+
+def test_deepen_after_softmax_says_why(kind):
+    model = randomize_weights(
+        build([L.Dense(4, activation="softmax", name="sm"), L.Dense(2)], (3,), kind)
+    )
+    before = snapshot(model)
+    with pytest.raises(ValueError, match=r"'sm'.*activation 'softmax'.*ReLU or linear"):
+        kn.deepen(model, after="sm")
+    assert_unchanged(model, before)
+
+
+def test_deepen_even_kernel_is_an_error(kind):
+    model = randomize_weights(
+        build([L.Conv2D(3, 2, name="c"), L.Flatten(), L.Dense(2)], (5, 5, 1), kind)
+    )
+    before = snapshot(model)
+    with pytest.raises(ValueError, match=r"'c'.*odd kernel sizes"):
+        kn.deepen(model, after="c")
+    assert_unchanged(model, before)
+
+
+def test_channels_first_and_grouped_conv_are_rejected():
+    model = build(
+        [L.Conv2D(4, 3, groups=2, name="g"), L.Flatten(), L.Dense(2)],
+        (5, 5, 2),
+        "functional",
+    )
+    with pytest.raises(ValueError, match=r"'g'.*groups=2"):
+        kn.widen(model, "g", 8)
+
+
+def test_shared_layer_is_rejected():
+    shared = L.Dense(3, name="shared")
+    inputs = keras.Input((3,))
+    a = L.Dense(3, name="a")(inputs)
+    out = shared(shared(a))
+    model = keras.Model(inputs, out)
+    with pytest.raises(ValueError, match=r"'shared'.*shared"):
+        kn.widen(model, "a", 6)
+
+
+def test_subclassed_model_is_rejected():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.d = L.Dense(2)
+
+        def call(self, x):
+            return self.d(x)
+
+    net = Net()
+    net(keras.ops.zeros((1, 3)))
+    with pytest.raises(TypeError, match="subclassed"):
+        kn.widen(net, "d", 4)
+
+
+def test_register_handler_validates():
+    with pytest.raises(TypeError, match="layer_class"):
+        kn.register_handler(object, kn.surgery.PassThroughHandler())
+    with pytest.raises(TypeError, match="handler"):
+        kn.register_handler(Doubler, object())
+
+
+def test_registered_handler_makes_layer_supported(kind):
+    class Scale(L.Layer):
+        def call(self, x):
+            return 3 * x
+
+    kn.register_handler(Scale, kn.surgery.PassThroughHandler())
+    model = dense_chain([Scale()], kind)
+    wider = kn.widen(model, "a", 7)
+    x = keras.random.normal((4, 3), seed=0)
+    assert kn.max_output_difference(model, wider, x) <= 1e-5

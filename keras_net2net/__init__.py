@@ -1,6 +1,13 @@
 """keras-net2net: grow Keras 3 models while they train (Net2Net)."""
 
 from keras_net2net import transforms
+from keras_net2net.growth import AtEpoch
+from keras_net2net.growth import AtStep
+from keras_net2net.growth import GrowModel
+from keras_net2net.growth import GrowthRecord
+from keras_net2net.growth import OnPlateau
+from keras_net2net.growth import ScaledSchedule
+from keras_net2net.growth import grow_in_place
 from keras_net2net.initializers import IdentityConvInit
 from keras_net2net.initializers import Net2WiderInit
 from keras_net2net.surgery import Deepen
@@ -13,6 +20,13 @@ from keras_net2net.surgery import widen
 __version__ = "0.1.0"
 
 __all__ = [
+    "AtEpoch",
+    "AtStep",
+    "GrowModel",
+    "GrowthRecord",
+    "OnPlateau",
+    "ScaledSchedule",
+    "grow_in_place",
     "Deepen",
     "IdentityConvInit",
     "Net2WiderInit",

@@ -117,17 +117,33 @@ def graph_outputs(model):
 
 
 @contextlib.contextmanager
-def _no_tracking(obj):
-    """Set attributes on a Keras object without Keras/TF auto-tracking."""
-    tf_tracking = getattr(obj, "_self_setattr_tracking", None)
-    if tf_tracking is not None:
+def _no_tracking(obj, tf_tracking=True):
+    """Set attributes on a Keras object without Keras auto-tracking.
+
+    TensorFlow's own attribute tracking stays on unless ``tf_tracking`` is
+    False, so that TF replaces (rather than keeps) its reference to the
+    previous value, exactly as `Function.__init__` does.
+    """
+    previous = getattr(obj, "_self_setattr_tracking", None)
+    if previous is not None and not tf_tracking:
         obj._self_setattr_tracking = False
     try:
         with DotNotTrackScope():
             yield
     finally:
-        if tf_tracking is not None:
-            obj._self_setattr_tracking = tf_tracking
+        if previous is not None:
+            obj._self_setattr_tracking = previous
+
+
+def _set_graph_attrs(fn, values):
+    structs = ("_inputs_struct", "_outputs_struct")
+    with _no_tracking(fn, tf_tracking=False):
+        for attr in structs:
+            setattr(fn, attr, values[attr])
+    with _no_tracking(fn):
+        for attr in _FUNCTION_GRAPH_ATTRS:
+            if attr not in structs:
+                setattr(fn, attr, values[attr])
 
 
 class ModelState:
@@ -146,7 +162,8 @@ class ModelState:
         self.layer_nodes = {}
         for layer, _, _ in graph_nodes(model):
             self._remember(layer)
-        self.trainable_state = getattr(model, "_compiled_trainable_state", None)
+        state = getattr(model, "_compiled_trainable_state", None)
+        self.trainable_state = dict(state) if state is not None else None
 
     def _remember(self, layer):
         if id(layer) not in self.layer_nodes:
@@ -162,17 +179,15 @@ class ModelState:
 
     def restore(self):
         model = self.model
-        with _no_tracking(model):
-            if self.sequential_layers is not None:
-                model._layers = self.sequential_layers
-                model._functional = self.sequential_functional
-            else:
-                _retrack_layers(model, self.tracked_layers)
-                for attr, value in self.graph_attrs.items():
-                    setattr(model, attr, value)
+        if self.sequential_layers is not None:
+            _set_sequential(model, self.sequential_layers, self.sequential_functional)
+        else:
+            with _no_tracking(model):
                 model.output_names = self.output_names
-            if self.trainable_state is not None:
-                model._compiled_trainable_state = self.trainable_state
+            _set_graph_attrs(model, self.graph_attrs)
+            _retrack_layers(model, self.tracked_layers)
+        if self.trainable_state is not None:
+            _set_trainable_state(model, self.trainable_state)
         for layer, inbound, outbound in self.layer_nodes.values():
             layer._inbound_nodes[:] = inbound
             layer._outbound_nodes[:] = outbound
@@ -180,11 +195,28 @@ class ModelState:
                 _renumber(node, index)
 
 
+def _set_sequential(model, layers, functional):
+    """Give a Sequential model a new layer list and graph.
+
+    Assigned with tracking on, as Sequential itself does, so that TF's tracking
+    lets go of the previous graph; the previous layers and graph are then
+    removed from the Keras tracker's store, which would otherwise keep them.
+    """
+    previous = list(model._layers) + [model._functional]
+    model._layers = layers
+    model._functional = functional
+    keep = {id(x) for x in layers} | {id(functional)}
+    for obj in previous:
+        if obj is not None and id(obj) not in keep:
+            model._tracker.untrack(obj)
+
+
 def _retrack_layers(model, layers):
+    """Make ``layers`` (in this order) the layers that ``model`` tracks."""
     for layer in list(model._layers):
         model._tracker.untrack(layer)
     for layer in layers:
-        model._tracker.track(layer)
+        model._tracker.add_to_store("layers", layer)
 
 
 def _renumber(node, index):
@@ -212,11 +244,14 @@ def prune_nodes(model):
         for index, node in enumerate(layer._inbound_nodes):
             _renumber(node, index)
     nodes, by_depth, operations, ops_by_depth = map_graph(fn._inputs, fn._outputs)
-    with _no_tracking(fn):
-        fn._nodes = nodes
-        fn._nodes_by_depth = by_depth
-        fn._operations = operations
-        fn._operations_by_depth = ops_by_depth
+    values = {a: getattr(fn, a) for a in _FUNCTION_GRAPH_ATTRS}
+    values.update(
+        _nodes=nodes,
+        _nodes_by_depth=by_depth,
+        _operations=operations,
+        _operations_by_depth=ops_by_depth,
+    )
+    _set_graph_attrs(fn, values)
 
 
 def adopt_graph(model, new_model):
@@ -226,20 +261,31 @@ def adopt_graph(model, new_model):
     consumed: do not use it afterwards. Layers of ``model`` that are not in the
     new graph are untracked, so their variables leave ``model.weights``.
     """
-    with _no_tracking(model):
-        if isinstance(model, keras.Sequential):
-            model._layers = list(new_model._layers)
-            model._functional = new_model._functional
-        else:
-            for attr in _FUNCTION_GRAPH_ATTRS:
-                setattr(model, attr, getattr(new_model, attr))
+    if isinstance(model, keras.Sequential):
+        _set_sequential(model, list(new_model._layers), new_model._functional)
+    else:
+        with _no_tracking(model):
             model.output_names = list(new_model.output_names)
-            _retrack_layers(model, new_model._layers)
+        _set_graph_attrs(
+            model, {a: getattr(new_model, a) for a in _FUNCTION_GRAPH_ATTRS}
+        )
+        _retrack_layers(model, new_model._layers)
     prune_nodes(model)
-    if getattr(model, "_compiled_trainable_state", None) is not None:
-        model._compiled_trainable_state = {
-            layer: layer.trainable for layer in model._flatten_layers()
-        }
+    _set_trainable_state(
+        model, {layer: layer.trainable for layer in model._flatten_layers()}
+    )
+
+
+def _set_trainable_state(model, values):
+    """Update the compiled-trainable-state dict (keyed by layer) in place.
+
+    Mutating it in place matters: TensorFlow's tracking keeps a reference to
+    this very object, and a new dict would leave the old layers alive.
+    """
+    state = getattr(model, "_compiled_trainable_state", None)
+    if state is not None:
+        state.clear()
+        state.update(values)
 
 
 def reset_compiled_functions(model):
@@ -285,3 +331,21 @@ def rebuild_optimizer(optimizer, variables):
         undo()
         raise
     return undo
+
+
+def learning_rate_object(optimizer):
+    """The optimizer's learning-rate variable, schedule or callable."""
+    return optimizer._learning_rate
+
+
+def distribution_scope(model):
+    """Context in which new variables are created like the model's own."""
+    strategy = getattr(model, "distribute_strategy", None)
+    if strategy is not None and hasattr(strategy, "scope"):
+        return strategy.scope()
+    return contextlib.nullcontext()
+
+
+def set_untracked_attribute(obj, name, value):
+    """Set a plain Python attribute that neither Keras nor TF should track."""
+    object.__setattr__(obj, name, value)

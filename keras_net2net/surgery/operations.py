@@ -70,7 +70,7 @@ class GrowthResult:
     origins: dict
 
 
-def apply_operations(model, operations, *, reuse_layers=False):
+def apply_operations(model, operations, *, reuse_layers=False, name_failures=False):
     """Apply several `Widen`/`Deepen` operations in order, as one growth.
 
     Every operation is planned (and so validated) on the model as the previous
@@ -81,6 +81,8 @@ def apply_operations(model, operations, *, reuse_layers=False):
         operations: list of `Widen`/`Deepen`.
         reuse_layers: share unchanged layers with ``model`` (in-place growth)
             instead of cloning them. Defaults to False.
+        name_failures: prefix an error with the operation that raised it.
+            Defaults to False.
 
     Returns:
         A `GrowthResult`.
@@ -93,8 +95,13 @@ def apply_operations(model, operations, *, reuse_layers=False):
                 "Growth operations must be keras_net2net.Widen or Deepen. "
                 f"Received: {operation!r} of type {type(operation).__name__}"
             )
-        plan = operation.plan(current)
-        current, pairs = apply_plan(current, plan, reuse_layers=reuse_layers)
+        try:
+            plan = operation.plan(current)
+            current, pairs = apply_plan(current, plan, reuse_layers=reuse_layers)
+        except (ValueError, TypeError) as error:
+            if not name_failures:
+                raise
+            raise type(error)(f"{operation} failed: {error}") from error
         descriptions.append(plan.description)
         new_origins = {}
         for layer in current.layers:

@@ -244,7 +244,10 @@ def apply_plan(model, plan, *, reuse_layers=False):
                 pairs[id(inserted)] = (inserted, None)
                 layers.append(inserted)
         source = model.inputs[0]
-        inputs = keras.Input(batch_shape=source.shape, dtype=source.dtype)
+        if reuse_layers:
+            inputs = source  # keep the model's own InputLayer
+        else:
+            inputs = keras.Input(batch_shape=source.shape, dtype=source.dtype)
         new_model = keras.Sequential(
             [inputs] + layers, name=model.name, trainable=model.trainable
         )

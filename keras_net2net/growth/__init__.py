@@ -1,0 +1,19 @@
+"""Growing a model in place during `model.fit`."""
+
+from keras_net2net.growth.callback import GrowModel
+from keras_net2net.growth.callback import GrowthRecord
+from keras_net2net.growth.inplace import grow_in_place
+from keras_net2net.growth.learning_rate import ScaledSchedule
+from keras_net2net.growth.schedule import AtEpoch
+from keras_net2net.growth.schedule import AtStep
+from keras_net2net.growth.schedule import OnPlateau
+
+__all__ = [
+    "AtEpoch",
+    "AtStep",
+    "GrowModel",
+    "GrowthRecord",
+    "OnPlateau",
+    "ScaledSchedule",
+    "grow_in_place",
+]

@@ -1,0 +1,164 @@
+"""When to grow: triggers, and the schedule that pairs them with operations."""
+
+import dataclasses
+import numbers
+
+from keras_net2net.surgery import Deepen
+from keras_net2net.surgery import Widen
+
+_MAX_WORDS = ("acc", "auc", "precision", "recall", "f1", "iou")
+
+
+@dataclasses.dataclass(frozen=True)
+class AtEpoch:
+    """Grow at the start of epoch ``epoch`` (0-based, like ``on_epoch_begin``).
+
+    ``AtEpoch(2)`` grows after two epochs have been trained. A plain integer key
+    in a `GrowModel` schedule means the same.
+    """
+
+    epoch: int
+
+    def __post_init__(self):
+        _check_count(self.epoch, "AtEpoch(epoch)")
+
+    def describe(self):
+        return f"epoch {self.epoch}"
+
+
+@dataclasses.dataclass(frozen=True)
+class AtStep:
+    """Grow before training step ``step`` (0-based, counted across epochs).
+
+    ``AtStep(100)`` grows after 100 batches have been trained. Steps continue
+    from ``optimizer.iterations`` when `fit` is called again. With
+    ``steps_per_execution > 1`` growth happens at the next execution boundary.
+    """
+
+    step: int
+
+    def __post_init__(self):
+        _check_count(self.step, "AtStep(step)")
+
+    def describe(self):
+        return f"step {self.step}"
+
+
+@dataclasses.dataclass(frozen=True)
+class OnPlateau:
+    """Grow when a monitored metric has stopped improving.
+
+    Works like `keras.callbacks.EarlyStopping`: at the end of each epoch the
+    monitored value is compared with the best so far; after ``patience``
+    epochs without an improvement larger than ``min_delta`` the trigger fires
+    and the model grows at the start of the next epoch. Each trigger fires
+    once.
+
+    Args:
+        monitor: metric name in the epoch logs. Defaults to ``"val_loss"``.
+        patience: epochs without improvement before growing. Defaults to 0.
+        min_delta: smallest change that counts as an improvement.
+            Defaults to 0.
+        mode: ``"min"``, ``"max"`` or ``"auto"`` (``"max"`` for accuracy-like
+            names, else ``"min"``). Defaults to ``"auto"``.
+    """
+
+    monitor: str = "val_loss"
+    patience: int = 0
+    min_delta: float = 0.0
+    mode: str = "auto"
+
+    def __post_init__(self):
+        if self.mode not in ("auto", "min", "max"):
+            raise ValueError(
+                "OnPlateau(mode) must be 'auto', 'min' or 'max'. "
+                f"Received: mode={self.mode!r}"
+            )
+        _check_count(self.patience, "OnPlateau(patience)")
+        if not isinstance(self.min_delta, numbers.Real) or self.min_delta < 0:
+            raise ValueError(
+                "OnPlateau(min_delta) must be a number >= 0. "
+                f"Received: min_delta={self.min_delta!r}"
+            )
+
+    @property
+    def maximize(self):
+        if self.mode != "auto":
+            return self.mode == "max"
+        name = self.monitor.removeprefix("val_")
+        return any(word in name for word in _MAX_WORDS)
+
+    def improved(self, value, best):
+        if best is None:
+            return True
+        if self.maximize:
+            return value > best + self.min_delta
+        return value < best - self.min_delta
+
+    def describe(self):
+        return f"plateau of {self.monitor} (patience {self.patience})"
+
+
+def _check_count(value, what):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"{what} must be an integer >= 0. Received: {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    """One scheduled growth event: a trigger and the operations it applies."""
+
+    trigger: object
+    operations: tuple
+
+
+def parse_schedule(schedule):
+    """Normalise a schedule into a list of `Event`.
+
+    Args:
+        schedule: a dict ``{trigger: operations}`` or a list of
+            ``(trigger, operations)`` pairs. A trigger is an `AtEpoch`,
+            `AtStep`, `OnPlateau` or an int (an epoch); operations are a
+            `Widen`/`Deepen` or a list of them.
+
+    Returns:
+        A list of `Event`, in schedule order.
+    """
+    items = schedule.items() if isinstance(schedule, dict) else schedule
+    try:
+        items = list(items)
+    except TypeError:
+        items = None
+    if not items:
+        raise ValueError(
+            "`schedule` must be a non-empty dict {trigger: operations} or list "
+            f"of (trigger, operations) pairs. Received: schedule={schedule!r}"
+        )
+    events = []
+    for item in items:
+        if not (isinstance(item, (tuple, list)) and len(item) == 2):
+            raise ValueError(
+                "Each schedule entry must be a (trigger, operations) pair. "
+                f"Received: {item!r}"
+            )
+        trigger, operations = item
+        if isinstance(trigger, numbers.Integral) and not isinstance(trigger, bool):
+            trigger = AtEpoch(int(trigger))
+        if not isinstance(trigger, (AtEpoch, AtStep, OnPlateau)):
+            raise TypeError(
+                "A schedule trigger must be an int (epoch), AtEpoch, AtStep or "
+                f"OnPlateau. Received: {trigger!r} of type {type(trigger).__name__}"
+            )
+        if isinstance(operations, (Widen, Deepen)):
+            operations = [operations]
+        operations = tuple(operations) if isinstance(operations, (list, tuple)) else ()
+        if not operations or not all(
+            isinstance(op, (Widen, Deepen)) for op in operations
+        ):
+            raise TypeError(
+                f"The operations for {trigger.describe()} must be a Widen, a "
+                "Deepen, or a non-empty list of them. "
+                f"Received: {item[1]!r}"
+            )
+        events.append(Event(trigger, operations))
+    return events

@@ -189,10 +189,18 @@ class ModelState:
         if self.trainable_state is not None:
             _set_trainable_state(model, self.trainable_state)
         for layer, inbound, outbound in self.layer_nodes.values():
-            layer._inbound_nodes[:] = inbound
-            layer._outbound_nodes[:] = outbound
+            _replace_contents(layer._inbound_nodes, inbound)
+            _replace_contents(layer._outbound_nodes, outbound)
             for index, node in enumerate(inbound):
                 _renumber(node, index)
+
+
+def _replace_contents(target, values):
+    """Replace a (possibly TF-wrapped) list's items in place."""
+    values = list(values)
+    while len(target):
+        target.pop()
+    target.extend(values)
 
 
 def _set_sequential(model, layers, functional):
@@ -239,8 +247,10 @@ def prune_nodes(model):
     keep = {id(n) for nodes in fn._nodes_by_depth.values() for n in nodes}
     layers = {id(op): op for op in fn._operations}
     for layer in layers.values():
-        layer._inbound_nodes[:] = [n for n in layer._inbound_nodes if id(n) in keep]
-        layer._outbound_nodes[:] = [n for n in layer._outbound_nodes if id(n) in keep]
+        inbound = [n for n in layer._inbound_nodes if id(n) in keep]
+        outbound = [n for n in layer._outbound_nodes if id(n) in keep]
+        _replace_contents(layer._inbound_nodes, inbound)
+        _replace_contents(layer._outbound_nodes, outbound)
         for index, node in enumerate(layer._inbound_nodes):
             _renumber(node, index)
     nodes, by_depth, operations, ops_by_depth = map_graph(fn._inputs, fn._outputs)
@@ -322,7 +332,7 @@ def rebuild_optimizer(optimizer, variables):
 
     def undo():
         optimizer.__dict__.update(saved_dict)
-        optimizer._variables[:] = saved_vars
+        _replace_contents(optimizer._variables, saved_vars)
         optimizer._tracker.stored_ids = saved_ids
 
     try:

@@ -132,12 +132,13 @@ class UnitsHandler(Handler):
         return change
 
     def widen_in(self, layer, mapping, options, seeds):
+        # Noise goes on the widened layer's new copies only (`widen_out`): that
+        # is enough to make them differ, and the consumer keeps an exact split.
         random_pad = options.method == RANDOM_PAD
         kernel = Net2WiderInit(
             layer.kernel,
             mapping,
             side="in",
-            noise=options.noise,
             fill=RANDOM if random_pad else 0.0,
             seed=next(seeds),
             fallback=layer.kernel_initializer,

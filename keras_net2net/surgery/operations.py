@@ -145,8 +145,10 @@ def widen(model, layer, units, *, method=H.NET2WIDER, noise=0.0, seed=None):
             must be larger than the current one.
         method: ``"net2wider"`` (copy units) or ``"random-pad"`` (the
             baseline: random new units). Defaults to ``"net2wider"``.
-        noise: symmetry-breaking noise relative to each kernel's standard
-            deviation; 0 preserves the function exactly. Defaults to 0.
+        noise: symmetry-breaking noise added to the incoming weights of the
+            new copies, relative to the kernel's standard deviation, so that
+            copies are no longer identical; it changes the function slightly.
+            0 preserves the function exactly. Defaults to 0.
         seed: integer seed of the mapping and the noise. Defaults to None.
 
     Returns:

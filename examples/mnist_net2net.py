@@ -57,22 +57,37 @@ LABELS = {
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=None,
-                        help="an .npz in the layout of keras.datasets.mnist "
-                             "(x_train, y_train, x_test, y_test); default: download")
-    parser.add_argument("--quick", action="store_true",
-                        help="bundled 2000/1000-digit subset, 1 epoch each, "
-                             "batch size 32 (under a minute on 2 CPU cores)")
-    parser.add_argument("--epochs", type=int, default=None,
-                        help="epochs for the teacher and for each student "
-                             "(default 3, or 1 with --quick)")
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="default 128, or 32 with --quick")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="an .npz in the layout of keras.datasets.mnist "
+        "(x_train, y_train, x_test, y_test); default: download",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="bundled 2000/1000-digit subset, 1 epoch each, "
+        "batch size 32 (under a minute on 2 CPU cores)",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="epochs for the teacher and for each student "
+        "(default 3, or 1 with --quick)",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="default 128, or 32 with --quick"
+    )
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument("--out", type=Path, default=Path("net2net_results"))
-    parser.add_argument("--verbose", type=int, default=2,
-                        help="Keras fit verbosity (0 silent, 1 bar, 2 one line "
-                             "per epoch); default 2")
+    parser.add_argument(
+        "--verbose",
+        type=int,
+        default=2,
+        help="Keras fit verbosity (0 silent, 1 bar, 2 one line per epoch); default 2",
+    )
     args = parser.parse_args(argv)
     if args.epochs is None:
         args.epochs = 1 if args.quick else 3
@@ -108,21 +123,26 @@ def load_data(args):
         return (x.astype("float32") / 255.0)[..., None]
 
     return (prepare(x_train), y_train.astype("int32")), (
-        prepare(x_test), y_test.astype("int32"))
+        prepare(x_test),
+        y_test.astype("int32"),
+    )
 
 
 def make_teacher():
     layers = keras.layers
-    return keras.Sequential([
-        keras.Input((28, 28, 1)),
-        layers.Conv2D(64, 3, padding="same", activation="relu", name="conv1"),
-        layers.MaxPooling2D(2),
-        layers.Conv2D(64, 3, padding="same", activation="relu", name="conv2"),
-        layers.MaxPooling2D(2),
-        layers.Flatten(),
-        layers.Dense(64, activation="relu", name="fc1"),
-        layers.Dense(10, activation="softmax", name="fc2"),
-    ], name="teacher")
+    return keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            layers.Conv2D(64, 3, padding="same", activation="relu", name="conv1"),
+            layers.MaxPooling2D(2),
+            layers.Conv2D(64, 3, padding="same", activation="relu", name="conv2"),
+            layers.MaxPooling2D(2),
+            layers.Flatten(),
+            layers.Dense(64, activation="relu", name="fc1"),
+            layers.Dense(10, activation="softmax", name="fc2"),
+        ],
+        name="teacher",
+    )
 
 
 def compile_model(model, learning_rate):
@@ -145,8 +165,13 @@ def train(name, model, learning_rate, train_data, test, args):
     compile_model(model, learning_rate)
     start = time.perf_counter()
     loss0, acc0 = evaluate(model, test, args.batch_size)
-    history = model.fit(*train_data, validation_data=test, epochs=args.epochs,
-                        batch_size=args.batch_size, verbose=args.verbose)
+    history = model.fit(
+        *train_data,
+        validation_data=test,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        verbose=args.verbose,
+    )
     return {
         "name": name,
         "label": LABELS[name],
@@ -186,21 +211,29 @@ def grow_in_fit(train_data, test, args):
     name = "growmodel-net2wider"
     keras.utils.set_random_seed(args.seed)  # the same initial teacher as row 1
     model = compile_model(make_teacher(), TEACHER_LR)
-    print(f"\n== {LABELS[name]}: {model.count_params():,} parameters at start",
-          flush=True)
+    print(
+        f"\n== {LABELS[name]}: {model.count_params():,} parameters at start", flush=True
+    )
     grow = kn.GrowModel(
-        {args.epochs: [
-            kn.Widen("conv1", 128, noise=NOISE, seed=args.seed),
-            kn.Widen("fc1", 128, noise=NOISE, seed=args.seed + 1),
-        ]},
+        {
+            args.epochs: [
+                kn.Widen("conv1", 128, noise=NOISE, seed=args.seed),
+                kn.Widen("fc1", 128, noise=NOISE, seed=args.seed + 1),
+            ]
+        },
         lr_scale=STUDENT_LR / TEACHER_LR,
         verbose=1,
     )
     after = EvaluateAfterGrowth(grow, test, args.batch_size)
     start = time.perf_counter()
-    history = model.fit(*train_data, validation_data=test, epochs=2 * args.epochs,
-                        batch_size=args.batch_size, verbose=args.verbose,
-                        callbacks=[grow, after])
+    history = model.fit(
+        *train_data,
+        validation_data=test,
+        epochs=2 * args.epochs,
+        batch_size=args.batch_size,
+        verbose=args.verbose,
+        callbacks=[grow, after],
+    )
     student = slice(args.epochs, None)
     return {
         "name": name,
@@ -210,7 +243,9 @@ def grow_in_fit(train_data, test, args):
         + [float(v) for v in history.history["val_loss"][student]],
         "val_accuracy": [after.result[1]]
         + [float(v) for v in history.history["val_accuracy"][student]],
-        "teacher_val_loss": [float(v) for v in history.history["val_loss"][:args.epochs]],
+        "teacher_val_loss": [
+            float(v) for v in history.history["val_loss"][: args.epochs]
+        ],
         "growth": [r.describe() for r in grow.records],
         "seconds": time.perf_counter() - start,
     }
@@ -219,8 +254,11 @@ def grow_in_fit(train_data, test, args):
 def run(args):
     keras.utils.set_random_seed(args.seed)
     train_data, test = load_data(args)
-    print(f"MNIST: {len(train_data[0])} training / {len(test[0])} validation digits; "
-          f"backend {keras.backend.backend()}, Keras {keras.version()}", flush=True)
+    print(
+        f"MNIST: {len(train_data[0])} training / {len(test[0])} validation digits; "
+        f"backend {keras.backend.backend()}, Keras {keras.version()}",
+        flush=True,
+    )
     total = time.perf_counter()
     results = []
     teacher = make_teacher()
@@ -236,11 +274,18 @@ def run(args):
     results.append(grow_in_fit(train_data, test, args))
     return {
         "config": {
-            "quick": args.quick, "epochs": args.epochs, "batch_size": args.batch_size,
-            "seed": args.seed, "teacher_lr": TEACHER_LR, "student_lr": STUDENT_LR,
-            "momentum": MOMENTUM, "noise": NOISE,
-            "train_size": int(len(train_data[0])), "val_size": int(len(test[0])),
-            "backend": keras.backend.backend(), "keras": keras.version(),
+            "quick": args.quick,
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "seed": args.seed,
+            "teacher_lr": TEACHER_LR,
+            "student_lr": STUDENT_LR,
+            "momentum": MOMENTUM,
+            "noise": NOISE,
+            "train_size": int(len(train_data[0])),
+            "val_size": int(len(test[0])),
+            "backend": keras.backend.backend(),
+            "keras": keras.version(),
         },
         "results": results,
         "paper_val_loss": PAPER,
@@ -250,15 +295,19 @@ def run(args):
 
 def markdown_table(report):
     epochs = report["config"]["epochs"]
-    head = (["configuration", "params"]
-            + [f"val loss ep {e}" for e in range(epochs + 1)]
-            + ["val acc (last)", "paper ep 1-3", "time (s)"])
+    head = (
+        ["configuration", "params"]
+        + [f"val loss ep {e}" for e in range(epochs + 1)]
+        + ["val acc (last)", "paper ep 1-3", "time (s)"]
+    )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in report["results"]:
         paper = " ".join(f"{v:.3f}" for v in PAPER.get(r["name"], [])) or "-"
-        cells = ([r["label"], f"{r['params']:,}"]
-                 + [f"{v:.4f}" for v in r["val_loss"]]
-                 + [f"{r['val_accuracy'][-1]:.4f}", paper, f"{r['seconds']:.0f}"])
+        cells = (
+            [r["label"], f"{r['params']:,}"]
+            + [f"{v:.4f}" for v in r["val_loss"]]
+            + [f"{r['val_accuracy'][-1]:.4f}", paper, f"{r['seconds']:.0f}"]
+        )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -269,7 +318,9 @@ def write_outputs(report, out):
     table = markdown_table(report)
     (out / "results.md").write_text(
         "Validation loss per epoch (epoch 0: before any training of that row).\n\n"
-        + table + "\n")
+        + table
+        + "\n"
+    )
     with open(out / "results.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["configuration", "epoch", "val_loss", "val_accuracy"])
@@ -282,14 +333,21 @@ def write_outputs(report, out):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("matplotlib is not installed: skipping the plot "
-              "(pip install 'keras-net2net[examples]')")
+        print(
+            "matplotlib is not installed: skipping the plot "
+            "(pip install 'keras-net2net[examples]')"
+        )
         return table, None
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in report["results"]:
         style = "--" if r["name"].startswith("growmodel") else "-"
-        ax.plot(range(len(r["val_loss"])), r["val_loss"], style, marker="o",
-                label=r["label"])
+        ax.plot(
+            range(len(r["val_loss"])),
+            r["val_loss"],
+            style,
+            marker="o",
+            label=r["label"],
+        )
     ax.set_xlabel("epoch (0 = before training)")
     ax.set_ylabel("validation loss")
     ax.set_yscale("log")
@@ -306,8 +364,10 @@ def main(argv=None):
     report = run(args)
     table, plot = write_outputs(report, args.out)
     print("\n" + table)
-    print(f"\nwrote {args.out}/results.json, results.md, results.csv"
-          + (f", {plot.name}" if plot else ""))
+    print(
+        f"\nwrote {args.out}/results.json, results.md, results.csv"
+        + (f", {plot.name}" if plot else "")
+    )
     print(f"total wall time: {report['total_seconds']:.1f} s")
     return report
 

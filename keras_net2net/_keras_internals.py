@@ -306,6 +306,39 @@ def reset_compiled_functions(model):
 
 
 # --------------------------------------------------------------------------
+# Backend-specific training state.
+
+
+def sync_training_state(model):
+    """Write the values a backend's fit loop holds back into the variables.
+
+    JAX's fit loop keeps the variables' values in its own state tuple (and
+    purges the variables) while it trains; reading or replacing variables in
+    between steps needs them synced first. A no-op on other backends.
+    """
+    sync = getattr(model, "jax_state_sync", None)
+    if sync is not None:
+        sync()
+
+
+def after_variables_changed(model):
+    """Tell the backend's fit loop that the model has new variables.
+
+    * JAX: drop the loop's stale state and make it re-read the variables
+      before the next step.
+    * torch: re-track the model's parameters (a ParameterDict keyed by
+      variable path), so `zero_grad` and `parameters()` see the new ones and
+      no longer hold the replaced ones.
+    """
+    if hasattr(model, "_jax_state_synced"):
+        model._jax_state = None
+        model._jax_state_synced = True
+    for obj in (model, getattr(model, "_functional", None)):
+        if obj is not None and hasattr(obj, "_torch_params"):
+            obj._track_variables()
+
+
+# --------------------------------------------------------------------------
 # Optimizer state.
 
 

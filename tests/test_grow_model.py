@@ -228,3 +228,24 @@ def test_lr_scale_float_and_schedule(tmp_path):
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras")
     assert isinstance(loaded.optimizer._learning_rate, kn.ScaledSchedule)
+
+
+def test_backend_tracks_exactly_the_current_variables(kind):
+    """torch: parameters() must be the current variables (no stale, none missing)."""
+    model = mnist_model(kind, size=12)
+    x, y = data(16, size=12)
+    model.fit(
+        x,
+        y,
+        epochs=2,
+        verbose=0,
+        callbacks=[kn.GrowModel({1: [kn.Widen("fc1", 70), kn.Deepen(after="conv2")]})],
+    )
+    if keras.backend.backend() == "torch":
+        params = {id(p) for p in model.parameters()}
+        assert params == {id(v.value) for v in model.variables}
+    paths = [v.path for v in model.variables]
+    assert len(paths) == len(set(paths))
+    # a second fit trains and stays finite (no gradient accumulation)
+    history = model.fit(x, y, epochs=3, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))

@@ -23,6 +23,7 @@ def grow_in_place(model, operations):
         The `GrowthResult` (its ``model`` is the temporary model whose graph
         ``model`` adopted).
     """
+    internals.sync_training_state(model)
     optimizer = getattr(model, "optimizer", None)
     carry_state = optimizer is not None and optimizer.built
     if carry_state:
@@ -50,6 +51,7 @@ def grow_in_place(model, operations):
             undo_optimizer()
         state.restore()
         raise
+    internals.after_variables_changed(model)
     if getattr(model, "compiled", False):
         internals.reset_compiled_functions(model)
     return result

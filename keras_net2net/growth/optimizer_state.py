@@ -22,8 +22,8 @@ import numpy as np
 
 from keras_net2net import _keras_internals as internals
 
-# (optimizer class, {slot attribute: kind}); the first isinstance match wins,
-# so subclasses (AdamW) come after nothing that would shadow them.
+# (optimizer class, {slot attribute: kind}). Keras' own backend variants (e.g.
+# the torch SGD) resolve to their public class; user subclasses are refused.
 SLOT_REGISTRY = [
     (
         keras.optimizers.AdamW,
@@ -67,9 +67,12 @@ def slot_kinds(optimizer):
                 f"Received: {type(optimizer).__name__}({option}="
                 f"{getattr(optimizer, option)!r})."
             )
-    for cls, kinds in SLOT_REGISTRY:
-        if type(optimizer) is cls:
-            return kinds
+    registry = dict(SLOT_REGISTRY)
+    for cls in type(optimizer).__mro__:
+        if cls in registry:
+            return registry[cls]
+        if not cls.__module__.startswith("keras."):
+            break  # a user subclass: its state layout is unknown
     raise ValueError(
         f"GrowModel cannot carry the state of optimizer "
         f"{type(optimizer).__name__} across growth. Supported optimizers: "

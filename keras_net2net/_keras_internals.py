@@ -351,8 +351,23 @@ def rebuild_optimizer(optimizer, variables):
 
     The iteration counter and the learning rate (variable or schedule) are kept;
     every other optimizer variable is dropped and `build` creates fresh (zero)
-    slots. Returns a function that undoes the rebuild.
+    slots. A LossScaleOptimizer keeps its loss-scale variables and rebuilds its
+    inner optimizer. Returns a function that undoes the rebuild.
     """
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        undo_inner = rebuild_optimizer(optimizer.inner_optimizer, variables)
+        saved = (optimizer._trainable_variables_indices, optimizer._trainable_variables)
+
+        def undo_outer():
+            (optimizer._trainable_variables_indices, optimizer._trainable_variables) = (
+                saved
+            )
+            undo_inner()
+
+        optimizer._trainable_variables_indices = {}
+        # The base build only records the variables (no new optimizer state).
+        keras.optimizers.Optimizer.build(optimizer, variables)
+        return undo_outer
     keep = {id(optimizer._iterations), id(getattr(optimizer, "_learning_rate", None))}
     saved_dict = dict(optimizer.__dict__)
     saved_vars = list(optimizer._variables)

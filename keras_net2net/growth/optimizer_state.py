@@ -56,10 +56,7 @@ def slot_kinds(optimizer):
         ValueError: if the optimizer (or one of its options) is not supported.
     """
     if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-        raise ValueError(
-            "GrowModel does not support LossScaleOptimizer (mixed_float16) yet. "
-            f"Supported optimizers: {_supported_names()}."
-        )
+        return slot_kinds(optimizer.inner_optimizer)
     for option in ("use_ema", "gradient_accumulation_steps"):
         if getattr(optimizer, option, None):
             raise ValueError(
@@ -80,6 +77,13 @@ def slot_kinds(optimizer):
     )
 
 
+def _state_owner(optimizer):
+    """The optimizer that holds the slots (the inner one of a LossScaleOptimizer)."""
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return optimizer.inner_optimizer
+    return optimizer
+
+
 def _slots(optimizer, kinds):
     return {attr: list(getattr(optimizer, attr, None) or []) for attr in kinds}
 
@@ -96,6 +100,7 @@ def plan_state(optimizer, new_variables, origins):
         ``{slot attribute: {id(new variable): array}}``; missing means zero.
     """
     kinds = slot_kinds(optimizer)
+    optimizer = _state_owner(optimizer)
     old_variables = internals.optimizer_trainable_variables(optimizer)
     old_index = {id(v): i for i, v in enumerate(old_variables)}
     planned = {}
@@ -117,6 +122,7 @@ def plan_state(optimizer, new_variables, origins):
 
 def assign_state(optimizer, planned):
     """Write planned slot values into a freshly rebuilt ``optimizer``."""
+    optimizer = _state_owner(optimizer)
     variables = internals.optimizer_trainable_variables(optimizer)
     for attr, values in planned.items():
         for variable, slot in zip(variables, getattr(optimizer, attr)):

@@ -16,7 +16,7 @@ import keras
 from keras.src.ops.function import map_graph
 from keras.src.utils.tracking import DotNotTrackScope
 
-SUPPORTED_KERAS = ">=3.10,<3.16"
+SUPPORTED_KERAS = ">=3.13,<3.16"
 
 _FUNCTION_GRAPH_ATTRS = (
     "_inputs_struct",
@@ -68,9 +68,8 @@ def check_supported():
         "_iterations",
     ):
         _require(optimizer, attr, "an Optimizer")
-    for attr in ("_compiled_trainable_state",):
-        functional.compile(optimizer="sgd", loss="mse")
-        _require(functional, attr, "a compiled Model")
+    _require(functional._tracker, "config", "a Tracker")
+    # `_compiled_trainable_state` (Keras >= 3.14) is optional: used if present.
 
 
 # --------------------------------------------------------------------------
@@ -220,11 +219,22 @@ def _set_sequential(model, layers, functional):
 
 
 def _retrack_layers(model, layers):
-    """Make ``layers`` (in this order) the layers that ``model`` tracks."""
-    for layer in list(model._layers):
+    """Make ``layers`` (in this order) the layers that ``model`` tracks.
+
+    Keras >= 3.14 keeps a Functional model's layers in the tracker's store
+    (``model._layers`` is that list, updated in place); Keras 3.13 assigns
+    ``model._layers`` a list of its own, which is re-assigned here the way
+    `Functional.__init__` does it (so TF's tracking drops the old list).
+    """
+    store = model._tracker.config["layers"][1]
+    own_list = model._layers is not store
+    for layer in list(store):
         model._tracker.untrack(layer)
     for layer in layers:
         model._tracker.add_to_store("layers", layer)
+    if own_list:
+        with _no_tracking(model):
+            model._layers = list(layers)
 
 
 def _renumber(node, index):

@@ -1,0 +1,21 @@
+"""The Python examples in README.md run as written."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def test_readme_has_examples():
+    assert len(BLOCKS) >= 3
+
+
+@pytest.mark.parametrize("index", range(len(BLOCKS)))
+def test_readme_example_runs(index, capsys):
+    exec(compile(BLOCKS[index], f"README.md[python block {index}]", "exec"), {})
+    out = capsys.readouterr().out
+    for value in re.findall(r"^(\d\.\d+e-\d+)$", out, flags=re.M):
+        assert float(value) <= 1e-5

@@ -41,12 +41,16 @@ class Net2WiderInit(keras.initializers.Initializer):
 
     Example:
 
-    >>> teacher_kernel = np.random.rand(8, 4).astype("float32")
-    >>> mapping = keras_net2net.transforms.random_mapping(4, 6, seed=0)
-    >>> wide = keras.layers.Dense(
-    ...     6, kernel_initializer=Net2WiderInit(teacher_kernel, mapping))
-    >>> consumer = keras.layers.Dense(
-    ...     3, kernel_initializer=Net2WiderInit(next_kernel, mapping, side="in"))
+    ```python
+    k1, b1 = teacher.get_layer("fc1").weights      # Dense(4) -> Dense(3)
+    k2 = teacher.get_layer("fc2").kernel
+    g = keras_net2net.transforms.random_mapping(4, 6, seed=0)
+    wide = keras.layers.Dense(6, activation="relu",
+                              kernel_initializer=Net2WiderInit(k1, g),
+                              bias_initializer=Net2WiderInit(b1, g))
+    consumer = keras.layers.Dense(
+        3, kernel_initializer=Net2WiderInit(k2, g, side="in"))
+    ```
 
     Args:
         source: the teacher's weights (array, tensor or Keras variable), or
@@ -176,8 +180,10 @@ class IdentityConvInit(keras.initializers.Initializer):
 
     Example:
 
-    >>> layer = keras.layers.Conv2D(
-    ...     16, 3, padding="same", kernel_initializer=IdentityConvInit())
+    ```python
+    layer = keras.layers.Conv2D(
+        16, 3, padding="same", kernel_initializer=IdentityConvInit())
+    ```
 
     Args:
         gain: multiplicative factor of the identity. Defaults to 1.

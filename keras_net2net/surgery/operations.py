@@ -134,9 +134,10 @@ def widen(model, layer, units, *, method=H.NET2WIDER, noise=0.0, seed=None):
 
     Example:
 
-    >>> wider = keras_net2net.widen(model, "fc1", 128)
-    >>> keras_net2net.max_output_difference(model, wider, x) < 1e-5
-    True
+    ```python
+    wider = keras_net2net.widen(model, "fc1", 128)
+    keras_net2net.max_output_difference(model, wider, x)  # ~1e-7
+    ```
 
     Args:
         model: a built Sequential or Functional model.
@@ -174,7 +175,9 @@ def deepen(model, after, *, method=H.IDENTITY, kernel_size=None, seed=None, name
 
     Example:
 
-    >>> deeper = keras_net2net.deepen(model, after="conv2")
+    ```python
+    deeper = keras_net2net.deepen(model, after="conv2")
+    ```
 
     Args:
         model: a built Sequential or Functional model.

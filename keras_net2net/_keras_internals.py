@@ -172,10 +172,6 @@ class ModelState:
                 list(layer._outbound_nodes),
             )
 
-    def remember_layers(self, layers):
-        for layer in layers:
-            self._remember(layer)
-
     def restore(self):
         model = self.model
         if self.sequential_layers is not None:

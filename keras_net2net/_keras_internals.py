@@ -251,8 +251,7 @@ def prune_nodes(model):
     """
     fn = graph_function(model)
     keep = {id(n) for nodes in fn._nodes_by_depth.values() for n in nodes}
-    layers = {id(op): op for op in fn._operations}
-    for layer in layers.values():
+    for layer in fn._operations:
         inbound = [n for n in layer._inbound_nodes if id(n) in keep]
         outbound = [n for n in layer._outbound_nodes if id(n) in keep]
         _replace_contents(layer._inbound_nodes, inbound)

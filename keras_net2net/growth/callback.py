@@ -177,27 +177,14 @@ class GrowModel(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
         self._steps_in_epoch = 0
-        due = [
-            i
-            for i, e in enumerate(self.events)
-            if i not in self._fired
-            and isinstance(e.trigger, AtEpoch)
-            and epoch >= e.trigger.epoch
-        ]
+        due = self._due(AtEpoch, epoch)
         due += [i for i in self._pending if i not in due]
         self._pending = []
         self._grow(due)
 
     def on_train_batch_begin(self, batch, logs=None):
         self._step = self._epoch_first_step + batch
-        due = [
-            i
-            for i, e in enumerate(self.events)
-            if i not in self._fired
-            and isinstance(e.trigger, AtStep)
-            and self._step >= e.trigger.step
-        ]
-        self._grow(due)
+        self._grow(self._due(AtStep, self._step))
 
     def on_train_batch_end(self, batch, logs=None):
         self._steps_in_epoch = batch + 1
@@ -231,6 +218,16 @@ class GrowModel(keras.callbacks.Callback):
             logs["num_params"] = float(self.model.count_params())
 
     # -- growth -------------------------------------------------------------
+
+    def _due(self, trigger_type, now):
+        """Unfired events of ``trigger_type`` whose epoch/step ``now`` has reached."""
+        return [
+            i
+            for i, e in enumerate(self.events)
+            if i not in self._fired
+            and isinstance(e.trigger, trigger_type)
+            and now >= e.trigger.moment
+        ]
 
     def _grow(self, due):
         if not due:

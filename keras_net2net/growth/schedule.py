@@ -22,6 +22,10 @@ class AtEpoch:
     def __post_init__(self):
         _check_count(self.epoch, "AtEpoch(epoch)")
 
+    @property
+    def moment(self):
+        return self.epoch
+
     def describe(self):
         return f"epoch {self.epoch}"
 
@@ -39,6 +43,10 @@ class AtStep:
 
     def __post_init__(self):
         _check_count(self.step, "AtStep(step)")
+
+    @property
+    def moment(self):
+        return self.step
 
     def describe(self):
         return f"step {self.step}"

@@ -12,7 +12,9 @@ from keras_net2net.initializers import IdentityConvInit
 from keras_net2net.initializers import Net2WiderInit
 from keras_net2net.surgery import Deepen
 from keras_net2net.surgery import Widen
+from keras_net2net.surgery import coupled_layers
 from keras_net2net.surgery import deepen
+from keras_net2net.surgery import describe_growth
 from keras_net2net.surgery import max_output_difference
 from keras_net2net.surgery import register_handler
 from keras_net2net.surgery import widen
@@ -31,7 +33,9 @@ __all__ = [
     "IdentityConvInit",
     "Net2WiderInit",
     "Widen",
+    "coupled_layers",
     "deepen",
+    "describe_growth",
     "max_output_difference",
     "register_handler",
     "transforms",

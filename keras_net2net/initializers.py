@@ -10,18 +10,23 @@ import keras
 import numpy as np
 
 from keras_net2net import transforms
+from keras_net2net._validation import check_choice
+from keras_net2net._validation import check_int
+from keras_net2net._validation import check_real
+from keras_net2net._validation import check_seed
 
-_SIDES = ("out", "in")
-_KINDS = ("weight", "linear", "squared")
+_SIDES = transforms.wider.SIDES
+_DEFAULT_AXIS = {"out": -1, "in": -2}
 
 
-def _validate_seed(seed):
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+def _fallback(value):
+    try:
+        return keras.initializers.get(value)
+    except (ValueError, TypeError) as error:
         raise ValueError(
-            f"`seed` must be an integer or None. Received: seed={seed!r} "
-            f"of type {type(seed).__name__}"
-        )
-    return seed
+            "`fallback` must be a Keras initializer (name, config or instance). "
+            f"Received: fallback={value!r} ({error})"
+        ) from None
 
 
 @keras.saving.register_keras_serializable(package="keras_net2net")
@@ -68,6 +73,8 @@ class Net2WiderInit(keras.initializers.Initializer):
             Defaults to None.
         fallback: initializer (name, config or instance) used when there is no
             source, e.g. after loading a saved model. Defaults to ``"zeros"``.
+        axis: the widened axis. Defaults to -1 for ``side="out"`` and -2 for
+            ``side="in"`` (a kernel's output and input axes).
     """
 
     def __init__(
@@ -79,38 +86,96 @@ class Net2WiderInit(keras.initializers.Initializer):
         fill=0.0,
         seed=None,
         fallback="zeros",
+        axis=None,
     ):
-        if side not in _SIDES:
-            raise ValueError(f"`side` must be one of {_SIDES}. Received: side={side!r}")
-        if noise < 0:
-            raise ValueError(f"`noise` must be >= 0. Received: noise={noise}")
-        if isinstance(fill, str) and fill != transforms.RANDOM:
-            raise ValueError(
-                f"`fill` must be a number or '{transforms.RANDOM}'. "
-                f"Received: fill={fill!r}"
-            )
-        self.side = side
-        self.noise = float(noise)
-        self.fill = fill if isinstance(fill, str) else float(fill)
-        self.seed = _validate_seed(seed)
-        self.fallback = keras.initializers.get(fallback)
+        owner = "Net2WiderInit"
+        self.side = check_choice(side, _SIDES, "side", owner=owner)
+        self.noise = check_real(noise, "noise", minimum=0.0, owner=owner)
+        if isinstance(fill, str):
+            self.fill = check_choice(fill, (transforms.RANDOM,), "fill", owner=owner)
+        else:
+            self.fill = check_real(fill, "fill", owner=owner)
+        self.seed = check_seed(seed, owner=owner)
+        if axis is not None:
+            axis = check_int(axis, "axis", minimum=-64, owner=owner)
+        self.axis = _DEFAULT_AXIS[self.side] if axis is None else axis
+        self.fallback = _fallback(fallback)
         self.source = None
         self.mapping = None
-        if source is not None:
-            self.source = np.asarray(keras.ops.convert_to_numpy(source))
-            axis = -1 if side == "out" else -2
-            if self.source.ndim < -axis:
+        if source is None:
+            if mapping is not None:
                 raise ValueError(
-                    f"Net2WiderInit(side={side!r}) needs a source of rank >= "
-                    f"{-axis}. Received: shape={self.source.shape}"
+                    "Net2WiderInit got a `mapping` but no `source`: the mapping "
+                    "says which units of the source each new unit copies, so it "
+                    "needs the source weights."
                 )
-            if mapping is None:
-                raise ValueError("Net2WiderInit needs a `mapping` with a `source`.")
-            if not isinstance(mapping, transforms.WidthMapping):
+            return
+        self.source = np.asarray(keras.ops.convert_to_numpy(source))
+        if not -self.source.ndim <= self.axis < self.source.ndim:
+            raise ValueError(
+                f"Net2WiderInit(side={side!r}) widens axis {self.axis}, which a "
+                f"source of shape {self.source.shape} does not have."
+            )
+        if mapping is None:
+            raise ValueError("Net2WiderInit needs a `mapping` with a `source`.")
+        if not isinstance(mapping, transforms.WidthMapping):
+            try:
                 mapping = transforms.WidthMapping(
-                    np.asarray(mapping), self.source.shape[axis]
+                    np.asarray(mapping), self.source.shape[self.axis]
                 )
-            self.mapping = mapping
+            except (ValueError, TypeError) as error:
+                raise ValueError(
+                    "Net2WiderInit(`mapping`) must be a WidthMapping or a 1-D "
+                    "sequence of old-unit indices. Received: "
+                    f"mapping={mapping!r} ({error})"
+                ) from None
+        if mapping.old_width != self.source.shape[self.axis]:
+            raise ValueError(
+                f"Net2WiderInit: the mapping was made for old_width="
+                f"{mapping.old_width}, but axis {self.axis} of the source has "
+                f"size {self.source.shape[self.axis]}."
+            )
+        self.mapping = mapping
+
+    @classmethod
+    def chained(cls, source, transforms, fallback="zeros"):
+        """An initializer that applies several `WidthTransform`s in order.
+
+        Used when one weight is widened along several axes (a layer that both
+        reads and writes the widened channels): all but the last transform
+        are applied to ``source`` here, the last one when the layer is built.
+
+        Args:
+            source: the teacher's weights.
+            transforms: non-empty list of `keras_net2net.transforms.WidthTransform`.
+            fallback: see the class arguments. Defaults to ``"zeros"``.
+
+        Returns:
+            A `Net2WiderInit`.
+        """
+        value = np.asarray(keras.ops.convert_to_numpy(source))
+        for step in transforms[:-1]:
+            value = step.apply(value)
+        last = transforms[-1]
+        return cls(
+            value,
+            last.mapping,
+            side=last.side,
+            noise=last.noise,
+            fill=last.fill,
+            seed=last.seed,
+            fallback=fallback,
+            axis=last.axis,
+        )
+
+    @property
+    def width_transform(self):
+        """The `WidthTransform` this initializer applies (None without a source)."""
+        if self.mapping is None:
+            return None
+        return transforms.WidthTransform(
+            self.mapping, self.side, self.axis, self.noise, self.fill, self.seed
+        )
 
     def transform(self, value, kind="weight"):
         """Apply this initializer's mapping to an array of the teacher's shape.
@@ -125,24 +190,12 @@ class Net2WiderInit(keras.initializers.Initializer):
         Returns:
             The transformed numpy array.
         """
-        if kind not in _KINDS:
-            raise ValueError(f"`kind` must be one of {_KINDS}. Received: {kind!r}")
         if self.mapping is None:
             raise ValueError(
                 "This Net2WiderInit has no mapping (it was restored "
                 "from a config); it can only act as a placeholder."
             )
-        weight = kind == "weight"
-        options = dict(
-            noise=self.noise if weight else 0.0,
-            fill=self.fill if weight else 0.0,
-            seed=self.seed,
-        )
-        value = np.asarray(value)
-        if self.side == "out":
-            return transforms.wider_out(value, self.mapping, **options)
-        power = 2 if kind == "squared" else 1
-        return transforms.wider_in(value, self.mapping, power=power, **options)
+        return self.width_transform.apply(np.asarray(value), kind=kind)
 
     def __call__(self, shape, dtype=None):
         if self.source is None:
@@ -164,6 +217,7 @@ class Net2WiderInit(keras.initializers.Initializer):
             "fill": self.fill,
             "seed": self.seed,
             "fallback": keras.initializers.serialize(self.fallback),
+            "axis": self.axis,
         }
 
 
@@ -190,7 +244,7 @@ class IdentityConvInit(keras.initializers.Initializer):
     """
 
     def __init__(self, gain=1.0):
-        self.gain = float(gain)
+        self.gain = check_real(gain, "gain", owner="IdentityConvInit")
 
     def __call__(self, shape, dtype=None):
         if len(shape) < 3:

@@ -51,7 +51,9 @@ def test_slots_follow_the_weight_mapping(kind, optimizer, attr, kind_of_slot):
     opt = model.optimizer
     before = slots_by_variable(model, attr)
     iterations = int(opt.iterations)
-    kn.grow_in_place(model, [kn.Widen("fc1", 10, seed=0), kn.Deepen(after="fc2")])
+    result = kn.grow_in_place(
+        model, [kn.Widen("fc1", 10, seed=0), kn.Deepen(after="fc2")]
+    )
     assert model.optimizer is opt and int(opt.iterations) == iterations
     after = slots_by_variable(model, attr)
     fc1, bn, fc2 = (model.get_layer(n) for n in ("fc1", "bn", "fc2"))
@@ -63,13 +65,16 @@ def test_slots_follow_the_weight_mapping(kind, optimizer, attr, kind_of_slot):
         (bn, "beta"),
         (fc2, "kernel"),
     ):
-        init = getattr(layer, f"{var}_initializer")
-        assert isinstance(init, kn.Net2WiderInit)
+        variable = next(v for v in layer.weights if v.name == var)
+        _, chain = result.origins[id(variable)]
+        assert len(chain) == 1
         path = f"{layer.name}/{var}"
-        expected = init.transform(before[path], kind=kind_of_slot)
+        expected = chain[0].apply(before[path], kind=kind_of_slot)
         np.testing.assert_allclose(after[path], expected, rtol=1e-6, atol=1e-7)
+        # the grown layer's config holds its ordinary initializer again
+        assert not isinstance(getattr(layer, f"{var}_initializer"), kn.Net2WiderInit)
     # an input-side copy is divided by the count (squared for second moments)
-    mapping = fc2.kernel_initializer.mapping
+    mapping = result.origins[id(fc2.kernel)][1][0].mapping
     g = mapping.indices
     j = int(np.argmax(mapping.counts[g] > 1))
     power = 2 if kind_of_slot == "squared" else 1

@@ -49,7 +49,7 @@ def test_net2wider_init_reports_wrong_layer_width(rng):
 def test_net2wider_init_validates_arguments(rng):
     with pytest.raises(ValueError, match="side"):
         kn.Net2WiderInit(side="both")
-    with pytest.raises(ValueError, match="seed"):
+    with pytest.raises(TypeError, match="seed"):
         kn.Net2WiderInit(seed=1.5)
     with pytest.raises(ValueError, match="noise"):
         kn.Net2WiderInit(noise=-1)

@@ -1,8 +1,12 @@
 """Growing a compiled model in place, atomically."""
 
+import keras
+
 from keras_net2net import _keras_internals as internals
 from keras_net2net.growth import optimizer_state
 from keras_net2net.surgery import apply_operations
+from keras_net2net.surgery.operations import GrowthResult
+from keras_net2net.surgery.operations import as_operations
 
 
 def grow_in_place(model, operations):
@@ -12,17 +16,34 @@ def grow_in_place(model, operations):
     changed layers are replaced, unchanged layers and their variables are kept,
     the optimizer is rebuilt in place for the new variables (see
     `keras_net2net.growth.optimizer_state`), and the compiled train/test/predict
-    functions are reset. If anything fails, the model and optimizer are
-    restored to exactly their previous state before the error propagates.
+    functions are reset. Everything happens atomically: if any step fails, the
+    model and optimizer are restored to exactly their previous state before the
+    error propagates. An empty list changes nothing.
+
+    Example:
+
+    ```python
+    keras_net2net.grow_in_place(
+        model, [keras_net2net.Widen("fc1", 128), keras_net2net.Deepen(after="fc1")]
+    )
+    ```
 
     Args:
         model: a built, usually compiled, Sequential or Functional model.
-        operations: list of `Widen`/`Deepen`.
+        operations: a `Widen`/`Deepen` or a list of them.
 
     Returns:
-        The `GrowthResult` (its ``model`` is the temporary model whose graph
-        ``model`` adopted).
+        The `GrowthResult` (its ``model`` is ``model``).
     """
+    operations = as_operations(operations)
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            "`model` must be a Keras Sequential or Functional model. "
+            f"Received: {model!r} of type {type(model).__name__}"
+        )
+    if not operations:
+        return GrowthResult(model, [], {id(v): (v, []) for v in model.weights})
+    internals.graph_function(model)  # a clear error for subclassed models
     internals.sync_training_state(model)
     optimizer = getattr(model, "optimizer", None)
     carry_state = optimizer is not None and optimizer.built
@@ -40,18 +61,30 @@ def grow_in_place(model, operations):
                 planned = optimizer_state.plan_state(
                     optimizer, result.model.trainable_variables, result.origins
                 )
-            internals.adopt_graph(model, result.model)
+            own_graphs = state.graphs() + [
+                internals.graph_attrs(m) for m in result.graphs
+            ]
+            temporaries = [result.model] + result.graphs
+            internals.adopt_graph(model, result.model, own_graphs, state.node_lists())
+            internals.release_graphs(model, temporaries)
+            result.model, result.graphs = model, []
             if carry_state:
                 undo_optimizer = internals.rebuild_optimizer(
                     optimizer, model.trainable_variables
                 )
                 optimizer_state.assign_state(optimizer, planned)
+            internals.after_variables_changed(model)
+            if getattr(model, "compiled", False):
+                internals.reset_compiled_functions(model)
     except BaseException:
         if undo_optimizer is not None:
             undo_optimizer()
         state.restore()
+        try:
+            internals.after_variables_changed(model)
+            if getattr(model, "compiled", False):
+                internals.reset_compiled_functions(model)
+        except Exception:  # noqa: BLE001 - the original error matters more
+            pass
         raise
-    internals.after_variables_changed(model)
-    if getattr(model, "compiled", False):
-        internals.reset_compiled_functions(model)
     return result

@@ -94,7 +94,8 @@ def plan_state(optimizer, new_variables, origins):
     Args:
         optimizer: the built optimizer.
         new_variables: trainable variables of the grown model.
-        origins: ``id(new variable) -> (old variable or None, transforms)``.
+        origins: ``id(new variable) -> (old variable or None, transforms)``
+            (`keras_net2net.transforms.WidthTransform` list).
 
     Returns:
         ``{slot attribute: {id(new variable): array}}``; missing means zero.
@@ -114,7 +115,7 @@ def plan_state(optimizer, new_variables, origins):
                 continue
             value = keras.ops.convert_to_numpy(slots[old_index[id(source)]])
             for transform in chain:
-                value = transform.transform(value, kind=kinds[attr])
+                value = transform.apply(value, kind=kinds[attr])
             values[id(variable)] = np.asarray(value)
         planned[attr] = values
     return planned

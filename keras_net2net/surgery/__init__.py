@@ -1,27 +1,47 @@
-"""Graph surgery on Sequential and Functional models."""
+"""Graph surgery on Sequential and Functional models.
+
+* `graph`: a read-only, tensor-level view of a model's graph (`LayerGraph`).
+* `handlers`: per-operation-type handlers, the one place to add a layer type.
+* `groups`: coupling groups, every operation that shares a channel axis.
+* `plan`: turning `widen`/`deepen` requests into changes, all validated.
+* `apply`: building the grown model from a plan.
+* `operations`: the public functions and growth requests.
+"""
 
 from keras_net2net.surgery.graph import LayerGraph
+from keras_net2net.surgery.groups import ChannelGroup
 from keras_net2net.surgery.handlers import Handler
+from keras_net2net.surgery.handlers import LayerChange
+from keras_net2net.surgery.handlers import LayoutHandler
 from keras_net2net.surgery.handlers import PassThroughHandler
 from keras_net2net.surgery.handlers import UnitsHandler
 from keras_net2net.surgery.handlers import get_handler
 from keras_net2net.surgery.handlers import register_handler
 from keras_net2net.surgery.operations import Deepen
+from keras_net2net.surgery.operations import GrowthResult
 from keras_net2net.surgery.operations import Widen
 from keras_net2net.surgery.operations import apply_operations
+from keras_net2net.surgery.operations import coupled_layers
 from keras_net2net.surgery.operations import deepen
+from keras_net2net.surgery.operations import describe_growth
 from keras_net2net.surgery.operations import max_output_difference
 from keras_net2net.surgery.operations import widen
 
 __all__ = [
+    "ChannelGroup",
     "Deepen",
+    "GrowthResult",
     "Handler",
+    "LayerChange",
     "LayerGraph",
+    "LayoutHandler",
     "PassThroughHandler",
     "UnitsHandler",
     "Widen",
     "apply_operations",
+    "coupled_layers",
     "deepen",
+    "describe_growth",
     "get_handler",
     "max_output_difference",
     "register_handler",

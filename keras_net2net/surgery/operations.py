@@ -1,25 +1,81 @@
-"""Public model operations: `widen`, `deepen`, their composition, and a checker."""
+"""Public model operations: `widen`, `deepen`, their composition, and inspection."""
 
 import dataclasses
+import numbers
 
 import keras
 import numpy as np
 
+from keras_net2net._validation import check_bool
+from keras_net2net._validation import check_choice
+from keras_net2net._validation import check_int
+from keras_net2net._validation import check_name
+from keras_net2net._validation import check_real
+from keras_net2net._validation import check_seed
 from keras_net2net.surgery import handlers as H
-from keras_net2net.surgery.plan import apply_plan
+from keras_net2net.surgery.apply import apply_plan
+from keras_net2net.surgery.graph import LayerGraph
+from keras_net2net.surgery.groups import find_group
+from keras_net2net.surgery.plan import BLOCK_INITS
+from keras_net2net.surgery.plan import COPY
 from keras_net2net.surgery.plan import plan_deepen
 from keras_net2net.surgery.plan import plan_widen
 
 
+def _layer_name(value, name, owner):
+    if isinstance(value, keras.Operation):
+        return value.name
+    return check_name(value, name, owner=owner, allow_none=False)
+
+
+def _check_kernel_size(kernel_size, owner):
+    if kernel_size is None:
+        return None
+    if isinstance(kernel_size, numbers.Integral) and not isinstance(
+        kernel_size, (bool, np.bool_)
+    ):
+        return check_int(kernel_size, "kernel_size", minimum=1, owner=owner)
+    if isinstance(kernel_size, (tuple, list)) and kernel_size:
+        return tuple(
+            check_int(k, "kernel_size", minimum=1, owner=owner) for k in kernel_size
+        )
+    raise TypeError(
+        f"{owner}(`kernel_size`) must be None, a positive integer or a non-empty "
+        f"tuple of positive integers. Received: kernel_size={kernel_size!r}"
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class Widen:
-    """A request to widen one layer (see `widen` for the arguments)."""
+    """A request to widen one layer (see `widen` for the arguments).
+
+    Arguments are checked when the request is made. A layer object is
+    recorded by its name (a schedule refers to the layer as it will be then).
+
+    Example:
+
+    ```python
+    keras_net2net.grow_in_place(model, [keras_net2net.Widen("fc1", 128)])
+    ```
+    """
 
     layer: str
     units: int
     method: str = H.NET2WIDER
     noise: float = 0.0
     seed: int = None
+
+    def __post_init__(self):
+        owner = "Widen"
+        object.__setattr__(self, "layer", _layer_name(self.layer, "layer", owner))
+        object.__setattr__(
+            self, "units", check_int(self.units, "units", minimum=1, owner=owner)
+        )
+        check_choice(self.method, H.WIDEN_METHODS, "method", owner=owner)
+        object.__setattr__(
+            self, "noise", check_real(self.noise, "noise", minimum=0.0, owner=owner)
+        )
+        object.__setattr__(self, "seed", check_seed(self.seed, owner=owner))
 
     def plan(self, model):
         return plan_widen(
@@ -34,13 +90,39 @@ class Widen:
 
 @dataclasses.dataclass(frozen=True)
 class Deepen:
-    """A request to insert an identity layer (see `deepen` for the arguments)."""
+    """A request to deepen after one layer (see `deepen` for the arguments).
+
+    Arguments are checked when the request is made. A layer object is
+    recorded by its name.
+
+    Example:
+
+    ```python
+    keras_net2net.grow_in_place(model, [keras_net2net.Deepen(after="fc1")])
+    ```
+    """
 
     after: str
     method: str = H.IDENTITY
     kernel_size: object = None
     seed: int = None
     name: str = None
+    residual: bool = False
+    init: str = COPY
+
+    def __post_init__(self):
+        owner = "Deepen"
+        object.__setattr__(self, "after", _layer_name(self.after, "after", owner))
+        check_choice(self.method, H.DEEPEN_METHODS, "method", owner=owner)
+        object.__setattr__(
+            self, "kernel_size", _check_kernel_size(self.kernel_size, owner)
+        )
+        object.__setattr__(self, "seed", check_seed(self.seed, owner=owner))
+        check_name(self.name, "name", owner=owner)
+        object.__setattr__(
+            self, "residual", check_bool(self.residual, "residual", owner=owner)
+        )
+        check_choice(self.init, BLOCK_INITS, "init", owner=owner)
 
     def plan(self, model):
         return plan_deepen(
@@ -50,6 +132,8 @@ class Deepen:
             kernel_size=self.kernel_size,
             seed=self.seed,
             name=self.name,
+            residual=self.residual,
+            init=self.init,
         )
 
 
@@ -61,24 +145,70 @@ class GrowthResult:
         model: the grown model.
         descriptions: one line per operation.
         origins: ``id(new variable)`` -> ``(old variable or None, transforms)``
-            where ``transforms`` is the list of `Net2WiderInit` that turned
-            the old variable into the new one (empty: copied or shared).
+            where ``transforms`` is the list of
+            `keras_net2net.transforms.WidthTransform` that turned the old
+            variable into the new one (empty: copied or shared; old variable
+            None: a new variable).
+        details: every plan's dry-run description lines.
+        graphs: the intermediate models built on the way (in-place growth
+            releases their graph nodes).
     """
 
     model: keras.Model
     descriptions: list
     origins: dict
+    details: list = dataclasses.field(default_factory=list)
+    graphs: list = dataclasses.field(default_factory=list)
+
+
+def as_operations(operations, argument="operations"):
+    """A list of `Widen`/`Deepen` from one operation or a list of them."""
+    if isinstance(operations, (Widen, Deepen)):
+        return [operations]
+    if not isinstance(operations, (list, tuple)):
+        raise TypeError(
+            f"`{argument}` must be a Widen, a Deepen, or a list of them. "
+            f"Received: {operations!r} of type {type(operations).__name__}"
+        )
+    for operation in operations:
+        if not isinstance(operation, (Widen, Deepen)):
+            raise TypeError(
+                f"`{argument}` must contain only keras_net2net.Widen or Deepen. "
+                f"Received: {operation!r} of type {type(operation).__name__}"
+            )
+    return list(operations)
+
+
+def _origins(plan, pairs, origins):
+    """Where every variable of the new graph comes from (see `GrowthResult`)."""
+    new_origins = {}
+    for new, old in pairs:
+        old_vars = {v.name: v for v in old.weights} if old is not None else {}
+        entry = plan.changes.get(id(old)) if old is not None else None
+        change = entry[1] if entry else None
+        for variable in getattr(new, "weights", []):
+            if old is None:
+                new_origins[id(variable)] = (None, [])
+            elif new is old:
+                new_origins[id(variable)] = origins.get(id(variable), (None, []))
+            elif change is not None and variable.name in change.values:
+                new_origins[id(variable)] = (None, [])
+            else:
+                source, chain = origins[id(old_vars[variable.name])]
+                steps = change.transforms.get(variable.name, []) if change else []
+                new_origins[id(variable)] = (source, chain + list(steps))
+    return new_origins
 
 
 def apply_operations(model, operations, *, reuse_layers=False, name_failures=False):
     """Apply several `Widen`/`Deepen` operations in order, as one growth.
 
     Every operation is planned (and so validated) on the model as the previous
-    operations left it.
+    operations left it. An empty list returns ``model`` itself, untouched.
 
     Args:
         model: a built Sequential or Functional model.
-        operations: list of `Widen`/`Deepen`.
+        operations: a `Widen`/`Deepen` or a list of them.
         reuse_layers: share unchanged layers with ``model`` (in-place growth)
             instead of cloning them. Defaults to False.
         name_failures: prefix an error with the operation that raised it.
@@ -87,48 +217,45 @@ def apply_operations(model, operations, *, reuse_layers=False, name_failures=Fal
     Returns:
         A `GrowthResult`.
     """
+    operations = as_operations(operations)
     origins = {id(v): (v, []) for v in model.weights}
-    current, descriptions = model, []
+    result = GrowthResult(model, [], origins)
+    current = model
     for operation in operations:
-        if not isinstance(operation, (Widen, Deepen)):
-            raise TypeError(
-                "Growth operations must be keras_net2net.Widen or Deepen. "
-                f"Received: {operation!r} of type {type(operation).__name__}"
-            )
         try:
             plan = operation.plan(current)
-            current, pairs = apply_plan(current, plan, reuse_layers=reuse_layers)
+            new_model, pairs = apply_plan(current, plan, reuse_layers=reuse_layers)
         except (ValueError, TypeError) as error:
             if not name_failures:
                 raise
             raise type(error)(f"{operation} failed: {error}") from error
-        descriptions.append(plan.description)
-        new_origins = {}
-        for layer in current.layers:
-            old = pairs.get(id(layer))
-            old_vars = {v.name: v for v in old.weights} if old is not None else {}
-            change = plan.changes.get(layer.name)
-            for variable in layer.weights:
-                if layer is old or old is None:
-                    new_origins[id(variable)] = origins.get(id(variable), (None, []))
-                    continue
-                source, chain = origins[id(old_vars[variable.name])]
-                init = change.initializers.get(variable.name) if change else None
-                new_origins[id(variable)] = (
-                    source,
-                    chain + [init] if init is not None else chain,
-                )
-        origins = new_origins
-    return GrowthResult(current, descriptions, origins)
+        if current is not model:
+            result.graphs.append(current)
+        result.descriptions.append(plan.description)
+        result.details.extend(plan.details)
+        origins = _origins(plan, pairs, origins)
+        current = new_model
+    result.model = current
+    result.origins = origins
+    return result
+
+
+def _check_widen_args(method, noise, seed):
+    check_choice(method, H.WIDEN_METHODS, "method")
+    check_real(noise, "noise", minimum=0.0)
+    check_seed(seed)
 
 
 def widen(model, layer, units, *, method=H.NET2WIDER, noise=0.0, seed=None):
-    """Return a copy of ``model`` in which ``layer`` has ``units`` units.
+    """Return a copy of ``model`` in which ``layer``'s channels are widened.
 
-    Net2WiderNet: the new units copy randomly chosen old units, and every
-    consumer of the layer's output (found through BatchNormalization, Dropout,
-    activations, pooling, Flatten and global pooling) divides the incoming
-    weights of each copied unit by its number of copies, so the new model
+    Net2WiderNet on the whole coupling group of ``layer`` (see
+    `coupled_layers`): the new channels copy randomly chosen old ones in every
+    layer that writes them (``layer`` and, through residual Adds and other
+    merges, every other writer of the same channels), every layer that reads
+    them divides the incoming weights of each copied channel by its number of
+    copies, and per-channel parameters on the way (BatchNormalization,
+    LayerNormalization, depthwise kernels, ...) are copied. The new model
     computes the same function (exactly, with ``noise=0``). All other weights
     are copied. The input model is not modified.
 
@@ -141,11 +268,15 @@ def widen(model, layer, units, *, method=H.NET2WIDER, noise=0.0, seed=None):
 
     Args:
         model: a built Sequential or Functional model.
-        layer: name of a Dense/Conv1D/Conv2D/Conv3D layer, or the layer.
-        units: the new width (``units`` for Dense, ``filters`` for Conv);
-            must be larger than the current one.
-        method: ``"net2wider"`` (copy units) or ``"random-pad"`` (the
-            baseline: random new units). Defaults to ``"net2wider"``.
+        layer: name (or object) of a layer whose output channels to widen: a
+            Dense/Conv/SeparableConv layer, or any member of a coupling
+            group whose output is on the group's channels (an Add, a
+            BatchNormalization, ...).
+        units: the new width of the channels; larger than the current one. A
+            group that passes through LayerNormalization needs a multiple of
+            the current width.
+        method: ``"net2wider"`` (copy channels) or ``"random-pad"`` (the
+            baseline: random new channels). Defaults to ``"net2wider"``.
         noise: symmetry-breaking noise added to the incoming weights of the
             new copies, relative to the kernel's standard deviation, so that
             copies are no longer identical; it changes the function slightly.
@@ -157,21 +288,47 @@ def widen(model, layer, units, *, method=H.NET2WIDER, noise=0.0, seed=None):
         ``model`` (with a fresh optimizer) if ``model`` was compiled.
 
     Raises:
-        ValueError: naming the layer, if the layer is unknown, not wider, not
-            widenable, or feeds a layer type that cannot absorb new units.
+        ValueError: naming the layer, if the layer is unknown, the width not
+            larger, or an operation coupled with the channels cannot take part
+            (unsupported type, a model output, a shared layer, ...).
     """
-    return apply_operations(
-        model, [Widen(layer, units, method=method, noise=noise, seed=seed)]
-    ).model
+    _check_widen_args(method, noise, seed)
+    if isinstance(layer, keras.Operation):
+        target = layer
+    else:
+        target = check_name(layer, "layer", allow_none=False)
+    plan = plan_widen(model, target, units, method=method, noise=noise, seed=seed)
+    return apply_plan(model, plan)[0]
 
 
-def deepen(model, after, *, method=H.IDENTITY, kernel_size=None, seed=None, name=None):
-    """Return a copy of ``model`` with a new layer inserted after ``after``.
+def deepen(
+    model,
+    after,
+    *,
+    method=H.IDENTITY,
+    kernel_size=None,
+    seed=None,
+    name=None,
+    residual=False,
+    init=COPY,
+):
+    """Return a copy of ``model`` that is deeper after ``after``.
 
-    Net2DeeperNet: the new layer is of the same kind as ``after`` (Dense with
-    the same units and activation; Conv with the same filters and activation,
-    stride 1 and ``same`` padding) and initialised to the identity, so the
-    function is unchanged when ``after``'s activation is ReLU or linear.
+    Three kinds of insertion, all function-preserving:
+
+    * after a Dense/Conv/DepthwiseConv/SeparableConv layer (Net2DeeperNet): a
+      layer of the same kind (same units/filters and activation; stride 1,
+      ``same`` padding) initialised to the identity. Exact when ``after``'s
+      activation is ReLU or linear.
+    * after a Dense/Conv layer with ``residual=True``: a residual branch
+      ``h + project(expand(h))`` whose ``project`` layer starts at zero, so it
+      adds nothing at first, exactly, whatever the activations.
+    * after an ``Add`` that closes a residual block ``x + f(x)``: a copy of the
+      block (fresh names), whose branch output is zero (its last Dense/Conv,
+      normalisation or LayerScale is zeroed), so it is exactly the identity.
+
+    When ``after`` produces a model output, the output keeps its name: the
+    new layer takes ``after``'s name and ``after`` is renamed to ``name``.
 
     Example:
 
@@ -181,27 +338,111 @@ def deepen(model, after, *, method=H.IDENTITY, kernel_size=None, seed=None, name
 
     Args:
         model: a built Sequential or Functional model.
-        after: name of a Dense/Conv1D/Conv2D/Conv3D layer, or the layer.
-        method: ``"identity"`` or ``"random"`` (Glorot-uniform, the baseline).
-            Defaults to ``"identity"``.
+        after: name (or object) of the layer to insert after.
+        method: ``"identity"`` or ``"random"`` (Glorot-uniform, the baseline)
+            for an identity copy. Defaults to ``"identity"``.
         kernel_size: kernel size of a new Conv layer (odd). Defaults to
             ``after``'s kernel size.
         seed: seed of the random initialisation. Defaults to None.
-        name: name of the new layer. Defaults to ``"<after>_deeper"`` (with a
-            counter if taken).
+        name: name of the new layer (a prefix for several). Defaults to
+            ``"<after>_deeper"`` (``_residual``, ``_block``), with a counter if
+            taken.
+        residual: insert a zero-initialised residual branch instead of an
+            identity layer. Defaults to False.
+        init: for a copied block: ``"copy"`` (the block's weights) or
+            ``"random"`` (fresh initialisation); the zeroed layer is zero
+            either way. Defaults to ``"copy"``.
 
     Returns:
         A new model of the same kind, compiled like ``model`` (fresh optimizer)
         if ``model`` was compiled.
 
     Raises:
-        ValueError: naming the layer, if it is unknown, not Dense/Conv, has a
-            non-idempotent activation (identity method), or an even kernel.
+        ValueError: naming the layer, if it is unknown, of an unsupported type,
+            has a non-idempotent activation (identity method), an even kernel,
+            or does not close a copyable residual block.
     """
     operation = Deepen(
-        after, method=method, kernel_size=kernel_size, seed=seed, name=name
+        after,
+        method=method,
+        kernel_size=kernel_size,
+        seed=seed,
+        name=name,
+        residual=residual,
+        init=init,
     )
-    return apply_operations(model, [operation]).model
+    target = after if isinstance(after, keras.Operation) else operation.after
+    plan = plan_deepen(
+        model,
+        target,
+        method=method,
+        kernel_size=operation.kernel_size,
+        seed=seed,
+        name=name,
+        residual=residual,
+        init=init,
+    )
+    return apply_plan(model, plan)[0]
+
+
+def coupled_layers(model, layer):
+    """The coupling group of ``layer``: every layer that a widening of it changes.
+
+    Example:
+
+    ```python
+    group = keras_net2net.coupled_layers(resnet, "conv2_block1_0_conv")
+    print(group.summary())  # writers, readers, merges, pass-throughs
+    [l.name for l in group.layers()]
+    ```
+
+    Args:
+        model: a built Sequential or Functional model.
+        layer: name (or object) of a layer whose output channels would be
+            widened (as for `widen`).
+
+    Returns:
+        A `keras_net2net.surgery.ChannelGroup`.
+
+    Raises:
+        ValueError: as `widen` does, if the channels cannot be widened.
+    """
+    graph = LayerGraph(model)
+    target = graph.get(layer)
+    handler = H.get_handler(target)
+    if handler is None:
+        raise H.unsupported(target, "is not a layer type keras-net2net supports.")
+    node = graph.calls(target)[0]
+    if handler.role_of(target, node, graph) == H.DERIVED:
+        raise H.unsupported(
+            target, "derives its channel layout from its inputs; it has no group."
+        )
+    return find_group(graph, node.outputs[0], target.name)
+
+
+def describe_growth(model, operations):
+    """A dry run: every change that ``operations`` would make, as text.
+
+    Nothing is changed. Operations after the first are planned on a copy of
+    the model as the previous ones leave it.
+
+    Example:
+
+    ```python
+    print(keras_net2net.describe_growth(model, keras_net2net.Widen("fc1", 128)))
+    ```
+
+    Args:
+        model: a built Sequential or Functional model.
+        operations: a `Widen`/`Deepen` or a list of them.
+
+    Returns:
+        A string, one block per operation.
+
+    Raises:
+        ValueError: as the operations would.
+    """
+    return "\n".join(apply_operations(model, operations).details)
 
 
 def max_output_difference(model_a, model_b, x):

@@ -1,12 +1,15 @@
-"""Plan -> check -> apply: how widen and deepen requests become a new model.
+"""Planning: how a widen or deepen request becomes a list of changes.
 
-Planning reads the model's graph and decides every change (new widths,
-initializers, inserted layers) without touching the model; all validation
-happens while planning. Applying builds the new model: changed layers are
-rebuilt from their config with `Net2WiderInit` initializers, inserted layers
-are built with identity initializers, and every other layer is either cloned
-with its weights (``reuse_layers=False``: the input model stays independent)
-or reused as is (``reuse_layers=True``: used by in-place growth).
+Planning reads the model's graph and decides every change (new widths, weight
+transforms, inserted layers) without touching the model; all validation
+happens here. `keras_net2net.surgery.apply` then builds the grown model.
+
+* `plan_widen` finds the coupling group of the widened layer
+  (`keras_net2net.surgery.groups`), chooses one mapping for it and asks each
+  member's handler for its change.
+* `plan_deepen` inserts an identity copy of a layer (Net2DeeperNet), a
+  residual branch that starts at zero (``residual=True``), or a copy of a
+  whole residual block whose branch output is zero (``after=`` an Add).
 """
 
 import dataclasses
@@ -14,10 +17,38 @@ import dataclasses
 import keras
 import numpy as np
 
+from keras_net2net import _keras_internals as internals
 from keras_net2net.surgery import handlers as H
 from keras_net2net.surgery.graph import LayerGraph
+from keras_net2net.surgery.groups import find_group
+from keras_net2net.surgery.groups import group_mappings
+from keras_net2net.surgery.groups import identity_if_missing
+from keras_net2net.surgery.handlers.merging import is_residual_add
 from keras_net2net.transforms import padding_mapping
 from keras_net2net.transforms import random_mapping
+from keras_net2net.transforms import tiled_mapping
+
+COPY = "copy"
+BLOCK_INITS = (COPY, H.RANDOM)
+
+
+@dataclasses.dataclass
+class Insertion:
+    """New operations called on the output of an existing one.
+
+    Attributes:
+        build: function ``(output, tensors) -> new output``; ``tensors`` maps
+            the keys of the original graph to the new graph's tensors.
+        layers: ``[(new layer, values)]`` for every new layer; ``values`` is
+            None, a dict or a function of the built layer giving
+            ``{variable name: array}`` to assign once built.
+        sequential: the layers in order, if they form a plain chain (the only
+            insertion a Sequential model can hold), else None.
+    """
+
+    build: object
+    layers: list
+    sequential: list = None
 
 
 @dataclasses.dataclass
@@ -26,49 +57,67 @@ class Plan:
 
     Attributes:
         description: one line saying what the operation does.
-        changes: layer name -> `LayerChange` for layers that are rebuilt.
-        insertions: layer name -> list of new layers to call after it.
+        changes: ``id(op) -> (op, LayerChange)`` for operations rebuilt.
+        insertions: ``id(op) -> [Insertion]`` of operations called after ``op``.
+        details: lines describing every change (a dry run).
     """
 
     description: str
     changes: dict = dataclasses.field(default_factory=dict)
     insertions: dict = dataclasses.field(default_factory=dict)
+    details: list = dataclasses.field(default_factory=list)
+
+    def change(self, op, change):
+        if change is None:
+            return
+        if id(op) in self.changes:
+            self.changes[id(op)][1].merge(change)
+        else:
+            self.changes[id(op)] = (op, change)
 
 
-def _seed_stream(seed):
+def seed_stream(seed):
     rng = np.random.default_rng(seed)
     while True:
         yield int(rng.integers(0, 2**31 - 1))
 
 
-def _check_choice(value, choices, argument):
-    if value not in choices:
-        raise ValueError(
-            f"`{argument}` must be one of {choices}. Received: {argument}={value!r}"
+def _single_call(graph, op, what):
+    nodes = graph.calls(op)
+    if len(nodes) != 1:
+        raise H.unsupported(
+            op, f"is shared (called {len(nodes)} times); shared layers cannot {what}."
         )
+    return nodes[0]
+
+
+# --------------------------------------------------------------------------
+# Widen.
 
 
 def plan_widen(model, layer, units, *, method=H.NET2WIDER, noise=0.0, seed=None):
     """Plan `widen` (see there); raises before anything is built."""
-    _check_choice(method, H.WIDEN_METHODS, "method")
-    if not isinstance(noise, (int, float)) or noise < 0:
-        raise ValueError(f"`noise` must be a number >= 0. Received: noise={noise!r}")
     graph = LayerGraph(model)
     target = graph.get(layer)
     handler = H.get_handler(target)
-    if not isinstance(handler, H.UnitsHandler):
-        raise H.unsupported(
-            target, "cannot be widened: only Dense and Conv1D/2D/3D layers can."
-        )
-    handler.check(target)
-    if graph.calls(target) > 1:
+    if handler is None or isinstance(target, keras.layers.InputLayer):
         raise H.unsupported(
             target,
-            "is shared (called more than once); shared layers cannot be widened.",
+            "cannot be widened: it is not a layer type keras-net2net supports.",
         )
-    old_width = handler.width(target)
+    handler.check(target)
+    node = _single_call(graph, target, "be widened")
+    role = handler.role_of(target, node, graph)
+    if role == H.DERIVED:
+        raise H.unsupported(
+            target,
+            "cannot be widened: its output channels are a layout of its "
+            "inputs' channels. Widen the layer that produces them.",
+        )
+    group = find_group(graph, node.outputs[0], target.name)
+    old_width = group.width
     if (
-        isinstance(units, bool)
+        isinstance(units, (bool, np.bool_))
         or not isinstance(units, (int, np.integer))
         or units <= old_width
     ):
@@ -76,74 +125,68 @@ def plan_widen(model, layer, units, *, method=H.NET2WIDER, noise=0.0, seed=None)
             f"`units` for layer '{target.name}' must be an integer larger than "
             f"its current width {old_width}. Received: units={units!r}"
         )
-    seeds = _seed_stream(seed)
-    if method == H.NET2WIDER:
-        mapping = random_mapping(old_width, int(units), seed=next(seeds))
+    units = int(units)
+    seeds = seed_stream(seed)
+    if method == H.RANDOM_PAD:
+        mapping = padding_mapping(old_width, units)
+    elif group.uniform:
+        if units % old_width:
+            node_names = ", ".join(f"'{n.op.name}'" for n, _ in group.uniform)
+            raise ValueError(
+                f"`units`={units} for layer '{target.name}': its channels pass "
+                f"through {node_names}, which normalise over the channels. "
+                f"{group.uniform[0][1]}, so the new width must be a multiple "
+                f"of {old_width} (e.g. {2 * old_width})."
+            )
+        mapping = tiled_mapping(old_width, units)
+        next(seeds)
     else:
-        mapping = padding_mapping(old_width, int(units))
+        mapping = random_mapping(old_width, units, seed=next(seeds))
     options = H.WidenOptions(method=method, noise=float(noise))
-    plan = Plan(f"widen '{target.name}' {old_width} -> {int(units)} ({method})")
-    plan.changes[target.name] = handler.widen_out(target, mapping, options, seeds)
-    _plan_consumers(graph, target, mapping, options, seeds, plan)
+    mappings = group_mappings(group, mapping)
+    plan = Plan(
+        f"widen '{target.name}' {old_width} -> {units} ({method}), "
+        f"{len(group.layers())} coupled operations"
+    )
+    plan.details = [plan.description, group.summary()]
+    for writer in sorted(group.writers, key=lambda n: n.index):
+        plan.change(
+            writer.op,
+            H.get_handler(writer.op).widen_out(writer.op, mapping, options, seeds),
+        )
+    for reader, position in sorted(group.readers, key=lambda r: (r[0].index, r[1])):
+        key = reader.inputs[position]
+        plan.change(
+            reader.op,
+            H.get_handler(reader.op).widen_in(
+                reader.op, mappings[key], options, seeds, position
+            ),
+        )
+    for node in sorted(group.passes + group.layouts, key=lambda n: n.index):
+        handler = H.get_handler(node.op)
+        if node in group.layouts:
+            inputs = [mappings.get(k) for k in node.inputs]
+            change = handler.follow(node.op, node, graph, inputs, options, seeds)
+        else:
+            key = next(k for k in node.inputs if k in mappings)
+            change = handler.follow(node.op, mappings[key], options, seeds)
+        plan.change(node.op, change)
+    for node, reason in group.uniform:
+        key = node.inputs[0]
+        counts = identity_if_missing(graph, key, mappings).counts
+        if method != H.RANDOM_PAD and counts.min() != counts.max():
+            raise H.unsupported(
+                node.op,
+                f"receives channels that are not all copied equally often; {reason}.",
+            )
     return plan
 
 
-def _plan_consumers(graph, source, mapping, options, seeds, plan):
-    """Walk from ``source`` to every layer that consumes its channels."""
-    pending = [(source, mapping)]
-    while pending:
-        layer, mapping = pending.pop()
-        if graph.is_output(layer):
-            raise H.unsupported(
-                layer,
-                "is a model output, so widening "
-                f"'{source.name}' would change the model's output shape. "
-                "Widen a layer whose units are consumed by a Dense or Conv layer.",
-            )
-        consumers = graph.consumers(layer)
-        if not consumers:
-            raise H.unsupported(
-                layer,
-                "has no consumer layer that could absorb "
-                f"the new units of '{source.name}'.",
-            )
-        for consumer in consumers:
-            if consumer.name in plan.changes:
-                raise H.unsupported(
-                    consumer,
-                    "is reached twice from "
-                    f"'{source.name}'; merging paths are not supported.",
-                )
-            handler = H.get_handler(consumer)
-            if handler is None:
-                raise H.unsupported(
-                    consumer,
-                    f"consumes the output of '{source.name}', but "
-                    f"{type(consumer).__name__} layers are not supported by "
-                    "keras-net2net; register a handler with "
-                    "keras_net2net.surgery.register_handler.",
-                )
-            handler.check(consumer)
-            if graph.calls(consumer) > 1:
-                raise H.unsupported(
-                    consumer,
-                    "is shared (called more than once) "
-                    f"and consumes the output of '{source.name}'.",
-                )
-            if isinstance(handler, H.UnitsHandler):
-                plan.changes[consumer.name] = handler.widen_in(
-                    consumer, mapping, options, seeds
-                )
-                continue
-            new_mapping, change = handler.propagate(
-                consumer, mapping, graph.input_shape(consumer), options, seeds
-            )
-            if change is not None:
-                plan.changes[consumer.name] = change
-            pending.append((consumer, new_mapping))
+# --------------------------------------------------------------------------
+# Deepen.
 
 
-def _unique_name(base, taken):
+def unique_name(base, taken):
     name, counter = base, 1
     while name in taken:
         name = f"{base}_{counter}"
@@ -153,124 +196,281 @@ def _unique_name(base, taken):
 
 
 def plan_deepen(
-    model, after, *, method=H.IDENTITY, kernel_size=None, seed=None, name=None
+    model,
+    after,
+    *,
+    method=H.IDENTITY,
+    kernel_size=None,
+    seed=None,
+    name=None,
+    residual=False,
+    init=COPY,
 ):
     """Plan `deepen` (see there); raises before anything is changed."""
-    _check_choice(method, H.DEEPEN_METHODS, "method")
     graph = LayerGraph(model)
     target = graph.get(after, argument="after")
     handler = H.get_handler(target)
-    if not isinstance(handler, H.UnitsHandler):
-        raise H.unsupported(
-            target,
-            "cannot be followed by an identity layer: "
-            "deepen() inserts after Dense and Conv1D/2D/3D layers.",
-        )
-    handler.check(target)
-    if graph.calls(target) > 1:
-        raise H.unsupported(
-            target, "is shared (called more than once); cannot insert a layer after it."
-        )
+    if handler is not None:
+        handler.check(target)
+    node = _single_call(graph, target, "be followed by a new layer")
     taken = graph.names()
     if name is not None and name in taken:
         raise ValueError(
             f"`name`: model '{model.name}' already has a layer named '{name}'."
         )
-    new_name = _unique_name(name or f"{target.name}_deeper", taken)
-    new_layer = handler.deeper_layer(
-        target, new_name, method=method, kernel_size=kernel_size, seed=seed
+    if residual or is_residual_add(target):
+        if isinstance(model, keras.Sequential):
+            raise H.unsupported(
+                target,
+                "is in a Sequential model, which cannot hold the Add of a "
+                "residual branch; build the model with the Functional API to "
+                "deepen it with residual branches or blocks.",
+            )
+        if node.path:
+            raise H.unsupported(
+                target,
+                f"is inside the nested model '{node.path[-1].name}'; residual "
+                "branches and blocks are inserted in the top-level graph only.",
+            )
+    if is_residual_add(target) and not residual:
+        return _plan_block(graph, target, node, taken, name, init, seed)
+    if residual:
+        return _plan_residual(
+            graph, target, node, handler, taken, name, kernel_size, seed
+        )
+    deeper = getattr(handler, "deeper_layer", None)
+    if deeper is None:
+        raise H.unsupported(
+            target,
+            "cannot be followed by an identity layer: deepen() inserts after "
+            "Dense, Conv, DepthwiseConv and SeparableConv layers, and copies "
+            "residual blocks after an Add.",
+        )
+    new_name = unique_name(name or f"{target.name}_deeper", taken)
+    final_name, rename = _output_swap(graph, node, new_name)
+    new_layer, values = deeper(
+        target, final_name, method=method, kernel_size=kernel_size, seed=seed
     )
     plan = Plan(
-        f"deepen after '{target.name}': insert '{new_name}' "
+        f"deepen after '{target.name}': insert '{final_name}' "
         f"({type(new_layer).__name__}, {method})"
     )
-    plan.insertions[target.name] = [new_layer]
+    insertion = Insertion(
+        lambda out, _: new_layer(out), [(new_layer, values)], [new_layer]
+    )
+    _insert(plan, node, insertion, rename)
+    return plan
+
+
+def _output_swap(graph, node, new_name):
+    """``(name of the last new operation, new name of the original or None)``.
+
+    Output names come from the operations that produce the outputs, and
+    losses and metrics may be keyed by them. When ``node`` produces a model
+    output, the last inserted operation takes over its name and the original
+    is renamed to the name the new operation would have had.
+    """
+    if any(graph.is_output(k) for k in node.outputs):
+        return node.op.name, new_name
+    return new_name, None
+
+
+def _insert(plan, node, insertion, rename):
+    plan.insertions.setdefault(id(node.op), []).append(insertion)
+    if rename is not None:
+        plan.change(node.op, H.LayerChange(config={"name": rename}))
+        plan.details.append(
+            f"'{node.op.name}' produces a model output, so the inserted layer "
+            f"takes its name and the original is renamed '{rename}'."
+        )
+
+
+def _plan_residual(graph, target, node, handler, taken, name, kernel_size, seed):
+    layers = getattr(handler, "residual_layers", None)
+    if layers is None or handler.role_of(target, node, graph) != H.UNITS:
+        raise H.unsupported(
+            target,
+            "cannot be followed by a residual branch: residual=True inserts "
+            "after Dense and Conv1D/2D/3D layers.",
+        )
+    base = name or f"{target.name}_residual"
+    names = [unique_name(f"{base}_{part}", taken) for part in ("expand", "project")]
+    add_name, rename = _output_swap(
+        graph, node, unique_name(base if name else f"{base}_add", taken)
+    )
+    expand, project = layers(target, names, kernel_size=kernel_size, seed=seed)
+    add = keras.layers.Add(name=add_name, dtype=target.dtype_policy)
+
+    def build(out, _):
+        return add([out, project(expand(out))])
+
+    plan = Plan(
+        f"deepen after '{target.name}': insert residual branch '{names[0]}' -> "
+        f"'{names[1]}' (zero-initialised) and '{add_name}'"
+    )
+    layers = [(expand, None), (project, None), (add, None)]
+    _insert(plan, node, Insertion(build, layers), rename)
     return plan
 
 
 # --------------------------------------------------------------------------
-# Apply.
+# Copying a residual block.
 
 
-def _rebuild_layer(layer, change):
-    config = layer.get_config()
-    config.update(change.config)
-    for variable, initializer in change.initializers.items():
-        config[f"{variable}_initializer"] = initializer
-    return type(layer).from_config(config)
+def _ancestors(graph, key):
+    """Keys of every tensor ``key`` depends on (itself included)."""
+    seen, stack = set(), [key]
+    while stack:
+        k = stack.pop()
+        if k in seen:
+            continue
+        seen.add(k)
+        node = graph.producer(k)
+        if node is not None:
+            stack.extend(node.inputs)
+    return seen
 
 
-def _clone_layer(layer):
-    return type(layer).from_config(layer.get_config())
+def _descendants(graph, key):
+    """Keys of every tensor that depends on ``key`` (itself included)."""
+    seen, stack = set(), [key]
+    while stack:
+        k = stack.pop()
+        if k in seen:
+            continue
+        seen.add(k)
+        for consumer, _ in graph.consumers(k):
+            stack.extend(consumer.outputs)
+    return seen
 
 
-def apply_plan(model, plan, *, reuse_layers=False):
-    """Build the model that ``plan`` describes.
-
-    Args:
-        model: the Sequential or Functional model the plan was made for.
-        plan: a `Plan`.
-        reuse_layers: reuse unchanged layers (sharing their variables) instead
-            of cloning them. Defaults to False.
-
-    Returns:
-        ``(new_model, pairs)`` where ``pairs`` maps each new layer to the old
-        layer it derives from (None for inserted layers).
-    """
-    pairs = {}
-
-    def clone_function(layer):
-        if layer.name in plan.changes:
-            new = _rebuild_layer(layer, plan.changes[layer.name])
-        elif reuse_layers:
-            new = layer
-        else:
-            new = _clone_layer(layer)
-        pairs[id(new)] = (new, layer)
-        return new
-
-    def call_function(layer, *args, **kwargs):
-        output = layer(*args, **kwargs)
-        for inserted in plan.insertions.get(layer.name, []):
-            pairs[id(inserted)] = (inserted, None)
-            output = inserted(output)
-        return output
-
-    if isinstance(model, keras.Sequential):
-        layers = []
-        for layer in model.layers:
-            layers.append(clone_function(layer))
-            for inserted in plan.insertions.get(layer.name, []):
-                pairs[id(inserted)] = (inserted, None)
-                layers.append(inserted)
-        source = model.inputs[0]
-        if reuse_layers:
-            inputs = source  # keep the model's own InputLayer
-        else:
-            inputs = keras.Input(batch_shape=source.shape, dtype=source.dtype)
-        new_model = keras.Sequential(
-            [inputs] + layers, name=model.name, trainable=model.trainable
+def _plan_block(graph, target, node, taken, name, init, seed):
+    tensors = node.inputs
+    if len(tensors) != 2 or graph.width(tensors[0]) != graph.width(tensors[1]):
+        raise H.unsupported(
+            target,
+            "does not add exactly two tensors of the same shape; only such "
+            "residual Adds close a block that deepen() can copy.",
         )
-        if model.compiled and not reuse_layers:
-            new_model.compile_from_config(model.get_compile_config())
+    a, b = tensors
+    if a in _ancestors(graph, b):
+        shortcut, end = a, b
+    elif b in _ancestors(graph, a):
+        shortcut, end = b, a
     else:
-        new_model = keras.models.clone_model(
-            model, clone_function=clone_function, call_function=call_function
+        raise H.unsupported(
+            target,
+            "does not close an identity-shortcut residual block (neither input "
+            "is the block's input); deepen() can copy blocks of the form "
+            "x + f(x). Projection shortcuts are not copied.",
         )
-    _copy_kept_weights(pairs.values(), plan)
-    return new_model, {id(new): old for new, old in pairs.values()}
+    # The branch: every call on a path from the shortcut to the other input.
+    below = _ancestors(graph, end)
+    above = _descendants(graph, shortcut)
+    branch = [
+        n
+        for n in graph.nodes
+        if n.index < node.index
+        and any(k in below for k in n.outputs)
+        and any(k in above for k in n.outputs)
+    ]
+    inside = {k for n in branch for k in n.outputs}
+    for member in branch:
+        for key in member.inputs:
+            if key != shortcut and key not in inside:
+                raise H.unsupported(
+                    member.op,
+                    f"is in the residual branch closed by '{target.name}' but "
+                    "also reads a tensor from outside the block; such a branch "
+                    "cannot be copied.",
+                )
+        if member.path or internals.has_graph(member.op):
+            raise H.unsupported(
+                member.op,
+                f"is a nested model in the residual branch closed by "
+                f"'{target.name}'; such a branch cannot be copied.",
+            )
+    if not branch:
+        raise H.unsupported(target, "closes an empty residual branch.")
+    zeroed = _zero_point(graph, branch, end, target)
+    base = name or f"{target.name}_block"
+    copies = {}
+    layers = []
+    for member in branch:
+        op = member.op
+        handler = H.get_handler(op)
+        new_name = unique_name(f"{base}_{op.name}", taken)
+        config = op.get_config()
+        config["name"] = new_name
+        clone = type(op).from_config(config)
+        copies[member.index] = clone
+        values = _block_values(op, member is zeroed, handler, init)
+        layers.append((clone, values))
+    add_name, rename = _output_swap(graph, node, unique_name(f"{base}_add", taken))
+    add = keras.layers.Add(name=add_name, dtype=target.dtype_policy)
+    layers.append((add, None))
+
+    def build(out, _):
+        mapped = {shortcut: out}
+        for member in branch:
+            raw_inputs = internals.node_inputs(member.raw)
+            fill = {id(t): mapped[graph.key_of(t)] for t in raw_inputs}
+            args, kwargs = internals.fill_arguments(member.raw, fill)
+            result = copies[member.index](*args, **kwargs)
+            for key, tensor in zip(member.outputs, keras.tree.flatten(result)):
+                mapped[key] = tensor
+        return add([out, mapped[end]])
+
+    plan = Plan(
+        f"deepen after '{target.name}': insert a copy of its residual block "
+        f"({len(branch)} operations, '{zeroed.op.name}' zeroed) and '{add.name}'"
+    )
+    _insert(plan, node, Insertion(build, layers), rename)
+    return plan
 
 
-def _copy_kept_weights(pairs, plan):
-    """Copy the weights that the plan does not transform from old layers."""
-    for new, old in pairs:
-        if old is None or new is old:
-            continue
-        change = plan.changes.get(old.name)
-        if change is None:
-            new.set_weights(old.get_weights())
-            continue
-        old_by_name = {v.name: v for v in old.weights}
-        for variable in new.weights:
-            if variable.name not in change.initializers:
-                variable.assign(old_by_name[variable.name])
+def _block_values(op, zero, handler, init):
+    """What a copied branch layer's variables are set to once built."""
+    if not isinstance(op, keras.layers.Layer) or not op.weights:
+        return None
+    source = {v.name: keras.ops.convert_to_numpy(v) for v in op.weights}
+    zeros = handler.zero_change(op) if zero else {}
+
+    def values(built):
+        out = {}
+        for variable in built.weights:
+            if variable.name in zeros:
+                out[variable.name] = zeros[variable.name]
+            elif init == COPY:
+                out[variable.name] = source[variable.name]
+        return out
+
+    return values
+
+
+def _zero_point(graph, branch, end, target):
+    """The branch layer whose zeroed weights make the branch output zero."""
+    members = {k: n for n in branch for k in n.outputs}
+    key = end
+    while key in members:
+        node = members[key]
+        handler = H.get_handler(node.op)
+        if handler is None:
+            break
+        zero = getattr(handler, "zero_change", lambda op: None)(node.op)
+        if zero:
+            return node
+        if not handler.zero_preserving(node.op) or len(node.inputs) != 1:
+            raise H.unsupported(
+                node.op,
+                f"ends the residual branch closed by '{target.name}' but does "
+                "not map zeros to zeros, and no layer before it can be zeroed; "
+                "the copied block could not start as the identity.",
+            )
+        key = node.inputs[0]
+    raise H.unsupported(
+        target,
+        "closes a residual branch with no layer that can be zeroed (a "
+        "Dense/Conv, normalisation or LayerScale followed only by layers that "
+        "map zeros to zeros).",
+    )

@@ -5,9 +5,12 @@ from keras_net2net.transforms.deeper import identity_conv_kernel
 from keras_net2net.transforms.deeper import identity_dense_kernel
 from keras_net2net.transforms.mapping import FRESH
 from keras_net2net.transforms.mapping import WidthMapping
+from keras_net2net.transforms.mapping import concat_mappings
 from keras_net2net.transforms.mapping import padding_mapping
 from keras_net2net.transforms.mapping import random_mapping
+from keras_net2net.transforms.mapping import tiled_mapping
 from keras_net2net.transforms.wider import RANDOM
+from keras_net2net.transforms.wider import WidthTransform
 from keras_net2net.transforms.wider import wider_in
 from keras_net2net.transforms.wider import wider_out
 
@@ -15,11 +18,14 @@ __all__ = [
     "FRESH",
     "RANDOM",
     "WidthMapping",
+    "WidthTransform",
+    "concat_mappings",
     "check_identity_kernel_size",
     "identity_conv_kernel",
     "identity_dense_kernel",
     "padding_mapping",
     "random_mapping",
+    "tiled_mapping",
     "wider_in",
     "wider_out",
 ]

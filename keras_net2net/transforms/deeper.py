@@ -1,5 +1,7 @@
 """Net2DeeperNet identity kernels (numpy only)."""
 
+import numbers
+
 import numpy as np
 
 
@@ -9,9 +11,17 @@ def identity_dense_kernel(units, dtype="float32"):
 
 
 def check_identity_kernel_size(kernel_size):
-    """Raise unless every kernel dimension is odd (so a centre tap exists)."""
-    kernel_size = tuple(int(k) for k in kernel_size)
-    if not kernel_size or any(k < 1 or k % 2 == 0 for k in kernel_size):
+    """Raise unless every kernel dimension is an odd integer (a centre tap exists)."""
+    try:
+        sizes = tuple(kernel_size)
+    except TypeError:
+        sizes = ()
+    integral = all(
+        isinstance(k, numbers.Integral) and not isinstance(k, (bool, np.bool_))
+        for k in sizes
+    )
+    kernel_size = tuple(int(k) for k in sizes) if integral else kernel_size
+    if not sizes or not integral or any(k < 1 or k % 2 == 0 for k in kernel_size):
         raise ValueError(
             "An identity convolution needs odd kernel sizes, so that the "
             f"kernel has a centre tap. Received: kernel_size={kernel_size}"
@@ -23,7 +33,10 @@ def identity_conv_kernel(kernel_size, in_channels, out_channels=None, dtype="flo
     """Identity kernel ``(*kernel_size, in, out)`` for a ConvND layer.
 
     The centre tap maps channel ``i`` to channel ``i``; every other tap is zero.
-    With ``same`` padding and stride 1 the convolution returns its input.
+    With ``same`` padding and stride 1 the convolution returns its input. A
+    grouped kernel (``in_channels = out_channels / groups``, e.g. 1 for a
+    depthwise convolution) maps output channel ``o`` from its own channel
+    within its group, ``o mod in_channels``.
 
     Args:
         kernel_size: tuple of odd ints.
@@ -36,7 +49,12 @@ def identity_conv_kernel(kernel_size, in_channels, out_channels=None, dtype="flo
     """
     kernel_size = check_identity_kernel_size(kernel_size)
     out_channels = in_channels if out_channels is None else out_channels
-    kernel = np.zeros(kernel_size + (int(in_channels), int(out_channels)), dtype)
-    centre = tuple(k // 2 for k in kernel_size)
-    kernel[centre] = np.eye(int(in_channels), int(out_channels), dtype=dtype)
+    in_channels, out_channels = int(in_channels), int(out_channels)
+    kernel = np.zeros(kernel_size + (in_channels, out_channels), dtype)
+    centre = kernel[tuple(k // 2 for k in kernel_size)]
+    if out_channels % in_channels == 0:
+        outputs = np.arange(out_channels)
+        centre[outputs % in_channels, outputs] = 1
+    else:
+        centre[...] = np.eye(in_channels, out_channels, dtype=dtype)
     return kernel

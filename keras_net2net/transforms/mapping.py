@@ -66,6 +66,37 @@ class WidthMapping:
         """Replication count of each old unit (length ``old_width``)."""
         return np.bincount(self.indices[~self.fresh], minlength=self.old_width)
 
+    @classmethod
+    def identity(cls, width):
+        """The mapping that keeps ``width`` units as they are."""
+        return cls(np.arange(int(width)), int(width))
+
+    @property
+    def is_identity(self):
+        return self.new_width == self.old_width and bool(
+            np.array_equal(self.indices, np.arange(self.old_width))
+        )
+
+    def repeat(self, multiplier):
+        """Mapping over an axis where unit ``c`` owns ``multiplier`` slots.
+
+        A depthwise convolution with ``depth_multiplier`` m writes output
+        channel ``c * m + j`` from input channel ``c``; its bias and its
+        consumers follow this layout.
+
+        Args:
+            multiplier: slots per unit (>= 1).
+
+        Returns:
+            A `WidthMapping` of width ``multiplier * new_width``.
+        """
+        m = int(multiplier)
+        if m < 1:
+            raise ValueError(f"multiplier must be >= 1. Received: {multiplier}")
+        inner = np.arange(m)[None, :]
+        flat = np.where(self.fresh[:, None], FRESH, self.indices[:, None] * m + inner)
+        return WidthMapping(flat.reshape(-1), m * self.old_width)
+
     def expand(self, positions):
         """Mapping over a flattened ``(positions, channels)`` axis.
 
@@ -85,6 +116,25 @@ class WidthMapping:
         offsets = np.arange(positions)[:, None] * self.old_width
         flat = np.where(self.fresh[None, :], FRESH, offsets + self.indices[None, :])
         return WidthMapping(flat.reshape(-1), positions * self.old_width)
+
+
+def concat_mappings(mappings):
+    """Mapping of a concatenated axis: each part keeps its own mapping.
+
+    Part ``k``'s new units land at the offset of part ``k`` in the new
+    concatenated axis and copy old units at its offset in the old axis.
+
+    Args:
+        mappings: list of `WidthMapping`, one per concatenated part.
+
+    Returns:
+        A `WidthMapping` over the concatenated axis.
+    """
+    parts, old_offset = [], 0
+    for mapping in mappings:
+        parts.append(np.where(mapping.fresh, FRESH, mapping.indices + old_offset))
+        old_offset += mapping.old_width
+    return WidthMapping(np.concatenate(parts), old_offset)
 
 
 def _check_widths(old_width, new_width):
@@ -110,6 +160,31 @@ def random_mapping(old_width, new_width, seed=None):
     rng = np.random.default_rng(seed)
     extra = rng.integers(0, old_width, size=int(new_width) - int(old_width))
     return WidthMapping(np.concatenate([np.arange(old_width), extra]), old_width)
+
+
+def tiled_mapping(old_width, new_width):
+    """Mapping that copies every old unit the same number of times.
+
+    ``new_width`` must be a multiple of ``old_width``; new unit ``j`` copies
+    old unit ``j mod old_width``. Layers that normalise over the widened axis
+    (LayerNormalization) keep their function only under such a mapping: the
+    mean and variance over the copies equal those over the originals.
+
+    Args:
+        old_width: current number of units.
+        new_width: a multiple of ``old_width`` larger than it.
+
+    Returns:
+        A `WidthMapping` in which every old unit has ``new_width // old_width``
+        copies.
+    """
+    _check_widths(old_width, new_width)
+    if int(new_width) % int(old_width):
+        raise ValueError(
+            f"A tiled mapping needs a new width that is a multiple of the old "
+            f"width. Received: old_width={old_width}, new_width={new_width}"
+        )
+    return WidthMapping(np.arange(int(new_width)) % int(old_width), old_width)
 
 
 def padding_mapping(old_width, new_width):

@@ -15,7 +15,12 @@ vectors (bias, BatchNormalization parameters) are 1-D over the units.
 added to the copied units only, to break their symmetry; ``noise=0`` is exact.
 """
 
+import dataclasses
+
 import numpy as np
+
+from keras_net2net._validation import check_real
+from keras_net2net.transforms.mapping import WidthMapping
 
 RANDOM = "random"
 
@@ -25,12 +30,16 @@ def _scale(w):
     return std if std > 0 else 0.05
 
 
+def _index(ndim, axis, mask):
+    index = [slice(None)] * ndim
+    index[axis] = mask
+    return tuple(index)
+
+
 def _fill(out, mask, fill, source, rng, axis):
     if not mask.any():
         return
-    index = [slice(None)] * out.ndim
-    index[axis] = mask
-    index = tuple(index)
+    index = _index(out.ndim, axis, mask)
     if isinstance(fill, str):
         if fill != RANDOM:
             raise ValueError(
@@ -42,21 +51,18 @@ def _fill(out, mask, fill, source, rng, axis):
 
 
 def _add_noise(out, mask, noise, source, rng, axis):
-    if noise < 0:
-        raise ValueError(f"noise must be >= 0. Received: noise={noise}")
+    noise = check_real(noise, "noise", minimum=0.0)
     if noise == 0 or not mask.any():
         return
-    index = [slice(None)] * out.ndim
-    index[axis] = mask
-    index = tuple(index)
+    index = _index(out.ndim, axis, mask)
     std = noise * float(np.std(source))
-    out[index] += rng.normal(0.0, std, size=out[index].shape)
+    out[index] += rng.normal(0.0, std, size=out[index].shape).astype(out.dtype)
 
 
 def _check_axis(w, mapping, axis, what):
-    if w.ndim < (1 if axis == -1 else 2):
+    if not -w.ndim <= axis < w.ndim:
         raise ValueError(
-            f"{what} expects an array of rank >= {-axis}. Received: shape={w.shape}"
+            f"{what} expects an array with an axis {axis}. Received: shape={w.shape}"
         )
     if w.shape[axis] != mapping.old_width:
         raise ValueError(
@@ -65,8 +71,10 @@ def _check_axis(w, mapping, axis, what):
         )
 
 
-def wider_out(w, mapping, *, noise=0.0, fill=0.0, seed=None):
-    """Widen the output side (last axis) of a kernel or vector.
+def wider_out(w, mapping, *, noise=0.0, fill=0.0, seed=None, axis=-1):
+    """Widen the output side of a kernel or vector: copy along ``axis``.
+
+    Entry ``j`` along ``axis`` becomes entry ``g(j)`` of ``w``.
 
     Args:
         w: kernel ``(..., old_width)`` or vector ``(old_width,)``.
@@ -75,30 +83,29 @@ def wider_out(w, mapping, *, noise=0.0, fill=0.0, seed=None):
             (units beyond ``old_width``). Defaults to 0.
         fill: value of fresh units: a number or ``"random"``. Defaults to 0.
         seed: int, `numpy.random.Generator` or None. Defaults to None.
+        axis: the widened axis. Defaults to -1.
 
     Returns:
-        Array of shape ``(..., new_width)``.
+        Array with ``new_width`` entries along ``axis``.
     """
     w = np.asarray(w)
-    _check_axis(w, mapping, -1, "wider_out")
+    _check_axis(w, mapping, axis, "wider_out")
     rng = np.random.default_rng(seed)
     fresh = mapping.fresh
-    out = np.take(w, np.where(fresh, 0, mapping.indices), axis=-1).astype(
-        w.dtype, copy=True
-    )
-    _fill(out, fresh, fill, w, rng, -1)
+    out = np.take(w, np.where(fresh, 0, mapping.indices), axis=axis)
+    _fill(out, fresh, fill, w, rng, axis)
     copies = ~fresh & (np.arange(mapping.new_width) >= mapping.old_width)
-    _add_noise(out, copies, noise, w, rng, -1)
+    _add_noise(out, copies, noise, w, rng, axis)
     return out
 
 
-def wider_in(w, mapping, *, noise=0.0, fill=0.0, seed=None, power=1):
-    """Adjust the input side (axis ``-2``) of a consumer kernel.
+def wider_in(w, mapping, *, noise=0.0, fill=0.0, seed=None, power=1, axis=-2):
+    """Adjust the input side of a consumer kernel: copy and divide along ``axis``.
 
-    Row ``j`` of the result is row ``g(j)`` of ``w`` divided by
-    ``count(g(j)) ** power``. ``power=1`` preserves the function for weights;
-    ``power=2`` is the consistent map for squared quantities such as Adam's
-    second moments.
+    Entry ``j`` along ``axis`` of the result is entry ``g(j)`` of ``w``
+    divided by ``count(g(j)) ** power``. ``power=1`` preserves the function
+    for weights; ``power=2`` is the consistent map for squared quantities such
+    as Adam's second moments.
 
     Args:
         w: kernel ``(..., old_width, out)``.
@@ -108,20 +115,95 @@ def wider_in(w, mapping, *, noise=0.0, fill=0.0, seed=None, power=1):
         fill: value of fresh rows: a number or ``"random"``. Defaults to 0.
         seed: int, `numpy.random.Generator` or None. Defaults to None.
         power: exponent of the replication count divisor. Defaults to 1.
+        axis: the axis that reads the widened units. Defaults to -2.
 
     Returns:
-        Array of shape ``(..., new_width, out)``.
+        Array with ``new_width`` entries along ``axis``.
     """
     w = np.asarray(w)
-    _check_axis(w, mapping, -2, "wider_in")
+    if w.ndim < 2 and axis == -2:
+        raise ValueError(
+            f"wider_in expects an array of rank >= 2. Received: shape={w.shape}"
+        )
+    _check_axis(w, mapping, axis, "wider_in")
     rng = np.random.default_rng(seed)
     fresh = mapping.fresh
     safe = np.where(fresh, 0, mapping.indices)
-    counts = mapping.counts[safe].astype(np.float64)
-    out = np.take(w, safe, axis=-2).astype(np.float64)
-    out /= (counts**power)[:, None]
-    out = out.astype(w.dtype)
-    _fill(out, fresh, fill, w, rng, -2)
+    counts = mapping.counts[safe]
+    out = np.take(w, safe, axis=axis)
+    if (counts != 1).any():
+        shape = [1] * out.ndim
+        shape[axis] = -1
+        divisor = (counts.astype(np.float64) ** power).reshape(shape)
+        if np.issubdtype(out.dtype, np.floating):
+            divisor = divisor.astype(out.dtype)
+        out = out / divisor
+    _fill(out, fresh, fill, w, rng, axis)
     replicated = ~fresh & (counts > 1)
-    _add_noise(out, replicated, noise, w, rng, -2)
+    _add_noise(out, replicated, noise, w, rng, axis)
     return out
+
+
+SIDES = ("out", "in")
+KINDS = ("weight", "linear", "squared")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class WidthTransform:
+    """One widening of one axis of one array: the unit of the weight math.
+
+    ``side="out"`` copies entries along ``axis`` (a widened layer's kernel
+    columns, its bias, normalisation parameters); ``side="in"`` copies and
+    divides by the replication count (a consumer's kernel rows). A widening
+    that touches several axes of one array (a layer that both reads and
+    writes the widened channels) is a chain of transforms.
+
+    Args:
+        mapping: a `WidthMapping`.
+        side: ``"out"`` or ``"in"``. Defaults to ``"out"``.
+        axis: the widened axis. Defaults to -1 (``"out"``) or -2 (``"in"``).
+        noise: symmetry-breaking noise (see `wider_out`/`wider_in`).
+            Defaults to 0.
+        fill: value of fresh units: a number or ``"random"``. Defaults to 0.
+        seed: integer seed or None. Defaults to None.
+    """
+
+    mapping: WidthMapping
+    side: str = "out"
+    axis: int = None
+    noise: float = 0.0
+    fill: object = 0.0
+    seed: int = None
+
+    def __post_init__(self):
+        if self.side not in SIDES:
+            raise ValueError(f"`side` must be one of {SIDES}. Received: {self.side!r}")
+        if self.axis is None:
+            object.__setattr__(self, "axis", -1 if self.side == "out" else -2)
+
+    def apply(self, value, kind="weight"):
+        """Transform ``value`` (an array shaped like the original weight).
+
+        Args:
+            value: the array.
+            kind: ``"weight"`` (noise and fill as configured), ``"linear"``
+                (no noise, fresh units 0: for momentum-like optimizer state) or
+                ``"squared"`` (also divides by the count squared on the input
+                side: for second moments). Defaults to ``"weight"``.
+
+        Returns:
+            The transformed numpy array.
+        """
+        if kind not in KINDS:
+            raise ValueError(f"`kind` must be one of {KINDS}. Received: {kind!r}")
+        weight = kind == "weight"
+        options = dict(
+            noise=self.noise if weight else 0.0,
+            fill=self.fill if weight else 0.0,
+            seed=self.seed,
+            axis=self.axis,
+        )
+        if self.side == "out":
+            return wider_out(value, self.mapping, **options)
+        power = 2 if kind == "squared" else 1
+        return wider_in(value, self.mapping, power=power, **options)

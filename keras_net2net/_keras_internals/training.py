@@ -1,0 +1,144 @@
+"""Training state: backend fit loops, compiled functions, optimizers, callbacks.
+
+Private Keras attributes that in-place growth needs while `fit` runs.
+"""
+
+import contextlib
+import sys
+
+import keras
+
+from keras_net2net._keras_internals.inplace import _replace_contents
+
+
+def reset_compiled_functions(model):
+    """Make `fit` trace a new train step for the new variables."""
+    model.make_train_function(force=True)
+    model.test_function = None
+    model.predict_function = None
+
+
+def sync_training_state(model):
+    """Write the values a backend's fit loop holds back into the variables.
+
+    JAX's fit loop keeps the variables' values in its own state tuple (and
+    purges the variables) while it trains; reading or replacing variables in
+    between steps needs them synced first. A no-op on other backends.
+    """
+    sync = getattr(model, "jax_state_sync", None)
+    if sync is not None:
+        sync()
+
+
+def after_variables_changed(model):
+    """Tell the backend's fit loop that the model has new variables.
+
+    * JAX: drop the loop's stale state and make it re-read the variables
+      before the next step.
+    * torch: re-track the model's parameters (a ParameterDict keyed by
+      variable path), so `zero_grad` and `parameters()` see the new ones and
+      no longer hold the replaced ones.
+    """
+    if hasattr(model, "_jax_state_synced"):
+        model._jax_state = None
+        model._jax_state_synced = True
+    for obj in (model, getattr(model, "_functional", None)):
+        if obj is not None and hasattr(obj, "_torch_params"):
+            obj._track_variables()
+
+
+# --------------------------------------------------------------------------
+# Optimizer state.
+
+
+def optimizer_trainable_variables(optimizer):
+    return list(optimizer._trainable_variables)
+
+
+def rebuild_optimizer(optimizer, variables):
+    """Rebuild ``optimizer``'s per-variable state for ``variables`` in place.
+
+    The iteration counter and the learning rate (variable or schedule) are kept;
+    every other optimizer variable is dropped and `build` creates fresh (zero)
+    slots. A LossScaleOptimizer keeps its loss-scale variables and rebuilds its
+    inner optimizer. Returns a function that undoes the rebuild.
+    """
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        undo_inner = rebuild_optimizer(optimizer.inner_optimizer, variables)
+        saved = (optimizer._trainable_variables_indices, optimizer._trainable_variables)
+
+        def undo_outer():
+            (optimizer._trainable_variables_indices, optimizer._trainable_variables) = (
+                saved
+            )
+            undo_inner()
+
+        optimizer._trainable_variables_indices = {}
+        # The base build only records the variables (no new optimizer state).
+        keras.optimizers.Optimizer.build(optimizer, variables)
+        return undo_outer
+    keep = {id(optimizer._iterations), id(getattr(optimizer, "_learning_rate", None))}
+    saved_dict = dict(optimizer.__dict__)
+    saved_vars = list(optimizer._variables)
+    saved_ids = {k: set(v) for k, v in optimizer._tracker.stored_ids.items()}
+    for variable in saved_vars:
+        if id(variable) not in keep:
+            optimizer._tracker.untrack(variable)
+    optimizer._trainable_variables_indices = {}
+    optimizer.built = False
+
+    def undo():
+        optimizer.__dict__.update(saved_dict)
+        _replace_contents(optimizer._variables, saved_vars)
+        optimizer._tracker.stored_ids = saved_ids
+
+    try:
+        optimizer.build(variables)
+    except BaseException:
+        undo()
+        raise
+    return undo
+
+
+def learning_rate_object(optimizer):
+    """The optimizer's learning-rate variable, schedule or callable."""
+    return optimizer._learning_rate
+
+
+def distribution_scope(model):
+    """Context in which new variables are created like the model's own."""
+    strategy = getattr(model, "distribute_strategy", None)
+    if strategy is not None and hasattr(strategy, "scope"):
+        return strategy.scope()
+    return contextlib.nullcontext()
+
+
+# --------------------------------------------------------------------------
+# Callbacks.
+
+
+def sibling_callbacks(callback, max_depth=6):
+    """The other callbacks of the `CallbackList` that is calling ``callback``.
+
+    Keras gives a callback no reference to its siblings; `fit` holds them in
+    a ``CallbackList`` that calls each callback's hooks directly. The caller's
+    frames are searched for that list. Returns ``[]`` when ``callback`` is
+    driven by hand.
+    """
+    frame = sys._getframe(1)
+    callback_list = keras.callbacks.CallbackList
+    for _ in range(max_depth):
+        if frame is None:
+            break
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, callback_list) and any(
+            c is callback for c in owner.callbacks
+        ):
+            return [c for c in owner.callbacks if c is not callback]
+        frame = frame.f_back
+    return []
+
+
+def backup_paths(backup):
+    """``(backup_dir, weights path, previous weights path)`` of a BackupAndRestore."""
+    return backup.backup_dir, backup._weights_path, backup._prev_weights_path

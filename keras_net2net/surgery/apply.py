@@ -1,0 +1,218 @@
+"""Applying a `Plan`: building the grown model.
+
+Changed operations are rebuilt from their config, their transformed weights
+created by `Net2WiderInit` initializers (which are then replaced by the
+layer's original initializers, so the grown model's config holds ordinary
+Keras initializers only); inserted operations are called after the ones they
+follow; every other operation is either cloned with its weights
+(``reuse_layers=False``: the input model stays independent) or reused as is
+(``reuse_layers=True``: in-place growth). When reusing, calls whose operation
+and inputs are unchanged keep their original graph node, so the part of the
+graph upstream of every change is left exactly as it was.
+
+Nested Sequential/Functional models are rebuilt recursively when something
+inside them changes.
+"""
+
+import keras
+import numpy as np
+
+from keras_net2net import _keras_internals as internals
+from keras_net2net.initializers import Net2WiderInit
+from keras_net2net.surgery import handlers as H
+
+
+class _Builder:
+    def __init__(self, plan, reuse):
+        self.plan = plan
+        self.reuse = reuse
+        self.new_of = {}  # id(old op) -> new op
+        self.pairs = {}  # id(new leaf op) -> (new, old or None)
+        self.assign = []  # (layer, {variable name: array or callable})
+        self.restore = []  # (new layer, old layer, [initializer attribute])
+        self._touched = {}
+
+    # -- which nested models change -----------------------------------------
+
+    def touched(self, model):
+        """True if ``model`` (a nested model) contains a change or insertion."""
+        if id(model) not in self._touched:
+            found = False
+            for node in internals.graph_calls(model):
+                op = internals.node_operation(node)
+                if id(op) in self.plan.changes or id(op) in self.plan.insertions:
+                    found = True
+                elif internals.has_graph(op) and self.touched(op):
+                    found = True
+            self._touched[id(model)] = found
+        return self._touched[id(model)]
+
+    # -- operations -----------------------------------------------------------
+
+    def op(self, old):
+        if id(old) in self.new_of:
+            return self.new_of[id(old)]
+        if id(old) in self.plan.changes:
+            new = self._rebuild(old, self.plan.changes[id(old)][1])
+        elif internals.has_graph(old):
+            new = self.model(old) if (self.touched(old) or not self.reuse) else old
+        elif self.reuse:
+            new = old
+        else:
+            new = type(old).from_config(old.get_config())
+        self.new_of[id(old)] = new
+        if not internals.has_graph(new):
+            self.pairs[id(new)] = (new, old)
+        return new
+
+    def _rebuild(self, old, change):
+        handler = H.get_handler(old)
+        config = old.get_config()
+        config.update(change.config)
+        variables = {v.name: v for v in getattr(old, "weights", [])}
+        values, keys = {}, []
+        for name, chain in change.transforms.items():
+            key = handler.init_key(old, name) if handler is not None else None
+            if key is not None and key in config:
+                fallback = getattr(old, key, None) or "zeros"
+                config[key] = Net2WiderInit.chained(
+                    variables[name], chain, fallback=fallback
+                )
+                keys.append(key)
+            else:
+                value = keras.ops.convert_to_numpy(variables[name])
+                for step in chain:
+                    value = step.apply(value)
+                values[name] = value
+        values.update(change.values)
+        new = type(old).from_config(config)
+        if values:
+            self.assign.append((new, values))
+        if keys:
+            self.restore.append((new, old, keys))
+        return new
+
+    # -- graphs ---------------------------------------------------------------
+
+    def model(self, model):
+        if isinstance(model, keras.Sequential):
+            return self._sequential(model)
+        return self._functional(model)
+
+    def _inserted(self, op):
+        insertions = self.plan.insertions.get(id(op), [])
+        for insertion in insertions:
+            for layer, values in insertion.layers:
+                self.pairs[id(layer)] = (layer, None)
+                if values is not None:
+                    self.assign.append((layer, values))
+        return insertions
+
+    def _sequential(self, model):
+        layers = []
+        for layer in model.layers:
+            layers.append(self.op(layer))
+            for insertion in self._inserted(layer):
+                layers.extend(insertion.sequential)
+        source = internals.graph_inputs(model)[0]
+        if self.reuse:
+            inputs = source  # keep the model's own InputLayer
+        else:
+            inputs = keras.Input(
+                batch_shape=source.shape, dtype=source.dtype, name=source.name
+            )
+        return keras.Sequential(
+            [inputs] + layers, name=model.name, trainable=model.trainable
+        )
+
+    def _functional(self, model):
+        old_inputs = internals.graph_inputs(model)
+        if self.reuse:
+            new_inputs = list(old_inputs)
+        else:
+            new_inputs = [
+                keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name)
+                for t in old_inputs
+            ]
+        tensors = {id(old): new for old, new in zip(old_inputs, new_inputs)}
+        for node in internals.graph_calls(model):
+            old_op = internals.node_operation(node)
+            new_op = self.op(old_op)
+            inputs = internals.node_inputs(node)
+            old_outputs = internals.node_outputs(node)
+            insertions = self._inserted(old_op)
+            unchanged = (
+                self.reuse
+                and new_op is old_op
+                and not insertions
+                and all(tensors[id(t)] is t for t in inputs)
+            )
+            if unchanged:
+                outputs = old_outputs
+            else:
+                args, kwargs = internals.fill_arguments(node, tensors)
+                result = new_op(*args, **kwargs)
+                for insertion in insertions:
+                    result = insertion.build(result, tensors)
+                outputs = keras.tree.flatten(result)
+            for old, new in zip(old_outputs, outputs):
+                tensors[id(old)] = new
+        outputs = keras.tree.pack_sequence_as(
+            internals.outputs_struct(model),
+            [tensors[id(t)] for t in internals.graph_outputs(model)],
+        )
+        inputs = keras.tree.pack_sequence_as(internals.inputs_struct(model), new_inputs)
+        return keras.Model(inputs, outputs, name=model.name, trainable=model.trainable)
+
+    # -- after building ---------------------------------------------------------
+
+    def finish(self, model):
+        for layer, values in self.assign:
+            if callable(values):
+                values = values(layer)
+            by_name = {v.name: v for v in layer.weights}
+            for name, value in values.items():
+                variable = by_name[name]
+                dtype = keras.backend.standardize_dtype(variable.dtype)
+                variable.assign(np.asarray(value).astype(dtype))
+        for new, old, keys in self.restore:
+            for key in keys:
+                if hasattr(new, key):
+                    setattr(new, key, getattr(old, key))
+        self._copy_kept_weights()
+
+    def _copy_kept_weights(self):
+        """Copy the weights that the plan does not set from the old layers."""
+        for new, old in self.pairs.values():
+            if old is None or new is old:
+                continue
+            change = self.plan.changes.get(id(old))
+            set_by_plan = set()
+            if change is not None:
+                set_by_plan = set(change[1].transforms) | set(change[1].values)
+            old_by_name = {v.name: v for v in old.weights}
+            for variable in new.weights:
+                if variable.name not in set_by_plan:
+                    variable.assign(old_by_name[variable.name])
+
+
+def apply_plan(model, plan, *, reuse_layers=False):
+    """Build the model that ``plan`` describes.
+
+    Args:
+        model: the Sequential or Functional model the plan was made for.
+        plan: a `keras_net2net.surgery.plan.Plan`.
+        reuse_layers: reuse unchanged layers (sharing their variables) instead
+            of cloning them. Defaults to False.
+
+    Returns:
+        ``(new_model, pairs)`` where ``pairs`` lists ``(new operation, old
+        operation or None)`` for every leaf operation of the new graph (nested
+        ones included); None marks an inserted operation.
+    """
+    builder = _Builder(plan, reuse_layers)
+    new_model = builder.model(model)
+    builder.finish(new_model)
+    if model.compiled and not reuse_layers:
+        new_model.compile_from_config(model.get_compile_config())
+    return new_model, list(builder.pairs.values())

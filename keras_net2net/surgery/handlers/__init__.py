@@ -1,0 +1,126 @@
+"""Per-operation-type handlers: how each supported layer type takes part in growth.
+
+This package is the one place to add a layer type. A registry maps an exact
+operation class (a `keras.layers.Layer` or a raw `keras.ops` operation) to a
+stateless handler; the roles a handler can play are described in
+`keras_net2net.surgery.handlers.base`. One module per family:
+
+* `core`: Dense, Conv1D/2D/3D
+* `depthwise`: DepthwiseConv1D/2D, SeparableConv1D/2D
+* `normalization`: BatchNormalization, LayerNormalization, RMSNormalization
+* `merging`: Add, Subtract, Average, Maximum, Minimum, Multiply, Concatenate
+* `reshaping`: Flatten, Reshape, pooling, global pooling, padding, cropping,
+  upsampling, RepeatVector
+* `activations`: Activation, ReLU, LeakyReLU, ELU, PReLU, Softmax, dropout and
+  noise layers, Identity
+* `ops`: raw elementwise `keras.ops` calls (``x + y``, ``ops.relu(x)``)
+* `applications`: keras.applications' own layers (ConvNeXt LayerScale,
+  StochasticDepth)
+
+An operation whose exact class has no handler is unsupported and growth fails,
+naming it. Subclasses of supported layers are not assumed to behave like their
+parent: register them explicitly with `register_handler`.
+"""
+
+import keras
+
+from keras_net2net.surgery.handlers import activations
+from keras_net2net.surgery.handlers import applications
+from keras_net2net.surgery.handlers import core
+from keras_net2net.surgery.handlers import depthwise
+from keras_net2net.surgery.handlers import merging
+from keras_net2net.surgery.handlers import normalization
+from keras_net2net.surgery.handlers import ops
+from keras_net2net.surgery.handlers import reshaping
+from keras_net2net.surgery.handlers.base import DEEPEN_METHODS
+from keras_net2net.surgery.handlers.base import DERIVED
+from keras_net2net.surgery.handlers.base import IDENTITY
+from keras_net2net.surgery.handlers.base import NET2WIDER
+from keras_net2net.surgery.handlers.base import RANDOM
+from keras_net2net.surgery.handlers.base import RANDOM_PAD
+from keras_net2net.surgery.handlers.base import SAME
+from keras_net2net.surgery.handlers.base import UNITS
+from keras_net2net.surgery.handlers.base import WIDEN_METHODS
+from keras_net2net.surgery.handlers.base import Handler
+from keras_net2net.surgery.handlers.base import LayerChange
+from keras_net2net.surgery.handlers.base import LayoutHandler
+from keras_net2net.surgery.handlers.base import PassThroughHandler
+from keras_net2net.surgery.handlers.base import UnitsHandler
+from keras_net2net.surgery.handlers.base import WidenOptions
+from keras_net2net.surgery.handlers.base import describe
+from keras_net2net.surgery.handlers.base import unsupported
+
+__all__ = [
+    "DEEPEN_METHODS",
+    "DERIVED",
+    "Handler",
+    "IDENTITY",
+    "LayerChange",
+    "LayoutHandler",
+    "NET2WIDER",
+    "PassThroughHandler",
+    "RANDOM",
+    "RANDOM_PAD",
+    "SAME",
+    "UNITS",
+    "UnitsHandler",
+    "WIDEN_METHODS",
+    "WidenOptions",
+    "describe",
+    "get_handler",
+    "register_handler",
+    "unsupported",
+]
+
+_REGISTRY = {}
+
+
+def register_handler(layer_class, handler):
+    """Register ``handler`` for operations whose exact class is ``layer_class``.
+
+    Example:
+
+    ```python
+    class Scale(keras.layers.Layer):  # multiplies by a constant
+        def call(self, x):
+            return 3.0 * x
+
+    keras_net2net.register_handler(Scale, keras_net2net.surgery.PassThroughHandler())
+    ```
+
+    Args:
+        layer_class: a subclass of `keras.layers.Layer` (or of `keras.Operation`
+            for a raw `keras.ops` operation).
+        handler: an instance of a `keras_net2net.surgery.Handler` subclass
+            (`UnitsHandler`, `PassThroughHandler` or `LayoutHandler`).
+    """
+    if not (isinstance(layer_class, type) and issubclass(layer_class, keras.Operation)):
+        raise TypeError(
+            "`layer_class` must be a subclass of keras.layers.Layer (or of "
+            f"keras.Operation). Received: layer_class={layer_class!r}"
+        )
+    if not isinstance(handler, Handler) or type(handler) is Handler:
+        raise TypeError(
+            "`handler` must be an instance of a keras_net2net.surgery handler "
+            "class (UnitsHandler, PassThroughHandler or LayoutHandler). "
+            f"Received: handler={handler!r} of type {type(handler).__name__}"
+        )
+    _REGISTRY[layer_class] = handler
+
+
+def get_handler(layer):
+    """The handler registered for ``type(layer)``, or None."""
+    return _REGISTRY.get(type(layer))
+
+
+for _family in (
+    core,
+    depthwise,
+    normalization,
+    merging,
+    reshaping,
+    activations,
+    ops,
+    applications,
+):
+    _family.register(register_handler)

@@ -1,0 +1,337 @@
+"""What a handler is: the roles a layer type can play in growth.
+
+Every operation of a model's graph takes part in a widening in one of three
+roles, each with its own handler base class:
+
+* `UnitsHandler` (Dense, Conv, Embedding, ...): *writes* a new channel axis
+  (its output units, which can be widened: ``widen_out``) and *reads* its
+  inputs' channels (a widened input is absorbed by dividing the incoming
+  weights of copied units by their replication count: ``widen_in``). It can
+  also be followed by an identity copy of itself (``deeper_layer``).
+* `PassThroughHandler` (activations, BatchNormalization, pooling, merges such
+  as Add, ...): its output has the *same* channel axis as its channel inputs.
+  Several channel inputs (a merge) put them all in one coupling group.
+  Per-channel parameters follow the mapping (``follow``).
+* `LayoutHandler` (Flatten, Concatenate, depthwise convolutions with a depth
+  multiplier, ...): its output's channel axis is *derived* from its inputs'
+  by a new index layout (``derive``); it is only crossed forwards.
+
+Handlers are stateless and registered per exact operation class
+(`keras_net2net.surgery.handlers.register_handler`). An operation without a
+handler cannot take part in a widening: growth fails and names it.
+"""
+
+import dataclasses
+
+import keras
+
+from keras_net2net.transforms import WidthTransform
+
+NET2WIDER = "net2wider"
+RANDOM_PAD = "random-pad"
+WIDEN_METHODS = (NET2WIDER, RANDOM_PAD)
+IDENTITY = "identity"
+RANDOM = "random"
+DEEPEN_METHODS = (IDENTITY, RANDOM)
+
+UNITS = "units"
+SAME = "same"
+DERIVED = "derived"
+
+# Activations that act on every channel independently (elementwise). Only
+# these may receive widened channels: any other (softmax, sparsemax, glu, a
+# custom callable, ...) is refused by name.
+ELEMENTWISE_ACTIVATIONS = frozenset(
+    {
+        "linear",
+        "relu",
+        "relu6",
+        "leaky_relu",
+        "elu",
+        "selu",
+        "celu",
+        "gelu",
+        "silu",
+        "swish",
+        "sigmoid",
+        "hard_sigmoid",
+        "hard_silu",
+        "hard_swish",
+        "tanh",
+        "hard_tanh",
+        "softplus",
+        "softsign",
+        "exponential",
+        "mish",
+        "log_sigmoid",
+        "squareplus",
+        "sparse_plus",
+        "sparse_sigmoid",
+        "hard_shrink",
+        "soft_shrink",
+        "tanh_shrink",
+        "threshold",
+    }
+)
+# Activations a for which a(a(x)) == a(x): an identity layer with the same
+# activation inserted after such a layer keeps the function.
+IDEMPOTENT_ACTIVATIONS = frozenset({"linear", "relu"})
+# Elementwise activations with a(0) == 0 (a zero residual branch stays zero).
+ZERO_PRESERVING_ACTIVATIONS = frozenset(
+    {
+        "linear",
+        "relu",
+        "relu6",
+        "leaky_relu",
+        "elu",
+        "selu",
+        "celu",
+        "gelu",
+        "silu",
+        "swish",
+        "tanh",
+        "hard_tanh",
+        "softsign",
+        "mish",
+        "hard_silu",
+        "hard_swish",
+        "hard_shrink",
+        "soft_shrink",
+        "tanh_shrink",
+    }
+)
+
+
+@dataclasses.dataclass
+class LayerChange:
+    """What one growth changes in one layer.
+
+    Attributes:
+        config: entries of the layer config to replace (e.g. ``units``).
+        transforms: variable name -> list of `WidthTransform` that turn the
+            old variable into the new one (several when the layer is widened
+            along several axes, e.g. read and written in one group).
+        values: variable name -> numpy array to assign after building (for
+            variables that are set rather than transformed, e.g. zeros).
+    """
+
+    config: dict = dataclasses.field(default_factory=dict)
+    transforms: dict = dataclasses.field(default_factory=dict)
+    values: dict = dataclasses.field(default_factory=dict)
+
+    def add(self, variable, transform):
+        self.transforms.setdefault(variable, []).append(transform)
+        return self
+
+    def merge(self, other):
+        """Combine with another change of the same layer (transforms compose)."""
+        if other is None:
+            return self
+        for key, value in other.config.items():
+            if key in self.config and self.config[key] != value:
+                raise ValueError(
+                    f"Conflicting changes of config entry '{key}': "
+                    f"{self.config[key]!r} and {value!r}."
+                )
+            self.config[key] = value
+        for variable, chain in other.transforms.items():
+            self.transforms.setdefault(variable, []).extend(chain)
+        self.values.update(other.values)
+        return self
+
+
+@dataclasses.dataclass(frozen=True)
+class WidenOptions:
+    """Options of one widening, shared by every handler it reaches."""
+
+    method: str = NET2WIDER
+    noise: float = 0.0
+
+    @property
+    def random_pad(self):
+        return self.method == RANDOM_PAD
+
+
+def describe(layer):
+    """``Layer 'name' (Class)``, or ``Operation 'name' (Class, a keras.ops call)``."""
+    if isinstance(layer, keras.layers.Layer):
+        return f"Layer '{layer.name}' ({type(layer).__name__})"
+    return f"Operation '{layer.name}' ({type(layer).__name__}, a keras.ops call)"
+
+
+def unsupported(layer, reason):
+    """The ValueError for ``layer`` that cannot take part in a growth."""
+    return ValueError(f"{describe(layer)} {reason}")
+
+
+def activation_name(activation):
+    """Serialised name of an activation function ('?' for custom callables)."""
+    if activation is None:
+        return "linear"
+    try:
+        name = keras.activations.serialize(activation)
+    except (ValueError, TypeError):
+        name = None
+    if isinstance(name, str):
+        return name
+    if isinstance(name, dict):
+        name = name.get("config", name.get("class_name"))
+        if isinstance(name, str):
+            return name
+    return getattr(activation, "__name__", "?")
+
+
+_CHANNEL_MIXING = ("softmax", "log_softmax", "sparsemax", "glu")
+
+
+def check_elementwise_activation(layer, activation, consequence):
+    """Refuse ``activation`` unless it is known to be elementwise.
+
+    Args:
+        layer: the layer applying it (named in the error).
+        activation: the activation function.
+        consequence: what cannot be done, e.g. ``"its output cannot be
+            widened"``.
+    """
+    name = activation_name(activation)
+    if name not in ELEMENTWISE_ACTIVATIONS:
+        why = (
+            "which mixes channels"
+            if name in _CHANNEL_MIXING
+            else "which is not known to act on each channel independently"
+        )
+        raise unsupported(
+            layer,
+            f"applies the activation '{name}', {why}, so {consequence}. "
+            "Elementwise activations: "
+            f"{', '.join(sorted(ELEMENTWISE_ACTIVATIONS))}.",
+        )
+    return name
+
+
+def check_channels_last(layer):
+    data_format = getattr(layer, "data_format", "channels_last")
+    if data_format not in (None, "channels_last"):
+        raise unsupported(
+            layer,
+            f"uses data_format='{data_format}'; keras-net2net supports "
+            "channels_last only.",
+        )
+
+
+def copy_transform(mapping, axis=-1, *, fill=0.0, noise=0.0, seed=None):
+    return WidthTransform(mapping, "out", axis, noise, fill, seed)
+
+
+def divide_transform(mapping, axis=-2, *, fill=0.0, seed=None):
+    return WidthTransform(mapping, "in", axis, 0.0, fill, seed)
+
+
+class Handler:
+    """Base class of all handlers. Handlers are stateless.
+
+    Attributes:
+        role: `UNITS`, `SAME` or `DERIVED` (see the module docstring), or a
+            per-layer answer from `role_of`.
+        has_state: whether growth may change the layer's weights or config;
+            a layer without state may be shared (called several times).
+    """
+
+    role = None
+    has_state = True
+
+    def role_of(self, layer, node=None, graph=None):
+        return self.role
+
+    def check(self, layer):
+        """Raise a ValueError naming ``layer`` if its configuration is unsupported."""
+
+    def init_key(self, layer, variable):
+        """Config key of the initializer that creates ``variable`` (or None)."""
+        return f"{variable}_initializer"
+
+
+class UnitsHandler(Handler):
+    """A layer that writes a new channel axis and reads its inputs' channels.
+
+    Subclasses implement `width`, `widen_out`, `widen_in` and, to support
+    `deepen`, `deeper_layer`.
+    """
+
+    role = UNITS
+
+    def width(self, layer):
+        raise NotImplementedError
+
+    def reads(self, layer, node):
+        """Positions (in the node's flat tensor inputs) whose channels are read."""
+        return [0]
+
+    def widen_out(self, layer, mapping, options, seeds):
+        """`LayerChange` that widens the layer's output units by ``mapping``."""
+        raise unsupported(layer, "cannot be widened.")
+
+    def widen_in(self, layer, mapping, options, seeds, position=0):
+        """`LayerChange` that absorbs widened input channels at ``position``."""
+        raise unsupported(layer, "cannot read widened channels.")
+
+    def deeper_layer(self, layer, name, *, method, kernel_size=None, seed=None):
+        """``(new layer, values)``: an identity copy (see `DenseHandler`)."""
+        raise unsupported(
+            layer, "cannot be followed by an identity copy (deepen() after it)."
+        )
+
+    def zero_change(self, layer):
+        """Values that make the layer output zeros (None if it cannot)."""
+        return None
+
+
+class PassThroughHandler(Handler):
+    """A layer whose output has the same channel axis as its channel inputs.
+
+    The default has no parameters: an elementwise layer (Dropout, ReLU, ...).
+    """
+
+    role = SAME
+    has_state = False
+
+    def channel_inputs(self, layer, node, graph):
+        """Positions of the inputs whose channel axis is the output's."""
+        return list(range(len(node.inputs)))
+
+    def uniform_copies(self, layer, node, graph):
+        """A reason string if every channel must be copied equally often, else None."""
+        return None
+
+    def follow(self, layer, mapping, options, seeds):
+        """`LayerChange` for per-channel parameters/config (None: nothing)."""
+        return None
+
+    def zero_preserving(self, layer):
+        """True if the layer maps an all-zero input to an all-zero output."""
+        return not self.has_state
+
+    def zero_change(self, layer):
+        """Values that make the layer output zeros (None if it cannot)."""
+        return None
+
+
+class LayoutHandler(Handler):
+    """A layer whose output channels are a new layout of its inputs' channels."""
+
+    role = DERIVED
+    has_state = False
+
+    def channel_inputs(self, layer, node, graph):
+        return list(range(len(node.inputs)))
+
+    def derive(self, layer, node, graph, mappings):
+        """Output `WidthMapping` from the inputs' mappings (None: unchanged input)."""
+        raise NotImplementedError
+
+    def follow(self, layer, node, graph, mappings, options, seeds):
+        """`LayerChange` for parameters/config (None: nothing)."""
+        return None
+
+    def zero_preserving(self, layer):
+        return not self.has_state

@@ -1,0 +1,247 @@
+"""Dense and Conv1D/2D/3D: the layers that are widened, read widened inputs and
+are followed by identity copies (Net2WiderNet and Net2DeeperNet proper)."""
+
+import keras
+import numpy as np
+
+from keras_net2net.initializers import IdentityConvInit
+from keras_net2net.surgery.handlers.base import IDEMPOTENT_ACTIVATIONS
+from keras_net2net.surgery.handlers.base import IDENTITY
+from keras_net2net.surgery.handlers.base import RANDOM
+from keras_net2net.surgery.handlers.base import SAME
+from keras_net2net.surgery.handlers.base import UNITS
+from keras_net2net.surgery.handlers.base import LayerChange
+from keras_net2net.surgery.handlers.base import PassThroughHandler
+from keras_net2net.surgery.handlers.base import UnitsHandler
+from keras_net2net.surgery.handlers.base import activation_name
+from keras_net2net.surgery.handlers.base import check_channels_last
+from keras_net2net.surgery.handlers.base import check_elementwise_activation
+from keras_net2net.surgery.handlers.base import copy_transform
+from keras_net2net.surgery.handlers.base import divide_transform
+from keras_net2net.surgery.handlers.base import unsupported
+from keras_net2net.transforms import check_identity_kernel_size
+
+
+def check_plain_float(layer):
+    if getattr(layer, "lora_enabled", False):
+        raise unsupported(layer, "has LoRA enabled; disable it before growing.")
+    if getattr(layer, "quantization_mode", None):
+        raise unsupported(layer, "is quantized; grow the float model instead.")
+
+
+class DenseHandler(UnitsHandler):
+    """Dense (and the base of Conv): kernel ``(*kernel, in, out)``, bias ``(out,)``.
+
+    Args:
+        width_key: config key of the width (``"units"`` or ``"filters"``).
+    """
+
+    def __init__(self, width_key="units"):
+        self.width_key = width_key
+
+    def check(self, layer):
+        check_channels_last(layer)
+        check_plain_float(layer)
+
+    def width(self, layer):
+        return int(layer.get_config()[self.width_key])
+
+    def widen_out(self, layer, mapping, options, seeds):
+        check_elementwise_activation(
+            layer, layer.activation, "its output cannot be widened"
+        )
+        fill = RANDOM if options.random_pad else 0.0
+        change = LayerChange(config={self.width_key: mapping.new_width})
+        change.add(
+            "kernel",
+            copy_transform(mapping, fill=fill, noise=options.noise, seed=next(seeds)),
+        )
+        if layer.use_bias:
+            change.add("bias", copy_transform(mapping))
+        return change
+
+    def widen_in(self, layer, mapping, options, seeds, position=0):
+        # Noise goes on the widened layer's new copies only (`widen_out`): that
+        # is enough to make them differ, and the consumer keeps an exact split.
+        fill = RANDOM if options.random_pad else 0.0
+        return LayerChange().add(
+            "kernel", divide_transform(mapping, fill=fill, seed=next(seeds))
+        )
+
+    def zero_change(self, layer):
+        values = {"kernel": np.zeros(layer.kernel.shape, "float32")}
+        if layer.use_bias:
+            values["bias"] = np.zeros(layer.bias.shape, "float32")
+        return values
+
+    def deeper_layer(self, layer, name, *, method, kernel_size=None, seed=None):
+        """A new layer that, with ``method="identity"``, computes the identity.
+
+        Returns:
+            ``(layer, values)``: the unbuilt layer, and None or a function of
+            the built layer returning ``{variable name: array}`` to assign.
+        """
+        activation = activation_name(layer.activation)
+        if method == IDENTITY and activation not in IDEMPOTENT_ACTIVATIONS:
+            raise unsupported(
+                layer,
+                f"has activation '{activation}'. An identity layer inserted "
+                "after it applies that activation a second time, which changes "
+                "the function; identity deepening needs a ReLU or linear "
+                "activation (use residual=True, which is exact after any "
+                "activation, or method='random' to insert anyway).",
+            )
+        if method == IDENTITY:
+            kernel_init = self._identity_initializer(layer)
+        else:
+            kernel_init = keras.initializers.GlorotUniform(seed=seed)
+        config = dict(
+            name=name,
+            activation=layer.get_config()["activation"],
+            use_bias=True,
+            kernel_initializer=kernel_init,
+            bias_initializer="zeros",
+            dtype=layer.dtype_policy,
+        )
+        config[self.width_key] = self.width(layer)
+        config.update(self._deeper_extra(layer, kernel_size))
+        return type(layer)(**config), None
+
+    def residual_layers(self, layer, names, *, kernel_size=None, seed=None):
+        """Two new layers ``expand``, ``project`` for ``h + project(expand(h))``.
+
+        ``project`` starts at zero, so the residual branch adds nothing and the
+        function is unchanged whatever the activations.
+        """
+        activation = activation_name(layer.activation)
+        hidden_activation = "relu" if activation == "linear" else activation
+        common = dict(use_bias=True, bias_initializer="zeros", dtype=layer.dtype_policy)
+        common[self.width_key] = self.width(layer)
+        expand = dict(
+            common,
+            name=names[0],
+            activation=layer.get_config()["activation"]
+            if activation != "linear"
+            else hidden_activation,
+            kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
+        )
+        project = dict(
+            common,
+            name=names[1],
+            activation="linear",
+            kernel_initializer="zeros",
+        )
+        expand.update(self._deeper_extra(layer, kernel_size))
+        project.update(self._deeper_extra(layer, 1))
+        return type(layer)(**expand), type(layer)(**project)
+
+    def _identity_initializer(self, layer):
+        return keras.initializers.Identity()
+
+    def _deeper_extra(self, layer, kernel_size):
+        return {}
+
+
+class ConvHandler(DenseHandler, PassThroughHandler):
+    """Conv1D/Conv2D/Conv3D (channels_last).
+
+    ``groups == 1``: a units layer. ``groups == filters == input channels`` (a
+    depthwise convolution written as a grouped Conv, as keras.applications
+    ConvNeXt does): a pass-through whose kernel and bias are copied with the
+    channels (no division), its ``filters`` and ``groups`` following the new
+    width. Other grouped convolutions are refused by name.
+    """
+
+    has_state = True
+
+    def __init__(self):
+        super().__init__("filters")
+
+    @staticmethod
+    def depthwise_form(layer):
+        groups = getattr(layer, "groups", 1)
+        if groups == 1 or not layer.built:
+            return False
+        return groups == layer.filters == int(layer.kernel.shape[-2]) * groups
+
+    def role_of(self, layer, node=None, graph=None):
+        return SAME if self.depthwise_form(layer) else UNITS
+
+    def check(self, layer):
+        super().check(layer)
+
+    def _refuse_groups(self, layer):
+        if getattr(layer, "groups", 1) != 1:
+            raise unsupported(
+                layer,
+                f"uses groups={layer.groups}; grouped convolutions can only take "
+                "part in a widening in their depthwise form "
+                "(groups == filters == input channels).",
+            )
+
+    def widen_out(self, layer, mapping, options, seeds):
+        self._refuse_groups(layer)
+        return super().widen_out(layer, mapping, options, seeds)
+
+    def widen_in(self, layer, mapping, options, seeds, position=0):
+        self._refuse_groups(layer)
+        return super().widen_in(layer, mapping, options, seeds, position)
+
+    # Depthwise form: a pass-through with parameters.
+
+    def channel_inputs(self, layer, node, graph):
+        return [0]
+
+    def follow(self, layer, mapping, options, seeds):
+        check_elementwise_activation(
+            layer, layer.activation, "its output cannot be widened"
+        )
+        fill = RANDOM if options.random_pad else 0.0
+        width = mapping.new_width
+        change = LayerChange(config={"filters": width, "groups": width})
+        change.add("kernel", copy_transform(mapping, fill=fill, seed=next(seeds)))
+        if layer.use_bias:
+            change.add("bias", copy_transform(mapping))
+        return change
+
+    def zero_preserving(self, layer):
+        return False
+
+    def _identity_initializer(self, layer):
+        return IdentityConvInit()
+
+    def _deeper_extra(self, layer, kernel_size):
+        if kernel_size is None:
+            kernel_size = layer.kernel_size
+        elif isinstance(kernel_size, int):
+            kernel_size = (kernel_size,) * len(layer.kernel_size)
+        if len(kernel_size) != len(layer.kernel_size):
+            raise ValueError(
+                f"`kernel_size` for a layer after '{layer.name}' must have "
+                f"{len(layer.kernel_size)} entries. Received: kernel_size={kernel_size}"
+            )
+        try:
+            kernel_size = check_identity_kernel_size(kernel_size)
+        except ValueError as error:
+            raise unsupported(
+                layer,
+                f"cannot be followed by an identity convolution: {error}. "
+                "Pass an odd `kernel_size` to deepen().",
+            ) from None
+        extra = dict(
+            kernel_size=kernel_size,
+            strides=1,
+            padding="same",
+            data_format="channels_last",
+            dilation_rate=1,
+        )
+        if self.depthwise_form(layer):
+            extra["groups"] = layer.filters
+        return extra
+
+
+def register(register_handler):
+    L = keras.layers
+    register_handler(L.Dense, DenseHandler("units"))
+    for cls in (L.Conv1D, L.Conv2D, L.Conv3D):
+        register_handler(cls, ConvHandler())

@@ -1,0 +1,226 @@
+"""DepthwiseConv1D/2D and SeparableConv1D/2D.
+
+A depthwise convolution with depth multiplier m writes output channel
+``c * m + j`` from input channel ``c`` only, so widened input channels pass
+through it: its kernel ``(*k, C, m)`` and bias ``(C * m,)`` are copied with
+the channels (no division) and its output keeps the input's coupling group
+(m == 1) or a derived layout (m > 1, `WidthMapping.repeat`).
+
+A separable convolution is a depthwise part followed by a pointwise part: it
+reads widened inputs (depthwise kernel copied, pointwise kernel divided) and
+can itself be widened (pointwise kernel and bias copied).
+"""
+
+import keras
+import numpy as np
+
+from keras_net2net.surgery.handlers.base import DERIVED
+from keras_net2net.surgery.handlers.base import IDEMPOTENT_ACTIVATIONS
+from keras_net2net.surgery.handlers.base import IDENTITY
+from keras_net2net.surgery.handlers.base import RANDOM
+from keras_net2net.surgery.handlers.base import SAME
+from keras_net2net.surgery.handlers.base import LayerChange
+from keras_net2net.surgery.handlers.base import LayoutHandler
+from keras_net2net.surgery.handlers.base import PassThroughHandler
+from keras_net2net.surgery.handlers.base import UnitsHandler
+from keras_net2net.surgery.handlers.base import activation_name
+from keras_net2net.surgery.handlers.base import check_channels_last
+from keras_net2net.surgery.handlers.base import check_elementwise_activation
+from keras_net2net.surgery.handlers.base import copy_transform
+from keras_net2net.surgery.handlers.base import divide_transform
+from keras_net2net.surgery.handlers.base import unsupported
+from keras_net2net.surgery.handlers.core import check_plain_float
+from keras_net2net.transforms import check_identity_kernel_size
+
+
+def _depthwise_identity(kernel_shape):
+    """Kernel ``(*k, C, 1)`` whose centre tap passes every channel through."""
+    kernel = np.zeros(kernel_shape, "float32")
+    kernel[tuple(k // 2 for k in kernel_shape[:-2])] = 1.0
+    return kernel
+
+
+def _identity_kernel_size(layer, kernel_size):
+    if kernel_size is None:
+        kernel_size = layer.kernel_size
+    elif isinstance(kernel_size, int):
+        kernel_size = (kernel_size,) * len(layer.kernel_size)
+    if len(kernel_size) != len(layer.kernel_size):
+        raise ValueError(
+            f"`kernel_size` for a layer after '{layer.name}' must have "
+            f"{len(layer.kernel_size)} entries. Received: kernel_size={kernel_size}"
+        )
+    try:
+        return check_identity_kernel_size(kernel_size)
+    except ValueError as error:
+        raise unsupported(
+            layer,
+            f"cannot be followed by an identity convolution: {error}. "
+            "Pass an odd `kernel_size` to deepen().",
+        ) from None
+
+
+def _check_identity_activation(layer, method):
+    activation = activation_name(layer.activation)
+    if method == IDENTITY and activation not in IDEMPOTENT_ACTIVATIONS:
+        raise unsupported(
+            layer,
+            f"has activation '{activation}'. An identity layer inserted after "
+            "it applies that activation a second time, which changes the "
+            "function; identity deepening needs a ReLU or linear activation "
+            "(use residual=True, or method='random' to insert anyway).",
+        )
+
+
+class DepthwiseHandler(PassThroughHandler, LayoutHandler):
+    """DepthwiseConv1D/2D: a pass-through (m == 1) or a layout (m > 1) with weights."""
+
+    has_state = True
+
+    def role_of(self, layer, node=None, graph=None):
+        return SAME if layer.depth_multiplier == 1 else DERIVED
+
+    def check(self, layer):
+        check_channels_last(layer)
+        check_plain_float(layer)
+
+    def init_key(self, layer, variable):
+        return {"kernel": "depthwise_initializer", "bias": "bias_initializer"}[variable]
+
+    def channel_inputs(self, layer, node, graph):
+        return [0]
+
+    def derive(self, layer, node, graph, mappings):
+        return mappings[0].repeat(layer.depth_multiplier)
+
+    def follow(self, layer, *args):
+        # (layer, mapping, options, seeds) as a pass-through, or
+        # (layer, node, graph, mappings, options, seeds) as a layout.
+        if len(args) == 3:
+            mapping, options, seeds = args
+        else:
+            _, _, mappings, options, seeds = args
+            mapping = mappings[0]
+        check_elementwise_activation(
+            layer, layer.activation, "its output cannot be widened"
+        )
+        fill = RANDOM if options.random_pad else 0.0
+        change = LayerChange()
+        change.add("kernel", copy_transform(mapping, -2, fill=fill, seed=next(seeds)))
+        if layer.use_bias:
+            change.add("bias", copy_transform(mapping.repeat(layer.depth_multiplier)))
+        return change
+
+    def zero_preserving(self, layer):
+        return False
+
+    def zero_change(self, layer):
+        values = {"kernel": np.zeros(layer.kernel.shape, "float32")}
+        if layer.use_bias:
+            values["bias"] = np.zeros(layer.bias.shape, "float32")
+        return values
+
+    def deeper_layer(self, layer, name, *, method, kernel_size=None, seed=None):
+        _check_identity_activation(layer, method)
+        kernel_size = _identity_kernel_size(layer, kernel_size)
+        new = type(layer)(
+            kernel_size=kernel_size,
+            depth_multiplier=1,
+            padding="same",
+            activation=layer.get_config()["activation"],
+            use_bias=True,
+            depthwise_initializer=keras.initializers.GlorotUniform(seed=seed),
+            name=name,
+            dtype=layer.dtype_policy,
+        )
+        if method == IDENTITY:
+            return new, lambda built: {
+                "kernel": _depthwise_identity(built.kernel.shape)
+            }
+        return new, None
+
+
+class SeparableHandler(UnitsHandler):
+    """SeparableConv1D/2D: the depthwise part copies, the pointwise part divides."""
+
+    def check(self, layer):
+        check_channels_last(layer)
+        check_plain_float(layer)
+
+    def init_key(self, layer, variable):
+        return {
+            "depthwise_kernel": "depthwise_initializer",
+            "pointwise_kernel": "pointwise_initializer",
+            "bias": "bias_initializer",
+        }[variable]
+
+    def width(self, layer):
+        return int(layer.filters)
+
+    def widen_out(self, layer, mapping, options, seeds):
+        check_elementwise_activation(
+            layer, layer.activation, "its output cannot be widened"
+        )
+        fill = RANDOM if options.random_pad else 0.0
+        change = LayerChange(config={"filters": mapping.new_width})
+        change.add(
+            "pointwise_kernel",
+            copy_transform(mapping, fill=fill, noise=options.noise, seed=next(seeds)),
+        )
+        if layer.use_bias:
+            change.add("bias", copy_transform(mapping))
+        return change
+
+    def widen_in(self, layer, mapping, options, seeds, position=0):
+        fill = RANDOM if options.random_pad else 0.0
+        expanded = mapping.repeat(layer.depth_multiplier)
+        change = LayerChange()
+        change.add(
+            "depthwise_kernel", copy_transform(mapping, -2, fill=fill, seed=next(seeds))
+        )
+        change.add(
+            "pointwise_kernel", divide_transform(expanded, fill=fill, seed=next(seeds))
+        )
+        return change
+
+    def zero_change(self, layer):
+        values = {"pointwise_kernel": np.zeros(layer.pointwise_kernel.shape, "float32")}
+        if layer.use_bias:
+            values["bias"] = np.zeros(layer.bias.shape, "float32")
+        return values
+
+    def deeper_layer(self, layer, name, *, method, kernel_size=None, seed=None):
+        _check_identity_activation(layer, method)
+        kernel_size = _identity_kernel_size(layer, kernel_size)
+        new = type(layer)(
+            filters=layer.filters,
+            kernel_size=kernel_size,
+            depth_multiplier=1,
+            padding="same",
+            activation=layer.get_config()["activation"],
+            use_bias=True,
+            depthwise_initializer=keras.initializers.GlorotUniform(seed=seed),
+            pointwise_initializer=keras.initializers.GlorotUniform(seed=seed),
+            name=name,
+            dtype=layer.dtype_policy,
+        )
+        if method != IDENTITY:
+            return new, None
+
+        def values(built):
+            pointwise = np.zeros(built.pointwise_kernel.shape, "float32")
+            pointwise[(0,) * (pointwise.ndim - 2)] = np.eye(pointwise.shape[-1])
+            return {
+                "depthwise_kernel": _depthwise_identity(built.depthwise_kernel.shape),
+                "pointwise_kernel": pointwise,
+            }
+
+        return new, values
+
+
+def register(register_handler):
+    L = keras.layers
+    for cls in (L.DepthwiseConv1D, L.DepthwiseConv2D):
+        register_handler(cls, DepthwiseHandler())
+    for cls in (L.SeparableConv1D, L.SeparableConv2D):
+        register_handler(cls, SeparableHandler())

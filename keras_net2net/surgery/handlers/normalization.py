@@ -1,0 +1,118 @@
+"""Normalisation layers: BatchNormalization, LayerNormalization, RMSNormalization.
+
+BatchNormalization over the channel axis is a pass-through whose per-channel
+parameters and statistics are copied with the channels (any mapping is exact).
+
+LayerNormalization and RMSNormalization over the channel axis normalise with
+the mean and variance *across* channels. Those statistics are unchanged only
+if every old channel is copied the same number of times, so Net2WiderNet
+through them needs a new width that is a multiple of the old one (the group
+then uses `keras_net2net.transforms.tiled_mapping`); ``gamma``/``beta``/
+``scale`` are copied. Other widths are refused, naming the layer.
+"""
+
+import keras
+import numpy as np
+
+from keras_net2net.surgery.handlers.base import LayerChange
+from keras_net2net.surgery.handlers.base import PassThroughHandler
+from keras_net2net.surgery.handlers.base import copy_transform
+from keras_net2net.surgery.handlers.base import unsupported
+
+
+def _axes(axis, rank):
+    axes = axis if isinstance(axis, (list, tuple)) else [axis]
+    return sorted(int(a) % rank for a in axes)
+
+
+class BatchNormalizationHandler(PassThroughHandler):
+    """BatchNormalization over the last axis: its parameters follow the mapping."""
+
+    has_state = True
+    # variable -> value of a fresh channel for the random-pad baseline
+    _FRESH = {"gamma": 1.0, "beta": 0.0, "moving_mean": 0.0, "moving_variance": 1.0}
+
+    def channel_inputs(self, layer, node, graph):
+        rank = len(graph.shape(node.inputs[0]))
+        if not isinstance(layer.axis, int) or layer.axis % rank != rank - 1:
+            raise unsupported(
+                layer,
+                f"normalizes axis={layer.axis}; widened channels can only "
+                "pass through BatchNormalization over the last axis.",
+            )
+        return [0]
+
+    def follow(self, layer, mapping, options, seeds):
+        change = LayerChange()
+        for variable in layer.weights:
+            name = variable.name
+            if name not in self._FRESH:
+                raise unsupported(layer, f"has an unexpected variable '{name}'.")
+            change.add(name, copy_transform(mapping, fill=self._FRESH[name]))
+        return change
+
+    def zero_preserving(self, layer):
+        return False
+
+    def zero_change(self, layer):
+        if not (layer.center and layer.scale):
+            return None
+        return {
+            "gamma": np.zeros(layer.gamma.shape, "float32"),
+            "beta": np.zeros(layer.beta.shape, "float32"),
+        }
+
+
+class LayerNormalizationHandler(PassThroughHandler):
+    """LayerNormalization / RMSNormalization: exact for equal copies of channels."""
+
+    has_state = True
+    _FRESH = {"gamma": 1.0, "beta": 0.0, "scale": 1.0}
+
+    def _over_channels(self, layer, node, graph):
+        rank = len(graph.shape(node.inputs[0]))
+        return rank - 1 in _axes(layer.axis, rank)
+
+    def channel_inputs(self, layer, node, graph):
+        return [0]
+
+    def uniform_copies(self, layer, node, graph):
+        if not self._over_channels(layer, node, graph):
+            return None
+        return (
+            f"'{layer.name}' ({type(layer).__name__}) normalises over the widened "
+            "channels; it keeps its function only when every channel is copied "
+            "the same number of times"
+        )
+
+    def follow(self, layer, mapping, options, seeds):
+        change = LayerChange()
+        for variable in layer.weights:
+            if variable.name not in self._FRESH:
+                raise unsupported(
+                    layer, f"has an unexpected variable '{variable.name}'."
+                )
+            if variable.shape and variable.shape[-1] == mapping.old_width:
+                change.add(
+                    variable.name,
+                    copy_transform(mapping, fill=self._FRESH[variable.name]),
+                )
+        return change
+
+    def init_key(self, layer, variable):
+        return None if variable == "scale" else f"{variable}_initializer"
+
+    def zero_preserving(self, layer):
+        return False
+
+    def zero_change(self, layer):
+        values = {v.name: np.zeros(v.shape, "float32") for v in layer.weights}
+        return values or None
+
+
+def register(register_handler):
+    L = keras.layers
+    register_handler(L.BatchNormalization, BatchNormalizationHandler())
+    register_handler(L.LayerNormalization, LayerNormalizationHandler())
+    if hasattr(L, "RMSNormalization"):
+        register_handler(L.RMSNormalization, LayerNormalizationHandler())

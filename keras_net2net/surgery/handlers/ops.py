@@ -1,0 +1,112 @@
+"""Raw `keras.ops` calls in Functional graphs (``x + y``, ``ops.multiply(h, 2.0)``).
+
+Elementwise operations act on each channel independently: with one tensor
+operand (and scalar constants) they pass widened channels through; with
+several tensor operands they merge them like `keras.layers.Add` (one coupling
+group; an operand whose channel dimension is 1 is broadcast). A constant
+operand with more than one element (e.g. a per-channel vector) would have to
+be widened itself, so it is refused by name, as is every other operation.
+
+Operation classes are found by calling the public `keras.ops` functions on a
+symbolic tensor, so no private module is imported.
+"""
+
+import keras
+import numpy as np
+
+from keras_net2net import _keras_internals as internals
+from keras_net2net.surgery.handlers.base import PassThroughHandler
+from keras_net2net.surgery.handlers.base import unsupported
+
+# (name of the keras.ops function, arity, maps 0 to 0 with scalar operands)
+_UNARY = (
+    ("relu", True),
+    ("relu6", True),
+    ("gelu", True),
+    ("silu", True),
+    ("sigmoid", False),
+    ("tanh", True),
+    ("softplus", False),
+    ("softsign", True),
+    ("elu", True),
+    ("selu", True),
+    ("leaky_relu", True),
+    ("hard_sigmoid", False),
+    ("hard_silu", True),
+    ("mish", True),
+    ("abs", True),
+    ("absolute", True),
+    ("negative", True),
+    ("square", True),
+    ("sqrt", True),
+    ("exp", False),
+    ("log", False),
+    ("log1p", True),
+    ("expm1", True),
+    ("sign", True),
+    ("floor", True),
+    ("ceil", True),
+    ("round", True),
+    ("sin", True),
+    ("cos", False),
+    ("erf", True),
+)
+_BINARY = (
+    ("add", False),
+    ("subtract", False),
+    ("multiply", True),
+    ("divide", True),
+    ("true_divide", True),
+    ("maximum", False),
+    ("minimum", False),
+    ("power", False),
+)
+
+
+def _operation_class(name, arity):
+    fn = getattr(keras.ops, name, None)
+    if fn is None:
+        return None
+    x = keras.KerasTensor((2, 3))
+    try:
+        out = fn(*([x] * arity))
+    except Exception:  # noqa: BLE001 - an op this Keras lacks symbolically
+        return None
+    return type(internals.tensor_producer(out)[0])
+
+
+ADD = _operation_class("add", 2)
+
+
+class ElementwiseOpHandler(PassThroughHandler):
+    """A raw elementwise `keras.ops` call.
+
+    Args:
+        zero_preserving: whether the operation maps 0 to 0 (with a scalar
+            operand, for binary operations).
+    """
+
+    def __init__(self, zero_preserving=False):
+        self._zero = zero_preserving
+
+    def channel_inputs(self, layer, node, graph):
+        for constant in node.constants():
+            if np.size(constant) > 1:
+                raise unsupported(
+                    layer,
+                    f"combines the widened channels with a constant of shape "
+                    f"{np.shape(constant)}; only scalar constants can be kept "
+                    "exact (the constant would have to be widened too).",
+                )
+        return list(range(len(node.inputs)))
+
+    def zero_preserving(self, layer):
+        return self._zero
+
+
+def register(register_handler):
+    for names, arity in ((_UNARY, 1), (_BINARY, 2)):
+        for name, zero in names:
+            cls = _operation_class(name, arity)
+            if cls is not None:
+                register_handler(cls, ElementwiseOpHandler(zero_preserving=zero))

@@ -1,0 +1,133 @@
+"""Layers that move values around without mixing channels.
+
+Pooling, padding, cropping, upsampling and global pooling (channels_last) keep
+the channel axis as it is. Flatten turns channel ``c`` at spatial position
+``p`` into feature ``p * C + c`` (`WidthMapping.expand`). Reshape keeps the
+channel axis when it keeps the last dimension (its ``target_shape`` follows
+the new width) and acts like Flatten when it flattens everything; any other
+Reshape is refused.
+"""
+
+import math
+
+import keras
+
+from keras_net2net.surgery.handlers.base import DERIVED
+from keras_net2net.surgery.handlers.base import SAME
+from keras_net2net.surgery.handlers.base import LayerChange
+from keras_net2net.surgery.handlers.base import LayoutHandler
+from keras_net2net.surgery.handlers.base import PassThroughHandler
+from keras_net2net.surgery.handlers.base import check_channels_last
+from keras_net2net.surgery.handlers.base import unsupported
+
+
+class ChannelsLastPassThrough(PassThroughHandler):
+    """Pooling/padding/cropping/upsampling: spatial changes only, channels_last."""
+
+    def check(self, layer):
+        check_channels_last(layer)
+
+
+def _flatten_positions(layer, input_shape):
+    spatial = input_shape[1:-1]
+    if any(d is None for d in spatial):
+        raise unsupported(
+            layer,
+            f"receives an input of unknown spatial shape {input_shape}; "
+            "the flattened index layout cannot be computed.",
+        )
+    return math.prod(spatial)
+
+
+class FlattenHandler(LayoutHandler):
+    """Flatten (channels_last): channel ``c`` at position ``p`` -> ``p*C + c``."""
+
+    def check(self, layer):
+        check_channels_last(layer)
+
+    def channel_inputs(self, layer, node, graph):
+        return [0]
+
+    def derive(self, layer, node, graph, mappings):
+        positions = _flatten_positions(layer, graph.shape(node.inputs[0]))
+        return mappings[0].expand(positions)
+
+
+class ReshapeHandler(PassThroughHandler, LayoutHandler):
+    """Reshape keeping the last dimension (same axis) or flattening (layout)."""
+
+    has_state = True  # its target_shape follows the width
+
+    def _kind(self, layer, node, graph):
+        in_shape = graph.shape(node.inputs[0])
+        out_shape = graph.shape(node.outputs[0])
+        if in_shape[-1] is not None and out_shape[-1] == in_shape[-1]:
+            return SAME
+        if len(out_shape) == 2 and len(in_shape) > 2:
+            return DERIVED
+        raise unsupported(
+            layer,
+            f"reshapes {in_shape} to {out_shape}, which splits or mixes the "
+            "channel axis; only reshapes that keep the last dimension or "
+            "flatten everything can pass widened channels.",
+        )
+
+    def role_of(self, layer, node=None, graph=None):
+        return SAME if node is None else self._kind(layer, node, graph)
+
+    def channel_inputs(self, layer, node, graph):
+        self._kind(layer, node, graph)
+        return [0]
+
+    def derive(self, layer, node, graph, mappings):
+        positions = _flatten_positions(layer, graph.shape(node.inputs[0]))
+        return mappings[0].expand(positions)
+
+    def follow(self, layer, *args):
+        # (layer, mapping, options, seeds) when the last dimension is kept;
+        # (layer, node, graph, mappings, options, seeds) when flattening.
+        if len(args) == 3:
+            new_last = args[0].new_width
+        else:
+            node, graph, mappings = args[:3]
+            new_last = self.derive(layer, node, graph, mappings).new_width
+        target = list(layer.target_shape)
+        if target[-1] == -1:
+            return None
+        target[-1] = new_last
+        return LayerChange(config={"target_shape": tuple(target)})
+
+    def zero_preserving(self, layer):
+        return True
+
+
+def register(register_handler):
+    L = keras.layers
+    register_handler(L.Flatten, FlattenHandler())
+    register_handler(L.Reshape, ReshapeHandler())
+    register_handler(L.RepeatVector, PassThroughHandler())
+    spatial = (
+        L.MaxPooling1D,
+        L.MaxPooling2D,
+        L.MaxPooling3D,
+        L.AveragePooling1D,
+        L.AveragePooling2D,
+        L.AveragePooling3D,
+        L.GlobalAveragePooling1D,
+        L.GlobalAveragePooling2D,
+        L.GlobalAveragePooling3D,
+        L.GlobalMaxPooling1D,
+        L.GlobalMaxPooling2D,
+        L.GlobalMaxPooling3D,
+        L.ZeroPadding1D,
+        L.ZeroPadding2D,
+        L.ZeroPadding3D,
+        L.Cropping1D,
+        L.Cropping2D,
+        L.Cropping3D,
+        L.UpSampling1D,
+        L.UpSampling2D,
+        L.UpSampling3D,
+    )
+    for cls in spatial:
+        register_handler(cls, ChannelsLastPassThrough())

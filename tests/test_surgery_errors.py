@@ -141,8 +141,13 @@ def test_deepen_even_kernel_is_an_error(kind):
     )
     before = snapshot(model)
     with pytest.raises(ValueError, match=r"'c'.*odd kernel sizes"):
-        kn.deepen(model, after="c")
+        kn.deepen(model, after="c", kernel_size=2)
     assert_unchanged(model, before)
+    # by default an even kernel size is rounded up to the next odd one
+    deeper = kn.deepen(model, after="c")
+    assert deeper.get_layer("c_deeper").kernel_size == (3, 3)
+    x = keras.random.normal((2, 5, 5, 1), seed=0)
+    assert kn.max_output_difference(model, deeper, x) <= 1e-5
 
 
 def test_channels_first_and_grouped_conv_are_rejected():

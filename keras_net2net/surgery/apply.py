@@ -69,22 +69,23 @@ class _Builder:
         handler = H.get_handler(old)
         config = old.get_config()
         config.update(change.config)
-        variables = {v.name: v for v in getattr(old, "weights", [])}
-        values, keys = {}, []
+        weights = list(getattr(old, "weights", []))
+        index = {v.name: i for i, v in enumerate(weights)}
+        values, keys = {}, []  # values: {position in weights: array}
         for name, chain in change.transforms.items():
             key = handler.init_key(old, name) if handler is not None else None
             if key is not None and key in config:
                 fallback = getattr(old, key, None) or "zeros"
                 config[key] = Net2WiderInit.chained(
-                    variables[name], chain, fallback=fallback
+                    weights[index[name]], chain, fallback=fallback
                 )
                 keys.append(key)
             else:
-                value = keras.ops.convert_to_numpy(variables[name])
+                value = keras.ops.convert_to_numpy(weights[index[name]])
                 for step in chain:
                     value = step.apply(value)
-                values[name] = value
-        values.update(change.values)
+                values[index[name]] = value
+        values.update({index[name]: value for name, value in change.values.items()})
         new = type(old).from_config(config)
         if values:
             self.assign.append((new, values))
@@ -170,9 +171,10 @@ class _Builder:
         for layer, values in self.assign:
             if callable(values):
                 values = values(layer)
-            by_name = {v.name: v for v in layer.weights}
-            for name, value in values.items():
-                variable = by_name[name]
+            names = {v.name: i for i, v in enumerate(layer.weights)}
+            for key, value in values.items():
+                # by position (rebuilt layers) or by name (new layers)
+                variable = layer.weights[names[key] if isinstance(key, str) else key]
                 dtype = keras.backend.standardize_dtype(variable.dtype)
                 variable.assign(np.asarray(value).astype(dtype))
         for new, old, keys in self.restore:
@@ -190,10 +192,11 @@ class _Builder:
             set_by_plan = set()
             if change is not None:
                 set_by_plan = set(change[1].transforms) | set(change[1].values)
-            old_by_name = {v.name: v for v in old.weights}
-            for variable in new.weights:
-                if variable.name not in set_by_plan:
-                    variable.assign(old_by_name[variable.name])
+            # Rebuilt layers create their variables in the same order.
+            old_weights = list(getattr(old, "weights", []))
+            for variable, source in zip(getattr(new, "weights", []), old_weights):
+                if source.name not in set_by_plan:
+                    variable.assign(source)
 
 
 def apply_plan(model, plan, *, reuse_layers=False):

@@ -183,20 +183,24 @@ def _origins(plan, pairs, origins):
     """Where every variable of the new graph comes from (see `GrowthResult`)."""
     new_origins = {}
     for new, old in pairs:
-        old_vars = {v.name: v for v in old.weights} if old is not None else {}
+        old_weights = list(getattr(old, "weights", [])) if old is not None else []
         entry = plan.changes.get(id(old)) if old is not None else None
         change = entry[1] if entry else None
-        for variable in getattr(new, "weights", []):
+        # A rebuilt layer creates its variables in the same order as the old one.
+        for position, variable in enumerate(getattr(new, "weights", [])):
             if old is None:
                 new_origins[id(variable)] = (None, [])
-            elif new is old:
+                continue
+            if new is old:
                 new_origins[id(variable)] = origins.get(id(variable), (None, []))
-            elif change is not None and variable.name in change.values:
+                continue
+            old_variable = old_weights[position]
+            if change is not None and old_variable.name in change.values:
                 new_origins[id(variable)] = (None, [])
-            else:
-                source, chain = origins[id(old_vars[variable.name])]
-                steps = change.transforms.get(variable.name, []) if change else []
-                new_origins[id(variable)] = (source, chain + list(steps))
+                continue
+            source, chain = origins.get(id(old_variable), (None, []))
+            steps = change.transforms.get(old_variable.name, []) if change else []
+            new_origins[id(variable)] = (source, chain + list(steps))
     return new_origins
 
 

@@ -366,7 +366,7 @@ def _plan_block(graph, target, node, taken, name, init, seed):
         )
     # The branch: every call on a path from the shortcut to the other input.
     below = _ancestors(graph, end)
-    above = _descendants(graph, shortcut)
+    above = _descendants(graph, shortcut) - {shortcut}
     branch = [
         n
         for n in graph.nodes
@@ -433,16 +433,17 @@ def _block_values(op, zero, handler, init):
     """What a copied branch layer's variables are set to once built."""
     if not isinstance(op, keras.layers.Layer) or not op.weights:
         return None
-    source = {v.name: keras.ops.convert_to_numpy(v) for v in op.weights}
+    source = [(v.name, keras.ops.convert_to_numpy(v)) for v in op.weights]
     zeros = handler.zero_change(op) if zero else {}
 
     def values(built):
+        # The copy creates its variables in the same order as the original.
         out = {}
-        for variable in built.weights:
-            if variable.name in zeros:
-                out[variable.name] = zeros[variable.name]
+        for position, (name, value) in enumerate(source):
+            if name in zeros:
+                out[position] = zeros[name]
             elif init == COPY:
-                out[variable.name] = source[variable.name]
+                out[position] = value
         return out
 
     return values

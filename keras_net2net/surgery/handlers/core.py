@@ -211,8 +211,8 @@ class ConvHandler(DenseHandler, PassThroughHandler):
         return IdentityConvInit()
 
     def _deeper_extra(self, layer, kernel_size):
-        if kernel_size is None:
-            kernel_size = layer.kernel_size
+        if kernel_size is None:  # after's kernel size, rounded up to odd
+            kernel_size = tuple(k + 1 - k % 2 for k in layer.kernel_size)
         elif isinstance(kernel_size, int):
             kernel_size = (kernel_size,) * len(layer.kernel_size)
         if len(kernel_size) != len(layer.kernel_size):

@@ -21,78 +21,79 @@ def dense_chain(middle, kind):
 
 
 CASES = [
-    # (description, middle layers, call, expected regex (layer name included))
-    ("unknown layer", [], lambda m: kn.widen(m, "nope", 8), r"no layer 'nope'"),
-    ("same width", [], lambda m: kn.widen(m, "a", 4), r"'a'.*larger than.*4"),
-    ("smaller width", [], lambda m: kn.widen(m, "a", 2), r"'a'.*larger than"),
-    ("float width", [], lambda m: kn.widen(m, "a", 8.0), r"'a'.*integer"),
-    ("bad method", [], lambda m: kn.widen(m, "a", 8, method="copy"), r"method"),
-    ("negative noise", [], lambda m: kn.widen(m, "a", 8, noise=-1), r"noise"),
+    # (description, middle layers (a factory, so every test gets fresh layers),
+    #  call, expected regex (layer name included))
+    ("unknown layer", lambda: [], lambda m: kn.widen(m, "nope", 8), r"no layer 'nope'"),
+    ("same width", lambda: [], lambda m: kn.widen(m, "a", 4), r"'a'.*larger than.*4"),
+    ("smaller width", lambda: [], lambda m: kn.widen(m, "a", 2), r"'a'.*larger than"),
+    ("float width", lambda: [], lambda m: kn.widen(m, "a", 8.0), r"'a'.*integer"),
+    ("bad method", lambda: [], lambda m: kn.widen(m, "a", 8, method="copy"), r"method"),
+    ("negative noise", lambda: [], lambda m: kn.widen(m, "a", 8, noise=-1), r"noise"),
     (
         "reshape consumer",
-        [L.Reshape((2, 2), name="r"), L.Flatten()],
+        lambda: [L.Reshape((2, 2), name="r"), L.Flatten()],
         lambda m: kn.widen(m, "a", 8),
         r"'r' \(Reshape\).*splits or mixes the channel axis",
     ),
     (
         "lambda consumer",
-        [L.Lambda(lambda x: x * 2, name="lam")],
+        lambda: [L.Lambda(lambda x: x * 2, name="lam")],
         lambda m: kn.widen(m, "a", 8),
         r"'lam' \(Lambda\)",
     ),
     (
         "subclassed consumer",
-        [Doubler(name="dbl")],
+        lambda: [Doubler(name="dbl")],
         lambda m: kn.widen(m, "a", 8),
         r"'dbl' \(Doubler\)",
     ),
     (
         "softmax activation in between",
-        [L.Activation("softmax", name="sm")],
+        lambda: [L.Activation("softmax", name="sm")],
         lambda m: kn.widen(m, "a", 8),
         r"'sm'.*'softmax'.*mixes channels",
     ),
     (
         "layer norm in between, width not a multiple",
-        [L.LayerNormalization(name="ln")],
+        lambda: [L.LayerNormalization(name="ln")],
         lambda m: kn.widen(m, "a", 6),
         r"'ln'.*multiple of 4",
     ),
     (
         "output layer (no consumer)",
-        [],
+        lambda: [],
         lambda m: kn.widen(m, "out", 8),
         r"'out'.*model output",
     ),
-    ("output through dropout", [], None, None),
+    ("output through dropout", lambda: [], None, None),
     (
         "widen a layout layer",
-        [L.Reshape((2, 2, 1), name="rs"), L.Flatten(name="flat")],
+        lambda: [L.Reshape((2, 2, 1), name="rs"), L.Flatten(name="flat")],
         lambda m: kn.widen(m, "flat", 8),
         r"'flat'.*cannot be widened",
     ),
     (
         "deepen unknown",
-        [],
+        lambda: [],
         lambda m: kn.deepen(m, after="zzz"),
         r"`after`.*no layer 'zzz'",
     ),
-    ("deepen after softmax", [], None, None),
+    ("deepen after softmax", lambda: [], None, None),
     (
         "deepen bad method",
-        [],
+        lambda: [],
         lambda m: kn.deepen(m, after="a", method="zeros"),
         r"method",
     ),
     (
         "deepen after dropout",
-        [L.Dropout(0.1, name="drop")],
+        lambda: [L.Dropout(0.1, name="drop")],
         lambda m: kn.deepen(m, after="drop"),
         r"'drop'.*Dense, Conv",
     ),
     (
         "deepen name taken",
-        [],
+        lambda: [],
         lambda m: kn.deepen(m, after="a", name="out"),
         r"already has a layer named 'out'",
     ),
@@ -104,7 +105,7 @@ CASES = [
 )
 def test_bad_request_raises_and_leaves_model_unchanged(case, kind):
     _, middle, call, pattern = case
-    model = dense_chain(middle, kind)
+    model = dense_chain(middle(), kind)
     before = snapshot(model)
     with pytest.raises((ValueError, TypeError), match=pattern):
         call(model)

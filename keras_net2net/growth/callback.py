@@ -2,19 +2,24 @@
 
 import dataclasses
 import math
-import numbers
 import warnings
 
 import keras
 
 from keras_net2net import _keras_internals as internals
+from keras_net2net._validation import check_bool
+from keras_net2net._validation import check_int
+from keras_net2net._validation import check_real
 from keras_net2net.growth import learning_rate
 from keras_net2net.growth import optimizer_state
+from keras_net2net.growth.backup import GrowthLog
+from keras_net2net.growth.backup import signature
 from keras_net2net.growth.inplace import grow_in_place
 from keras_net2net.growth.schedule import AtEpoch
 from keras_net2net.growth.schedule import AtStep
 from keras_net2net.growth.schedule import OnPlateau
 from keras_net2net.growth.schedule import parse_schedule
+from keras_net2net.growth.weight_lists import WeightListConverter
 from keras_net2net.surgery import apply_operations
 
 
@@ -59,9 +64,21 @@ class GrowModel(keras.callbacks.Callback):
     training batch.
 
     The whole schedule is checked against the model at `on_train_begin`
-    (unknown layers, widths, unsupported layers or optimizers), so a bad
-    schedule fails before the first step. A growth event that still fails
-    leaves the model and optimizer exactly as they were.
+    (unknown layers, widths, unsupported layers or optimizers), in the order
+    in which it will be applied, so a bad schedule fails before the first
+    step. A growth event that still fails leaves the model and optimizer
+    exactly as they were.
+
+    Other callbacks of the same `fit`:
+
+    * `keras.callbacks.EarlyStopping(restore_best_weights=True)`: the best
+      weights it stored before a growth are carried through the growth (the
+      same transforms), so restoring them gives the grown model the best
+      function seen.
+    * `keras.callbacks.BackupAndRestore`: next to the backup, a growth log
+      records the events applied; a restarted script re-applies them before
+      the backup is loaded, so training resumes with the grown architecture
+      and the remaining events only. Either callback order works.
 
     Example:
 
@@ -83,9 +100,10 @@ class GrowModel(keras.callbacks.Callback):
             ``2`` grows after two epochs), `AtEpoch`, `AtStep` or `OnPlateau`;
             operations are a `Widen`, a `Deepen` or a list of them, applied
             together as one growth event. Events that come due at the same
-            moment are applied together too. An epoch/step trigger fires at
-            the first epoch/step at or after its value; every trigger fires
-            once per callback instance.
+            moment are applied together as one event too, in this order:
+            epoch events, step events, plateau events (each in schedule
+            order). An epoch/step trigger fires at the first epoch/step at or
+            after its value; every trigger fires once per callback instance.
         lr_scale: multiply the learning rate at each growth event (the paper
             uses 0.1 for students). A schedule is wrapped in `ScaledSchedule`.
             Defaults to None (unchanged).
@@ -101,40 +119,54 @@ class GrowModel(keras.callbacks.Callback):
     def __init__(self, schedule, *, lr_scale=None, verbose=0, log_growth=True):
         super().__init__()
         self.events = parse_schedule(schedule)
-        if lr_scale is not None and (
-            not isinstance(lr_scale, numbers.Real) or not lr_scale > 0
-        ):
-            raise ValueError(
-                f"`lr_scale` must be a number > 0 or None. Received: {lr_scale!r}"
+        if lr_scale is not None:
+            lr_scale = check_real(
+                lr_scale, "lr_scale", positive=True, owner="GrowModel"
             )
         self.lr_scale = lr_scale
-        self.verbose = verbose
-        self.log_growth = log_growth
+        if isinstance(verbose, bool):
+            verbose = int(verbose)
+        self.verbose = check_int(verbose, "verbose", owner="GrowModel")
+        self.log_growth = check_bool(log_growth, "log_growth", owner="GrowModel")
         self.records = []
         self._fired = set()
         self._epoch = 0
         self._step = 0
         self._epoch_first_step = 0
         self._steps_in_epoch = 0
+        self._steps_known = None
+        self._fresh_fit = True
         self._plateau = {}
         self._pending = []
+        self._siblings = []
+        self._log = None
 
-    # -- validation ---------------------------------------------------------
+    # -- order of application -----------------------------------------------
 
-    def _timeline(self):
-        """Events not yet fired, in the order they are expected to fire."""
-        steps = (self.params or {}).get("steps")
+    def _order(self, indices, steps):
+        """Sort event indices in the order they are applied.
 
-        def when(index):
+        Epoch and step events by their moment in steps (an epoch event before
+        a step event due at the same step), plateau events last; ties in
+        schedule order. With an unknown number of steps per epoch, step events
+        come after the epoch events.
+        """
+
+        def key(index):
             trigger = self.events[index].trigger
             if isinstance(trigger, AtEpoch):
-                return (0, trigger.epoch * steps if steps else trigger.epoch)
+                moment = trigger.epoch * steps if steps else trigger.epoch
+                return (0, moment, 0, index)
             if isinstance(trigger, AtStep):
-                return (0, trigger.step if steps else math.inf)
-            return (1, index)
+                return (0, trigger.step if steps else math.inf, 1, index)
+            return (1, 0, 0, index)
 
-        pending = [i for i in range(len(self.events)) if i not in self._fired]
-        return sorted(pending, key=when)
+        return sorted(indices, key=key)
+
+    def _steps_per_epoch(self):
+        return self._steps_known or (self.params or {}).get("steps")
+
+    # -- validation ---------------------------------------------------------
 
     def _validate(self):
         model = self.model
@@ -143,12 +175,13 @@ class GrowModel(keras.callbacks.Callback):
             optimizer_state.slot_kinds(optimizer)
             if self.lr_scale is not None:
                 learning_rate.check_scalable(optimizer)
+        pending = [i for i in range(len(self.events)) if i not in self._fired]
         simulated = model
-        for index in self._timeline():
+        for index in self._order(pending, self._steps_per_epoch()):
             event = self.events[index]
             try:
                 simulated = apply_operations(
-                    simulated, event.operations, name_failures=True
+                    simulated, list(event.operations), name_failures=True
                 ).model
             except (ValueError, TypeError) as error:
                 raise type(error)(
@@ -159,6 +192,17 @@ class GrowModel(keras.callbacks.Callback):
 
     # -- callback hooks -----------------------------------------------------
 
+    def set_model(self, model):
+        super().set_model(model)
+        siblings = internals.sibling_callbacks(self)
+        if siblings:
+            self._siblings = siblings
+        backups = [
+            c for c in self._siblings if isinstance(c, keras.callbacks.BackupAndRestore)
+        ]
+        if backups and self._log is None:
+            self._resume(backups[0])
+
     def on_train_begin(self, logs=None):
         self._plateau = {
             i: {"best": None, "wait": 0}
@@ -166,21 +210,32 @@ class GrowModel(keras.callbacks.Callback):
             if isinstance(e.trigger, OnPlateau)
         }
         self._pending = []
-        optimizer = getattr(self.model, "optimizer", None)
-        iterations = getattr(optimizer, "iterations", None)
-        self._epoch_first_step = (
-            int(keras.ops.convert_to_numpy(iterations)) if iterations is not None else 0
-        )
-        self._step = self._epoch_first_step
+        self._fresh_fit = True
+        self._steps_known = None
         self._validate()
 
     def on_epoch_begin(self, epoch, logs=None):
+        if self._fresh_fit:
+            # Read here, not at on_train_begin: a BackupAndRestore callback
+            # may load the optimizer's iterations in its on_train_begin.
+            self._fresh_fit = False
+            self._epoch_first_step = self._iterations()
+        elif (
+            self._steps_known is None
+            and not (self.params or {}).get("steps")
+            and self._steps_in_epoch
+        ):
+            # Steps per epoch now known: check the remaining schedule again in
+            # the order it will really be applied.
+            self._steps_known = self._steps_in_epoch
+            self._validate()
         self._epoch = epoch
         self._steps_in_epoch = 0
-        due = self._due(AtEpoch, epoch)
+        self._step = self._epoch_first_step
+        due = self._due(AtEpoch, epoch) + self._due(AtStep, self._step)
         due += [i for i in self._pending if i not in due]
         self._pending = []
-        self._grow(due)
+        self._grow(self._order(due, self._steps_per_epoch() or 1))
 
     def on_train_batch_begin(self, batch, logs=None):
         self._step = self._epoch_first_step + batch
@@ -219,6 +274,13 @@ class GrowModel(keras.callbacks.Callback):
 
     # -- growth -------------------------------------------------------------
 
+    def _iterations(self):
+        optimizer = getattr(self.model, "optimizer", None)
+        iterations = getattr(optimizer, "iterations", None)
+        if iterations is None:
+            return 0
+        return int(keras.ops.convert_to_numpy(iterations))
+
     def _due(self, trigger_type, now):
         """Unfired events of ``trigger_type`` whose epoch/step ``now`` has reached."""
         return [
@@ -229,19 +291,23 @@ class GrowModel(keras.callbacks.Callback):
             and now >= e.trigger.moment
         ]
 
-    def _grow(self, due):
+    def _grow(self, due, restoring=False):
         if not due:
             return
         model = self.model
         events = [self.events[i] for i in due]
         operations = [op for event in events for op in event.operations]
         before = model.count_params()
+        old_weights = list(model.weights)
         result = grow_in_place(model, operations)
         self._fired.update(due)
         if self.lr_scale is not None and getattr(model, "optimizer", None):
             learning_rate.scale_learning_rate(model.optimizer, self.lr_scale)
         for state in self._plateau.values():
             state["wait"] = 0
+        if restoring:
+            return
+        self._carry_callback_state(old_weights, result)
         record = GrowthRecord(
             epoch=self._epoch,
             step=self._step,
@@ -250,9 +316,54 @@ class GrowModel(keras.callbacks.Callback):
             params_before=before,
             params_after=model.count_params(),
         )
-        self.records.append(record)
-        history = list(getattr(model, "growth_history", []))
-        history.append(dataclasses.asdict(record))
-        internals.set_untracked_attribute(model, "growth_history", history)
+        self._add_record(record)
+        if self._log is not None:
+            self._log.add(due, model, dataclasses.asdict(record))
         if self.verbose:
             print("\n" + record.describe(), flush=True)
+
+    def _add_record(self, record):
+        self.records.append(record)
+        history = list(getattr(self.model, "growth_history", []))
+        history.append(dataclasses.asdict(record))
+        internals.set_untracked_attribute(self.model, "growth_history", history)
+
+    def _carry_callback_state(self, old_weights, result):
+        """Carry other callbacks' stored weights through the growth."""
+        converter = WeightListConverter(old_weights, self.model.weights, result.origins)
+        for callback in self._siblings:
+            if isinstance(callback, keras.callbacks.EarlyStopping):
+                best = getattr(callback, "best_weights", None)
+                if best is not None and converter.fits(best):
+                    callback.best_weights = converter(best)
+
+    def _resume(self, backup):
+        """Re-apply the growth events recorded beside ``backup`` (see `backup`)."""
+        backup_dir, weights_path, previous_path = internals.backup_paths(backup)
+        schedule = [
+            f"{e.trigger.describe()}: {', '.join(map(str, e.operations))}"
+            for e in self.events
+        ]
+        log = GrowthLog(backup_dir, schedule)
+        if not log.read():
+            log.start(self.model)
+            self._log = log
+            return
+        stage = log.stage_for([weights_path, previous_path])
+        if stage is None:  # nothing backed up yet: start over
+            log.start(self.model)
+            self._log = log
+            return
+        if stage and log.stages[0]["signature"] != signature(self.model):
+            raise ValueError(
+                f"GrowModel: model '{self.model.name}' does not match the model "
+                f"that the growth log in {backup_dir} starts from; resume with "
+                "the same model construction, or delete the backup directory."
+            )
+        for index in range(1, stage + 1):
+            self._grow(log.stages[index]["events"], restoring=True)
+        for record in log.records[:stage]:
+            record = dict(record, operations=tuple(record["operations"]))
+            self._add_record(GrowthRecord(**record))
+        log.truncate(stage)
+        self._log = log

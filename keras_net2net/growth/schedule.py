@@ -3,6 +3,12 @@
 import dataclasses
 import numbers
 
+import numpy as np
+
+from keras_net2net._validation import check_choice
+from keras_net2net._validation import check_int
+from keras_net2net._validation import check_name
+from keras_net2net._validation import check_real
 from keras_net2net.surgery import Deepen
 from keras_net2net.surgery import Widen
 
@@ -20,7 +26,9 @@ class AtEpoch:
     epoch: int
 
     def __post_init__(self):
-        _check_count(self.epoch, "AtEpoch(epoch)")
+        object.__setattr__(
+            self, "epoch", check_int(self.epoch, "epoch", owner="AtEpoch")
+        )
 
     @property
     def moment(self):
@@ -42,7 +50,7 @@ class AtStep:
     step: int
 
     def __post_init__(self):
-        _check_count(self.step, "AtStep(step)")
+        object.__setattr__(self, "step", check_int(self.step, "step", owner="AtStep"))
 
     @property
     def moment(self):
@@ -77,17 +85,17 @@ class OnPlateau:
     mode: str = "auto"
 
     def __post_init__(self):
-        if self.mode not in ("auto", "min", "max"):
-            raise ValueError(
-                "OnPlateau(mode) must be 'auto', 'min' or 'max'. "
-                f"Received: mode={self.mode!r}"
-            )
-        _check_count(self.patience, "OnPlateau(patience)")
-        if not isinstance(self.min_delta, numbers.Real) or self.min_delta < 0:
-            raise ValueError(
-                "OnPlateau(min_delta) must be a number >= 0. "
-                f"Received: min_delta={self.min_delta!r}"
-            )
+        owner = "OnPlateau"
+        check_name(self.monitor, "monitor", owner=owner, allow_none=False)
+        object.__setattr__(
+            self, "patience", check_int(self.patience, "patience", owner=owner)
+        )
+        object.__setattr__(
+            self,
+            "min_delta",
+            check_real(self.min_delta, "min_delta", minimum=0.0, owner=owner),
+        )
+        check_choice(self.mode, ("auto", "min", "max"), "mode", owner=owner)
 
     @property
     def maximize(self):
@@ -105,11 +113,6 @@ class OnPlateau:
 
     def describe(self):
         return f"plateau of {self.monitor} (patience {self.patience})"
-
-
-def _check_count(value, what):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise ValueError(f"{what} must be an integer >= 0. Received: {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,15 +149,17 @@ def parse_schedule(schedule):
     for item in items:
         if not (isinstance(item, (tuple, list)) and len(item) == 2):
             raise ValueError(
-                "Each schedule entry must be a (trigger, operations) pair. "
+                "Each `schedule` entry must be a (trigger, operations) pair. "
                 f"Received: {item!r}"
             )
         trigger, operations = item
-        if isinstance(trigger, numbers.Integral) and not isinstance(trigger, bool):
-            trigger = AtEpoch(int(trigger))
+        if isinstance(trigger, numbers.Integral) and not isinstance(
+            trigger, (bool, np.bool_)
+        ):
+            trigger = AtEpoch(trigger)
         if not isinstance(trigger, (AtEpoch, AtStep, OnPlateau)):
             raise TypeError(
-                "A schedule trigger must be an int (epoch), AtEpoch, AtStep or "
+                "A `schedule` trigger must be an int (epoch), AtEpoch, AtStep or "
                 f"OnPlateau. Received: {trigger!r} of type {type(trigger).__name__}"
             )
         if isinstance(operations, (Widen, Deepen)):
@@ -164,8 +169,8 @@ def parse_schedule(schedule):
             isinstance(op, (Widen, Deepen)) for op in operations
         ):
             raise TypeError(
-                f"The operations for {trigger.describe()} must be a Widen, a "
-                "Deepen, or a non-empty list of them. "
+                f"The `schedule` operations for {trigger.describe()} must be a "
+                "Widen, a Deepen, or a non-empty list of them. "
                 f"Received: {item[1]!r}"
             )
         events.append(Event(trigger, operations))

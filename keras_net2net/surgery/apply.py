@@ -196,7 +196,9 @@ class _Builder:
             old_weights = list(getattr(old, "weights", []))
             for variable, source in zip(getattr(new, "weights", []), old_weights):
                 if source.name not in set_by_plan:
-                    variable.assign(source)
+                    # A host copy: never alias the old variable's device buffer
+                    # (JAX may donate and delete it).
+                    variable.assign(keras.ops.convert_to_numpy(source))
 
 
 def apply_plan(model, plan, *, reuse_layers=False):

@@ -21,12 +21,14 @@ class Node:
     Attributes:
         op: the layer or `keras.ops` operation called.
         inputs: keys of the tensors it was called on (flat, in argument order).
+        positional: how many of them were positional arguments (the rest,
+            e.g. a ``mask=``, were keyword arguments).
         outputs: keys of the tensors it produced.
         path: the nested models that contain the call, outermost first.
         index: position in topological order.
     """
 
-    __slots__ = ("op", "inputs", "outputs", "path", "index", "raw")
+    __slots__ = ("op", "inputs", "outputs", "path", "index", "raw", "positional")
 
     def __init__(self, op, inputs, outputs, path, index, raw):
         self.op = op
@@ -35,6 +37,10 @@ class Node:
         self.path = path
         self.index = index
         self.raw = raw
+        args, _ = internals.node_arguments(raw)
+        self.positional = sum(
+            isinstance(v, keras.KerasTensor) for v in keras.tree.flatten(args)
+        )
 
     def constants(self):
         """The call's non-tensor arguments that are numbers or arrays."""

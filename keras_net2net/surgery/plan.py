@@ -461,7 +461,7 @@ def _zero_point(graph, branch, end, target):
         zero = getattr(handler, "zero_change", lambda op: None)(node.op)
         if zero:
             return node
-        if not handler.zero_preserving(node.op) or len(node.inputs) != 1:
+        if not handler.zero_preserving(node.op) or node.positional != 1:
             raise H.unsupported(
                 node.op,
                 f"ends the residual branch closed by '{target.name}' but does "

@@ -296,8 +296,11 @@ class PassThroughHandler(Handler):
     has_state = False
 
     def channel_inputs(self, layer, node, graph):
-        """Positions of the inputs whose channel axis is the output's."""
-        return list(range(len(node.inputs)))
+        """Positions of the inputs whose channel axis is the output's.
+
+        Defaults to the positional tensor arguments (not a ``mask=``).
+        """
+        return list(range(node.positional))
 
     def uniform_copies(self, layer, node, graph):
         """A reason string if every channel must be copied equally often, else None."""
@@ -323,7 +326,7 @@ class LayoutHandler(Handler):
     has_state = False
 
     def channel_inputs(self, layer, node, graph):
-        return list(range(len(node.inputs)))
+        return list(range(node.positional))
 
     def derive(self, layer, node, graph, mappings):
         """Output `WidthMapping` from the inputs' mappings (None: unchanged input)."""

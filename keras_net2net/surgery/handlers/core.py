@@ -91,8 +91,9 @@ class DenseHandler(UnitsHandler):
                 "activation (use residual=True, which is exact after any "
                 "activation, or method='random' to insert anyway).",
             )
+        values = None
         if method == IDENTITY:
-            kernel_init = self._identity_initializer(layer)
+            kernel_init, values = self._identity_initializer(layer)
         else:
             kernel_init = keras.initializers.GlorotUniform(seed=seed)
         config = dict(
@@ -105,7 +106,7 @@ class DenseHandler(UnitsHandler):
         )
         config[self.width_key] = self.width(layer)
         config.update(self._deeper_extra(layer, kernel_size))
-        return type(layer)(**config), None
+        return type(layer)(**config), values
 
     def residual_layers(self, layer, names, *, kernel_size=None, seed=None):
         """Two new layers ``expand``, ``project`` for ``h + project(expand(h))``.
@@ -136,7 +137,8 @@ class DenseHandler(UnitsHandler):
         return type(layer)(**expand), type(layer)(**project)
 
     def _identity_initializer(self, layer):
-        return keras.initializers.Identity()
+        """``(kernel initializer, values)`` of an identity copy of ``layer``."""
+        return keras.initializers.Identity(), None
 
     def _deeper_extra(self, layer, kernel_size):
         return {}
@@ -208,7 +210,13 @@ class ConvHandler(DenseHandler, PassThroughHandler):
         return False
 
     def _identity_initializer(self, layer):
-        return IdentityConvInit()
+        # The identity kernel is assigned once built; the layer's config keeps
+        # the ordinary initializer of the layer it follows.
+        def values(built):
+            kernel = IdentityConvInit()(tuple(built.kernel.shape), "float32")
+            return {"kernel": keras.ops.convert_to_numpy(kernel)}
+
+        return layer.kernel_initializer, values
 
     def _deeper_extra(self, layer, kernel_size):
         if kernel_size is None:  # after's kernel size, rounded up to odd

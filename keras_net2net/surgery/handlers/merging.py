@@ -47,9 +47,6 @@ class ConcatenateHandler(MergeHandler, LayoutHandler):
             return DERIVED
         return DERIVED if self._channel_axis(layer, node, graph) else SAME
 
-    def channel_inputs(self, layer, node, graph):
-        return list(range(len(node.inputs)))
-
     def derive(self, layer, node, graph, mappings):
         parts = []
         for key, mapping in zip(node.inputs, mappings):

@@ -98,7 +98,7 @@ class ElementwiseOpHandler(PassThroughHandler):
                     f"{np.shape(constant)}; only scalar constants can be kept "
                     "exact (the constant would have to be widened too).",
                 )
-        return list(range(len(node.inputs)))
+        return list(range(node.positional))
 
     def zero_preserving(self, layer):
         return self._zero

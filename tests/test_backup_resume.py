@@ -1,0 +1,60 @@
+"""BackupAndRestore across growth: killed by SIGKILL after a growth event, the
+same script resumes with the grown model, the backup's exact weights, optimizer
+slots and iterations, and only the remaining growth events."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+WORKER = Path(__file__).resolve().parent / "backup_worker.py"
+
+
+def run(backup_dir, out_dir, order, kill):
+    args = [sys.executable, str(WORKER), str(backup_dir), str(out_dir), order]
+    if kill:
+        args.append("kill")
+    return subprocess.run(
+        args, capture_output=True, text=True, timeout=300, env=dict(os.environ)
+    )
+
+
+def load(path):
+    meta = json.loads(Path(str(path) + ".json").read_text())
+    arrays = np.load(str(path) + ".npz")
+    weights = [arrays[f"w{i}"] for i in range(meta["n_weights"])]
+    slots = [arrays[f"s{i}"] for i in range(meta["n_slots"])]
+    return meta, weights, slots
+
+
+@pytest.mark.parametrize("order", ["backup_first", "grow_first"])
+def test_killed_run_resumes_grown(order, tmp_path):
+    backup_dir, out_dir = tmp_path / "backup", tmp_path / "out"
+    out_dir.mkdir()
+    first = run(backup_dir, out_dir, order, kill=True)
+    assert first.returncode == -signal.SIGKILL, first.stderr[-3000:]
+    assert (backup_dir / "keras_net2net_growth.json").exists()
+    second = run(backup_dir, out_dir, order, kill=False)
+    assert second.returncode == 0, second.stderr[-3000:]
+
+    saved, saved_weights, saved_slots = load(out_dir / "backed_up")
+    resumed, weights, slots = load(out_dir / "resumed")
+    assert saved["fc1_units"] == resumed["fc1_units"] == 10  # grown at epoch 1
+    assert resumed["layers"] == saved["layers"]
+    assert resumed["iterations"] == saved["iterations"] == 3 * 4
+    assert len(weights) == len(saved_weights) and len(slots) == len(saved_slots)
+    for a, b in zip(weights + slots, saved_weights + saved_slots):
+        np.testing.assert_array_equal(a, b)
+
+    final = json.loads((out_dir / "final.json").read_text())
+    # the epoch-1 event is not applied again; the epoch-4 event fires once
+    assert final["records"] == ["epoch 1", "epoch 4"]
+    assert final["history"] == ["epoch 1", "epoch 4"]
+    assert "fc1_deeper" in final["layers"] and final["fc1_units"] == 10
+    assert final["learning_rate"] == pytest.approx(0.01 * 0.5 * 0.5)
+    assert not backup_dir.exists()  # BackupAndRestore cleans up after success

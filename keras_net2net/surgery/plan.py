@@ -299,7 +299,7 @@ def _plan_residual(graph, target, node, handler, taken, name, kernel_size, seed)
         graph, node, unique_name(base if name else f"{base}_add", taken)
     )
     expand, project = layers(target, names, kernel_size=kernel_size, seed=seed)
-    add = keras.layers.Add(name=add_name, dtype=target.dtype_policy)
+    add = keras.layers.Add(name=add_name, dtype=getattr(target, "dtype_policy", None))
 
     def build(out, _):
         return add([out, project(expand(out))])
@@ -407,7 +407,7 @@ def _plan_block(graph, target, node, taken, name, init, seed):
         values = _block_values(op, member is zeroed, handler, init)
         layers.append((clone, values))
     add_name, rename = _output_swap(graph, node, unique_name(f"{base}_add", taken))
-    add = keras.layers.Add(name=add_name, dtype=target.dtype_policy)
+    add = keras.layers.Add(name=add_name, dtype=getattr(target, "dtype_policy", None))
     layers.append((add, None))
 
     def build(out, _):

@@ -1,0 +1,215 @@
+"""How much of keras.applications can keras-net2net grow, exactly?
+
+Builds ResNet50, MobileNetV2, DenseNet121, EfficientNetB0 and ConvNeXtTiny
+(``weights=None``, ``classifier_activation=None``, 64x64 inputs) with random,
+non-trivial weights (kernels, biases, BatchNormalization statistics,
+LayerNormalization and LayerScale parameters), then tries
+
+* to widen every Conv/Dense layer (so every coupling group) by about 25%
+  (rounded up to a multiple of the width where a LayerNormalization in the
+  group needs equal copies), and
+* to deepen after every Conv/Dense layer and every residual Add,
+
+and prints one table per model: tried, exact (max |diff| / max |output| <=
+1e-5 in float32), refused (with the reason), errors (anything else, which
+would be a bug). Writes the tables as JSON.
+
+    python benchmarks/applications_coverage.py [--quick] [--out coverage.json]
+
+``--quick`` checks a sample of the layers of a small MobileNetV2 (seconds).
+"""
+
+import argparse
+import collections
+import json
+import os
+import platform
+import re
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import keras_net2net as kn  # noqa: E402
+
+TOLERANCE = 1e-5
+A = keras.applications
+MODELS = {
+    "ResNet50": lambda shape: A.ResNet50(weights=None, input_shape=shape),
+    "MobileNetV2": lambda shape: A.MobileNetV2(weights=None, input_shape=shape),
+    "DenseNet121": lambda shape: A.DenseNet121(weights=None, input_shape=shape),
+    "EfficientNetB0": lambda shape: A.EfficientNetB0(weights=None, input_shape=shape),
+    "ConvNeXtTiny": lambda shape: A.ConvNeXtTiny(weights=None, input_shape=shape),
+}
+QUICK = {
+    "MobileNetV2 (alpha 0.35)": lambda shape: A.MobileNetV2(
+        weights=None, input_shape=shape, alpha=0.35
+    ),
+}
+WIDENABLE = (
+    keras.layers.Dense,
+    keras.layers.Conv1D,
+    keras.layers.Conv2D,
+    keras.layers.Conv3D,
+    keras.layers.DepthwiseConv2D,
+    keras.layers.SeparableConv2D,
+)
+
+
+def randomize(model, seed=0):
+    """Random, non-trivial values for every variable (output scale kept sane)."""
+    rng = np.random.default_rng(seed)
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
+        for variable in layer._trainable_variables + layer._non_trainable_variables:
+            shape = tuple(variable.shape)
+            name = variable.path.split("/")[-1]
+            if isinstance(layer, keras.layers.Normalization):
+                continue  # input preprocessing statistics stay as built
+            if "variance" in name:
+                value = rng.uniform(0.5, 2.0, shape)
+            elif name in ("gamma", "scale") or "moving_mean" in name:
+                value = (
+                    rng.uniform(0.5, 1.5, shape)
+                    if name != "moving_mean"
+                    else (rng.normal(0.0, 0.1, shape))
+                )
+            elif len(shape) >= 2:
+                fan_in = np.prod(shape[:-2]) * (1 if depthwise else shape[-2])
+                value = rng.normal(0.0, 1.0 / np.sqrt(max(fan_in, 1)), shape)
+            else:
+                value = rng.normal(0.0, 0.1, shape)
+            variable.assign(value.astype(variable.dtype))
+    return model
+
+
+def candidates(model):
+    """``(kind, name)`` of every operation to try, in graph order."""
+    graph = kn.surgery.LayerGraph(model)
+    found = []
+    for op in graph.layers:
+        if isinstance(op, WIDENABLE):
+            found.append(("widen", op))
+            found.append(("deepen", op))
+        elif kn.surgery.handlers.merging.is_residual_add(op):
+            found.append(("deepen", op))
+    return found
+
+
+def new_width(model, op):
+    group = kn.coupled_layers(model, op)
+    width = group.width
+    if group.uniform:
+        return 2 * width
+    return width + max(1, round(0.25 * width))
+
+
+def reason(error):
+    """A short, stable reason for a refusal (layer names removed)."""
+    text = str(error).split(". ")[0]
+    text = re.sub(r"'[^']*'", "'…'", text)
+    return re.sub(r"\d+", "N", text)[:140]
+
+
+def check(name, builder, shape, sample=None, seed=0):
+    model = randomize(builder(shape), seed)
+    x = np.random.default_rng(seed).normal(size=(2,) + shape).astype("float32")
+    reference = keras.ops.convert_to_numpy(model(x, training=False))
+    scale = float(np.max(np.abs(reference)))
+    tried = candidates(model)
+    if sample:
+        step = max(1, len(tried) // sample)
+        tried = tried[::step][:sample]
+    row = {
+        "model": name,
+        "params": model.count_params(),
+        "tried": 0,
+        "exact": 0,
+        "refused": collections.Counter(),
+        "errors": [],
+        "not_exact": [],
+        "worst": 0.0,
+    }
+    started = time.perf_counter()
+    for kind, op in tried:
+        row["tried"] += 1
+        try:
+            if kind == "widen":
+                grown = kn.widen(model, op, new_width(model, op), seed=seed)
+            else:
+                grown = kn.deepen(model, after=op)
+        except ValueError as error:
+            row["refused"][f"{kind}: {reason(error)}"] += 1
+            continue
+        except Exception as error:  # noqa: BLE001 - recorded as a bug
+            row["errors"].append(f"{kind} {op.name}: {type(error).__name__}: {error}")
+            continue
+        out = keras.ops.convert_to_numpy(grown(x, training=False))
+        relative = float(np.max(np.abs(out - reference))) / scale
+        row["worst"] = max(row["worst"], relative)
+        if relative <= TOLERANCE:
+            row["exact"] += 1
+        else:
+            row["not_exact"].append(f"{kind} {op.name}: {relative:.2e}")
+    row["seconds"] = round(time.perf_counter() - started, 1)
+    row["refused"] = dict(row["refused"])
+    return row
+
+
+def table(rows):
+    lines = [
+        "| model | params | tried | exact | refused | errors | worst rel. diff |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        refused = sum(r["refused"].values())
+        lines.append(
+            f"| {r['model']} | {r['params']:,} | {r['tried']} | {r['exact']} | "
+            f"{refused} | {len(r['errors']) + len(r['not_exact'])} | "
+            f"{r['worst']:.1e} |"
+        )
+    lines.append("")
+    for r in rows:
+        for why, count in sorted(r["refused"].items()):
+            lines.append(f"- {r['model']}: {count} x {why}")
+        for error in r["errors"] + r["not_exact"]:
+            lines.append(f"- {r['model']}: ERROR {error}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a small sample only")
+    parser.add_argument("--size", type=int, default=64, help="input height/width")
+    parser.add_argument("--out", default=None, help="JSON file for the results")
+    parser.add_argument("--models", nargs="*", default=None, help="subset of models")
+    args = parser.parse_args(argv)
+    models = QUICK if args.quick else MODELS
+    if args.models:
+        models = {k: v for k, v in models.items() if k in args.models}
+    shape = (32, 32, 3) if args.quick else (args.size, args.size, 3)
+    rows = []
+    for name, builder in models.items():
+        rows.append(check(name, builder, shape, sample=12 if args.quick else None))
+        print(f"{name}: {rows[-1]['exact']}/{rows[-1]['tried']} exact", flush=True)
+    print(table(rows))
+    meta = {
+        "keras": keras.version(),
+        "backend": keras.backend.backend(),
+        "python": platform.python_version(),
+        "machine": platform.processor() or platform.machine(),
+        "input_shape": shape,
+        "tolerance": TOLERANCE,
+    }
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"meta": meta, "rows": rows}, f, indent=2)
+    failures = sum(len(r["errors"]) + len(r["not_exact"]) for r in rows)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Small models that reproduce the couplings of modern CNNs (see test_coupled.py)."""
+
+import keras
+from conftest import randomize_weights
+
+L = keras.layers
+
+
+def resnet():
+    """Two identity residual blocks on one stream (ResNet v1 style)."""
+    inputs = keras.Input((8, 8, 3))
+    x = L.Conv2D(8, 3, padding="same", name="stem")(inputs)
+    x = L.BatchNormalization(name="stem_bn")(x)
+    x = L.Activation("relu", name="stem_relu")(x)
+    for b in range(2):
+        h = L.Conv2D(6, 3, padding="same", name=f"b{b}_c1")(x)
+        h = L.BatchNormalization(name=f"b{b}_bn1")(h)
+        h = L.ReLU(name=f"b{b}_relu1")(h)
+        h = L.Conv2D(8, 3, padding="same", name=f"b{b}_c2")(h)
+        h = L.BatchNormalization(name=f"b{b}_bn2")(h)
+        x = L.Add(name=f"b{b}_add")([x, h])
+        x = L.Activation("relu", name=f"b{b}_out")(x)
+    x = L.GlobalAveragePooling2D(name="pool")(x)
+    return randomize_weights(keras.Model(inputs, L.Dense(5, name="head")(x)))
+
+
+def inverted_residual():
+    """MobileNetV2-style: expand, depthwise, project, identity shortcut."""
+    inputs = keras.Input((8, 8, 3))
+    x = L.Conv2D(8, 3, padding="same", name="stem")(inputs)
+    h = L.Conv2D(16, 1, name="expand")(x)
+    h = L.BatchNormalization(name="expand_bn")(h)
+    h = L.ReLU(6.0, name="expand_relu")(h)
+    h = L.DepthwiseConv2D(3, padding="same", name="dw")(h)
+    h = L.BatchNormalization(name="dw_bn")(h)
+    h = L.ReLU(6.0, name="dw_relu")(h)
+    h = L.Conv2D(8, 1, name="project")(h)
+    h = L.BatchNormalization(name="project_bn")(h)
+    x = L.Add(name="add")([x, h])
+    x = L.DepthwiseConv2D(3, depth_multiplier=2, padding="same", name="dw2")(x)
+    x = L.SeparableConv2D(6, 3, padding="same", name="sep")(x)
+    x = L.GlobalAveragePooling2D(name="pool")(x)
+    return randomize_weights(keras.Model(inputs, L.Dense(5, name="head")(x)))
+
+
+def dense_block():
+    """DenseNet-style: every layer's output concatenated onto the stream."""
+    inputs = keras.Input((8, 8, 3))
+    x = L.Conv2D(8, 3, padding="same", name="stem")(inputs)
+    for b in range(2):
+        h = L.BatchNormalization(name=f"d{b}_bn")(x)
+        h = L.Activation("relu", name=f"d{b}_relu")(h)
+        h = L.Conv2D(4, 3, padding="same", name=f"d{b}_conv")(h)
+        x = L.Concatenate(name=f"d{b}_cat")([x, h])
+    x = L.BatchNormalization(name="final_bn")(x)
+    x = L.AveragePooling2D(2, name="pool")(x)
+    x = L.Flatten(name="flatten")(x)
+    return randomize_weights(keras.Model(inputs, L.Dense(5, name="head")(x)))
+
+
+def squeeze_excitation():
+    """SE gates as layers (Multiply) and as a raw keras.ops.multiply."""
+    inputs = keras.Input((8, 8, 3))
+    x = L.Conv2D(8, 3, padding="same", name="c1")(inputs)
+    g = L.GlobalAveragePooling2D(keepdims=True, name="se_pool")(x)
+    g = L.Conv2D(4, 1, activation="relu", name="se_reduce")(g)
+    g = L.Conv2D(8, 1, activation="sigmoid", name="se_expand")(g)
+    x = L.Multiply(name="se_mul")([x, g])
+    x = L.Conv2D(6, 3, padding="same", name="c2")(x)
+    g = L.GlobalAveragePooling2D(name="se2_pool")(x)
+    g = L.Reshape((1, 1, 6), name="se2_reshape")(g)
+    g = L.Conv2D(6, 1, activation="sigmoid", name="se2")(g)
+    x = keras.ops.multiply(x, g)
+    x = L.GlobalAveragePooling2D(name="pool")(x)
+    return randomize_weights(keras.Model(inputs, L.Dense(5, name="head")(x)))
+
+
+def convnext_block():
+    """ConvNeXt-style: nested Sequential stem, grouped depthwise Conv,
+    LayerNormalization, LayerScale and raw `x + y` residual adds."""
+    from keras_net2net._keras_internals import application_layer_classes
+
+    layer_scale = application_layer_classes()["LayerScale"]
+    inputs = keras.Input((8, 8, 3))
+    stem = keras.Sequential(
+        [
+            L.Conv2D(8, 2, strides=2, name="stem_conv"),
+            L.LayerNormalization(epsilon=1e-6, name="stem_ln"),
+        ],
+        name="stem",
+    )
+    x = stem(inputs)
+    for b in range(2):
+        h = L.Conv2D(8, 3, padding="same", groups=8, name=f"b{b}_dw")(x)
+        h = L.LayerNormalization(epsilon=1e-6, name=f"b{b}_ln")(h)
+        h = L.Dense(16, name=f"b{b}_pw1")(h)
+        h = L.Activation("gelu", name=f"b{b}_gelu")(h)
+        h = L.Dense(8, name=f"b{b}_pw2")(h)
+        h = layer_scale(0.5, 8, name=f"b{b}_ls")(h)
+        x = x + h
+    x = L.GlobalAveragePooling2D(name="pool")(x)
+    x = L.LayerNormalization(name="head_ln")(x)
+    return randomize_weights(keras.Model(inputs, L.Dense(5, name="head")(x)))
+
+
+def sequential_chain():
+    """A Sequential chain through depthwise, separable and normalisation layers."""
+    return randomize_weights(
+        keras.Sequential(
+            [
+                keras.Input((8, 8, 3)),
+                L.Conv2D(6, 3, padding="same", name="c1"),
+                L.LayerNormalization(name="ln"),
+                L.PReLU(name="prelu"),
+                L.DepthwiseConv2D(3, padding="same", name="dw"),
+                L.BatchNormalization(name="bn"),
+                L.SeparableConv2D(5, 3, padding="same", activation="relu", name="sep"),
+                L.MaxPooling2D(2, name="pool"),
+                L.Reshape((16, 5), name="reshape"),
+                L.Dense(7, activation="gelu", name="fc"),
+                L.Flatten(name="flatten"),
+                L.Dense(3, name="head"),
+            ]
+        )
+    )
+
+
+BUILDERS = {
+    "resnet": resnet,
+    "inverted_residual": inverted_residual,
+    "dense_block": dense_block,
+    "squeeze_excitation": squeeze_excitation,
+    "convnext_block": convnext_block,
+    "sequential_chain": sequential_chain,
+}

@@ -1,0 +1,327 @@
+"""Coupled growth: residual Adds, Concatenate, squeeze-excitation, depthwise and
+separable convolutions, LayerNormalization and LayerScale."""
+
+import keras
+import numpy as np
+import pytest
+from conftest import TOL
+from conftest import assert_unchanged
+from conftest import randomize_weights
+from conftest import snapshot
+from coupled_models import BUILDERS
+
+import keras_net2net as kn
+from keras_net2net.surgery.handlers.merging import is_residual_add
+
+L = keras.layers
+GROWABLE = (L.Dense, L.Conv2D, L.DepthwiseConv2D, L.SeparableConv2D)
+
+# (model, operation, layer) -> what the refusal must say; everything else is exact
+REFUSALS = {
+    ("resnet", "widen", "head"): r"'head'.*model output",
+    ("inverted_residual", "widen", "head"): r"model output",
+    ("inverted_residual", "widen", "dw2"): r"'dw2'.*layout",
+    ("dense_block", "widen", "head"): r"model output",
+    ("squeeze_excitation", "widen", "head"): r"model output",
+    ("squeeze_excitation", "deepen", "se_expand"): r"'se_expand'.*'sigmoid'",
+    ("squeeze_excitation", "deepen", "se2"): r"'se2'.*'sigmoid'",
+    ("convnext_block", "widen", "head"): r"model output",
+    ("sequential_chain", "widen", "head"): r"model output",
+    ("sequential_chain", "deepen", "fc"): r"'fc'.*'gelu'",
+}
+
+
+def relative_difference(a, b, x):
+    scale = np.max(np.abs(keras.ops.convert_to_numpy(a(x, training=False))))
+    return kn.max_output_difference(a, b, x) / scale
+
+
+def requests(model):
+    graph = kn.surgery.LayerGraph(model)
+    for op in graph.layers:
+        if isinstance(op, GROWABLE):
+            yield "widen", op
+            yield "deepen", op
+        elif is_residual_add(op):
+            yield "deepen", op
+
+
+@pytest.mark.parametrize("name", list(BUILDERS))
+def test_every_layer_widens_and_deepens_exactly(name):
+    model = BUILDERS[name]()
+    shape = (4,) + tuple(model.inputs[0].shape[1:])
+    x = np.random.default_rng(0).normal(size=shape).astype("float32")
+    before = snapshot(model)
+    done = set()
+    for kind, op in requests(model):
+        expected = REFUSALS.get((name, kind, op.name))
+        if kind == "widen":
+            group = kn.coupled_layers(model, op) if expected is None else None
+            width = group.width if group else 8
+            units = 2 * width if group is not None and group.uniform else width + 3
+
+            def grow(op=op, units=units):
+                return kn.widen(model, op, units, seed=1)
+
+        else:
+
+            def grow(op=op):
+                return kn.deepen(model, after=op)
+
+        if expected is not None:
+            with pytest.raises(ValueError, match=expected):
+                grow()
+        else:
+            grown = grow()
+            assert relative_difference(model, grown, x) <= TOL, (kind, op.name)
+            assert grown.count_params() > model.count_params()
+        done.add((name, kind, op.name))
+    assert_unchanged(model, before)
+    assert {k for k in REFUSALS if k[0] == name} <= done
+
+
+def test_residual_stream_is_one_group():
+    model = BUILDERS["resnet"]()
+    group = kn.coupled_layers(model, "b0_c2")
+    names = {layer.name for layer in group.layers()}
+    assert {"stem", "b0_c2", "b1_c2"} == {n.op.name for n in group.writers}
+    assert {"b0_c1", "b1_c1", "head"} == {n.op.name for n, _ in group.readers}
+    assert {"b0_add", "b1_add"} == {n.op.name for n in group.merges}
+    assert {"stem_bn", "b0_bn2", "b1_bn2", "pool"} <= names
+    assert "b0_bn1" not in names  # inside the branch: another group
+    assert group.width == 8
+    for member in ("stem", "b1_add", "b0_out", "stem_bn"):  # any member names it
+        assert kn.coupled_layers(model, member).width == 8
+    text = kn.describe_growth(model, kn.Widen("b1_add", 12))
+    assert "widen 'b1_add' 8 -> 12" in text and "merges" in text
+    wide = kn.widen(model, "b1_add", 12)
+    for layer in ("stem", "b0_c2", "b1_c2"):
+        assert wide.get_layer(layer).filters == 12
+    for layer in ("b0_c1", "b1_c1"):
+        assert wide.get_layer(layer).kernel.shape[-2] == 12
+    assert wide.get_layer("head").kernel.shape == (12, 5)
+
+
+def test_concatenate_offsets_and_layernorm_multiples():
+    model = BUILDERS["dense_block"]()
+    x = np.random.default_rng(1).normal(size=(3, 8, 8, 3)).astype("float32")
+    wide = kn.widen(model, "d0_conv", 7, seed=3)
+    # d0_conv's 4 channels sit at offset 8 of d0_cat (width 12 -> 15) ...
+    assert wide.get_layer("d0_bn").gamma.shape == (8,)
+    assert wide.get_layer("d1_bn").gamma.shape == (15,)
+    assert wide.get_layer("final_bn").gamma.shape == (19,)
+    assert relative_difference(model, wide, x) <= TOL
+    convnext = BUILDERS["convnext_block"]()
+    with pytest.raises(ValueError, match=r"'b0_pw2'.*multiple of 8"):
+        kn.widen(convnext, "b0_pw2", 12)
+    xc = np.random.default_rng(2).normal(size=(3, 8, 8, 3)).astype("float32")
+    wide = kn.widen(convnext, "b0_pw2", 24)
+    assert wide.get_layer("b1_dw").groups == 24
+    assert wide.get_layer("b0_ls").weights[0].shape == (24,)
+    assert relative_difference(convnext, wide, xc) <= TOL
+
+
+def test_concatenate_on_another_axis_is_a_merge(kind):
+    inputs = keras.Input((4, 3))
+    a = L.Dense(5, name="a")(inputs)
+    b = L.Dense(5, name="b")(inputs)
+    x = L.Concatenate(axis=1, name="cat")([a, b])  # (8, 5): same channels
+    x = L.GlobalAveragePooling1D()(x)
+    model = randomize_weights(keras.Model(inputs, L.Dense(2, name="out")(x)))
+    group = kn.coupled_layers(model, "a")
+    assert {n.op.name for n in group.writers} == {"a", "b"}
+    x = np.random.default_rng(0).normal(size=(3, 4, 3)).astype("float32")
+    assert relative_difference(model, kn.widen(model, "a", 9), x) <= TOL
+
+
+BAD = [
+    (
+        "stream reaches the output",
+        lambda: _stream_output_model(),
+        lambda m: kn.widen(m, "a", 8),
+        r"'add'.*model output",
+    ),
+    (
+        "grouped convolution in the group",
+        lambda: _grouped_model(),
+        lambda m: kn.widen(m, "a", 8),
+        r"'g'.*groups=2",
+    ),
+    (
+        "layer norm, width not a multiple",
+        lambda: BUILDERS["convnext_block"](),
+        lambda m: kn.widen(m, "b1_pw2", 10),
+        r"'b1_pw2'.*multiple of 8",
+    ),
+    (
+        "concatenated channels merged by an Add",
+        lambda: _concat_add_model(),
+        lambda m: kn.widen(m, "a", 6),
+        r"'add'.*derived",
+    ),
+    (
+        "projection shortcut block",
+        lambda: _projection_model(),
+        lambda m: kn.deepen(m, after="add"),
+        r"'add'.*identity-shortcut",
+    ),
+    (
+        "residual deepening of a Sequential model",
+        lambda: BUILDERS["sequential_chain"](),
+        lambda m: kn.deepen(m, after="c1", residual=True),
+        r"'c1'.*Sequential",
+    ),
+    (
+        "residual deepening after a depthwise layer",
+        lambda: BUILDERS["inverted_residual"](),
+        lambda m: kn.deepen(m, after="dw", residual=True),
+        r"'dw'.*residual=True",
+    ),
+]
+
+
+def _stream_output_model():
+    inputs = keras.Input((4,))
+    a = L.Dense(4, name="a")(inputs)
+    b = L.Dense(4, name="b")(a)
+    return randomize_weights(keras.Model(inputs, L.Add(name="add")([a, b])))
+
+
+def _grouped_model():
+    inputs = keras.Input((6, 6, 2))
+    a = L.Conv2D(4, 3, name="a")(inputs)
+    g = L.Conv2D(4, 3, groups=2, name="g")(a)
+    return randomize_weights(keras.Model(inputs, L.Dense(2)(L.Flatten()(g))))
+
+
+def _concat_add_model():
+    inputs = keras.Input((4,))
+    a = L.Dense(3, name="a")(inputs)
+    b = L.Dense(2, name="b")(inputs)
+    c = L.Dense(5, name="c")(inputs)
+    x = L.Add(name="add")([L.Concatenate(name="cat")([a, b]), c])
+    return randomize_weights(keras.Model(inputs, L.Dense(2, name="out")(x)))
+
+
+def _projection_model():
+    inputs = keras.Input((4,))
+    a = L.Dense(3, name="short")(inputs)
+    b = L.Dense(3, name="branch")(inputs)
+    x = L.Add(name="add")([a, b])
+    return randomize_weights(keras.Model(inputs, L.Dense(2, name="out")(x)))
+
+
+@pytest.mark.parametrize("case", BAD, ids=[c[0] for c in BAD])
+def test_bad_coupled_requests_raise_before_any_change(case):
+    _, build, call, pattern = case
+    model = build()
+    before = snapshot(model)
+    with pytest.raises(ValueError, match=pattern):
+        call(model)
+    assert_unchanged(model, before)
+
+
+def _trainable_values(model, names):
+    return {
+        (name, i): np.array(keras.ops.convert_to_numpy(v))
+        for name in names
+        for i, v in enumerate(model.get_layer(name).trainable_weights)
+    }
+
+
+def test_new_layers_receive_gradient():
+    model = BUILDERS["resnet"]()
+    model = kn.deepen(model, after="b1_add")
+    model = kn.deepen(model, after="stem", residual=True)
+    new = [
+        layer.name
+        for layer in model.layers
+        if layer.name.startswith(("b1_add_block", "stem_residual"))
+        and layer.trainable_weights
+    ]
+    assert len(new) >= 6
+    model.compile(keras.optimizers.SGD(0.05), "mse")
+    x = np.random.default_rng(0).normal(size=(16, 8, 8, 3)).astype("float32")
+    y = np.random.default_rng(1).normal(size=(16, 5)).astype("float32")
+    before = _trainable_values(model, new)
+    model.fit(x, y, epochs=3, batch_size=8, verbose=0)
+    after = _trainable_values(model, new)
+    unchanged = [k for k in before if np.array_equal(before[k], after[k])]
+    # A conv bias right before a BatchNormalization never receives gradient in
+    # training mode (the batch mean removes it), in the original block too.
+    before_bn = {("b1_add_block_b1_c1", 1), ("b1_add_block_b1_c2", 1)}
+    assert set(unchanged) <= before_bn
+
+
+def test_growmodel_widens_a_stream_and_inserts_a_block_in_one_fit():
+    model = BUILDERS["resnet"]()
+    model.compile(keras.optimizers.Adam(0.01), "mse")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 8, 8, 3)).astype("float32")
+    y = rng.normal(size=(32, 5)).astype("float32")
+    probes = {}
+
+    class Loss(keras.callbacks.Callback):
+        def __init__(self, tag):
+            super().__init__()
+            self.tag = tag
+
+        def on_train_batch_begin(self, batch, logs=None):
+            out = keras.ops.convert_to_numpy(self.model(x[:8], training=False))
+            probes.setdefault(self.tag, []).append(
+                (float(np.mean((out - y[:8]) ** 2)), self.model.count_params())
+            )
+
+    grow = kn.GrowModel(
+        {kn.AtStep(3): kn.Widen("b0_add", 12), kn.AtStep(6): kn.Deepen(after="b1_add")}
+    )
+    model.fit(
+        x,
+        y,
+        epochs=3,
+        batch_size=8,
+        verbose=0,
+        callbacks=[Loss("before"), grow, Loss("after")],
+    )
+    assert len(grow.records) == 2
+    for step in (3, 6):
+        (loss_b, params_b), (loss_a, params_a) = (
+            probes["before"][step],
+            probes["after"][step],
+        )
+        assert params_a > params_b
+        assert abs(loss_a - loss_b) <= TOL * max(1.0, loss_b)
+    assert model.get_layer("stem").filters == 12
+    assert model.get_layer("b1_add_block_add") is not None
+    assert int(model.optimizer.iterations) == 12
+
+
+def test_optimizer_slots_follow_the_group_mapping():
+    model = BUILDERS["convnext_block"]()
+    model.compile(keras.optimizers.Adam(0.01), "mse")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, 8, 8, 3)).astype("float32")
+    y = rng.normal(size=(16, 5)).astype("float32")
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    optimizer = model.optimizer
+
+    def slots(attr):
+        return {
+            id(v): np.array(keras.ops.convert_to_numpy(s))
+            for v, s in zip(optimizer._trainable_variables, getattr(optimizer, attr))
+        }
+
+    before = {attr: slots(attr) for attr in ("_momentums", "_velocities")}
+    result = kn.grow_in_place(model, kn.Widen("b0_pw2", 16))
+    changed = 0
+    for attr, kind in (("_momentums", "linear"), ("_velocities", "squared")):
+        after = slots(attr)
+        for variable in model.trainable_variables:
+            source, chain = result.origins[id(variable)]
+            expected = before[attr][id(source)]
+            for step in chain:
+                expected = step.apply(expected, kind=kind)
+            np.testing.assert_allclose(after[id(variable)], expected, rtol=1e-6)
+            changed += bool(chain)
+    assert changed >= 2 * 12  # stem, LNs, depthwise convs, pw layers, LayerScales
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0)

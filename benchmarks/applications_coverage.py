@@ -8,7 +8,9 @@ LayerNormalization and LayerScale parameters), then tries
 * to widen every Conv/Dense layer (so every coupling group) by about 25%
   (rounded up to a multiple of the width where a LayerNormalization in the
   group needs equal copies), and
-* to deepen after every Conv/Dense layer and every residual Add,
+* to deepen after every Conv/Dense layer (an identity layer; where the
+  layer's activation is not ReLU/linear, a zero-initialised residual branch,
+  ``residual=True``) and after every residual Add (a zero copy of the block),
 
 and prints one table per model: tried, exact (max |diff| / max |output| <=
 1e-5 in float32), refused (with the reason), errors (anything else, which
@@ -37,16 +39,17 @@ import keras_net2net as kn  # noqa: E402
 
 TOLERANCE = 1e-5
 A = keras.applications
+COMMON = dict(weights=None, classifier_activation=None)
 MODELS = {
-    "ResNet50": lambda shape: A.ResNet50(weights=None, input_shape=shape),
-    "MobileNetV2": lambda shape: A.MobileNetV2(weights=None, input_shape=shape),
-    "DenseNet121": lambda shape: A.DenseNet121(weights=None, input_shape=shape),
-    "EfficientNetB0": lambda shape: A.EfficientNetB0(weights=None, input_shape=shape),
-    "ConvNeXtTiny": lambda shape: A.ConvNeXtTiny(weights=None, input_shape=shape),
+    "ResNet50": lambda shape: A.ResNet50(input_shape=shape, **COMMON),
+    "MobileNetV2": lambda shape: A.MobileNetV2(input_shape=shape, **COMMON),
+    "DenseNet121": lambda shape: A.DenseNet121(input_shape=shape, **COMMON),
+    "EfficientNetB0": lambda shape: A.EfficientNetB0(input_shape=shape, **COMMON),
+    "ConvNeXtTiny": lambda shape: A.ConvNeXtTiny(input_shape=shape, **COMMON),
 }
 QUICK = {
     "MobileNetV2 (alpha 0.35)": lambda shape: A.MobileNetV2(
-        weights=None, input_shape=shape, alpha=0.35
+        input_shape=shape, alpha=0.35, **COMMON
     ),
 }
 WIDENABLE = (
@@ -128,6 +131,7 @@ def check(name, builder, shape, sample=None, seed=0):
         "params": model.count_params(),
         "tried": 0,
         "exact": 0,
+        "exact_residual": 0,
         "refused": collections.Counter(),
         "errors": [],
         "not_exact": [],
@@ -136,11 +140,20 @@ def check(name, builder, shape, sample=None, seed=0):
     started = time.perf_counter()
     for kind, op in tried:
         row["tried"] += 1
+        residual = False
         try:
             if kind == "widen":
                 grown = kn.widen(model, op, new_width(model, op), seed=seed)
             else:
-                grown = kn.deepen(model, after=op)
+                try:
+                    grown = kn.deepen(model, after=op)
+                except ValueError as error:
+                    if "residual=True" not in str(error) or "activation" not in str(
+                        error
+                    ):
+                        raise
+                    grown = kn.deepen(model, after=op, residual=True)
+                    residual = True
         except ValueError as error:
             row["refused"][f"{kind}: {reason(error)}"] += 1
             continue
@@ -152,6 +165,7 @@ def check(name, builder, shape, sample=None, seed=0):
         row["worst"] = max(row["worst"], relative)
         if relative <= TOLERANCE:
             row["exact"] += 1
+            row["exact_residual"] += residual
         else:
             row["not_exact"].append(f"{kind} {op.name}: {relative:.2e}")
     row["seconds"] = round(time.perf_counter() - started, 1)
@@ -161,15 +175,16 @@ def check(name, builder, shape, sample=None, seed=0):
 
 def table(rows):
     lines = [
-        "| model | params | tried | exact | refused | errors | worst rel. diff |",
+        "| model | params | tried | exact (of which residual=True) | refused | "
+        "errors | worst rel. diff |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         refused = sum(r["refused"].values())
         lines.append(
-            f"| {r['model']} | {r['params']:,} | {r['tried']} | {r['exact']} | "
-            f"{refused} | {len(r['errors']) + len(r['not_exact'])} | "
-            f"{r['worst']:.1e} |"
+            f"| {r['model']} | {r['params']:,} | {r['tried']} | {r['exact']} "
+            f"({r['exact_residual']}) | {refused} | "
+            f"{len(r['errors']) + len(r['not_exact'])} | {r['worst']:.1e} |"
         )
     lines.append("")
     for r in rows:

@@ -8,6 +8,8 @@ import textwrap
 
 import keras
 import numpy as np
+from conftest import build
+from conftest import mnist_layers
 from conftest import randomize_weights
 from growth_helpers import small_data
 from growth_helpers import small_model
@@ -46,6 +48,28 @@ def residual_model():
     return randomize_weights(keras.Model(inputs, L.Dense(3, name="out")(x)))
 
 
+def check_plain_load(models, folder):
+    """Save ``models`` and load them in a process that never imports keras_net2net."""
+    for name, (model, inputs) in models.items():
+        assert "keras_net2net" not in json.dumps(model.get_config())
+        model.save(str(folder / f"{name}.keras"))
+        out = keras.ops.convert_to_numpy(model(inputs, training=False))
+        np.savez(folder / f"{name}.npz", x=inputs, y=out)
+    (folder / "cases.json").write_text(json.dumps(list(models)))
+    result = subprocess.run(
+        [sys.executable, "-c", LOADER, str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ),
+        cwd=str(folder),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    worst = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(worst) == set(models)
+    assert max(worst.values()) <= 1e-5, worst
+
+
 def test_grown_models_load_without_keras_net2net(tmp_path):
     x, y = small_data()
     fitted = small_model("functional")
@@ -61,31 +85,23 @@ def test_grown_models_load_without_keras_net2net(tmp_path):
     )
     in_place = small_model("sequential")
     kn.grow_in_place(in_place, [kn.Widen("fc1", 10), kn.Deepen(after="fc1")])
-    base = residual_model()
-    xi = np.random.default_rng(0).normal(size=(3, 6, 6, 2)).astype("float32")
+    conv = build(mnist_layers(), (12, 12, 1), "functional")
+    xc = np.random.default_rng(0).random((2, 12, 12, 1)).astype("float32")
     models = {
         "growmodel": (fitted, x),
         "grow_in_place": (in_place, x),
+        "widen": (kn.widen(conv, "conv1", 80), xc),
+        "deepen": (kn.deepen(conv, after="conv2"), xc),
+    }
+    check_plain_load(models, tmp_path)
+
+
+def test_coupled_growth_loads_without_keras_net2net(tmp_path):
+    base = residual_model()
+    xi = np.random.default_rng(0).normal(size=(3, 6, 6, 2)).astype("float32")
+    models = {
         "widen_group": (kn.widen(base, "stem", 8), xi),
-        "deepen_identity": (kn.deepen(base, after="stem"), xi),
         "deepen_residual": (kn.deepen(base, after="c1", residual=True), xi),
         "deepen_block": (kn.deepen(base, after="add"), xi),
     }
-    for name, (model, inputs) in models.items():
-        assert "keras_net2net" not in json.dumps(model.get_config())
-        model.save(str(tmp_path / f"{name}.keras"))
-        out = keras.ops.convert_to_numpy(model(inputs, training=False))
-        np.savez(tmp_path / f"{name}.npz", x=inputs, y=out)
-    (tmp_path / "cases.json").write_text(json.dumps(list(models)))
-    result = subprocess.run(
-        [sys.executable, "-c", LOADER, str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=dict(os.environ),
-        cwd=str(tmp_path),  # not the repository: keras_net2net is not importable
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    worst = json.loads(result.stdout.strip().splitlines()[-1])
-    assert set(worst) == set(models)
-    assert max(worst.values()) <= 1e-5, worst
+    check_plain_load(models, tmp_path)

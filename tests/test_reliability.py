@@ -370,10 +370,16 @@ def test_early_stopping_restores_best_weights_through_growth(kind):
 
 def test_grown_configs_hold_ordinary_initializers(kind):
     model, x, y = trained_small(kind)
+    conv = build(
+        [L.Conv2D(4, 3, padding="same", name="c"), L.Flatten(), L.Dense(2)],
+        (5, 5, 1),
+        kind,
+    )
     grown = [
         kn.widen(model, "fc1", 9, noise=0.1),
         kn.deepen(model, after="fc2"),
-        kn.deepen(model, after="fc2", residual=True) if kind == "functional" else model,
+        kn.widen(conv, "c", 6),
+        kn.deepen(conv, after="c"),
     ]
     kn.grow_in_place(model, [kn.Widen("fc1", 9), kn.Deepen(after="fc1")])
     for m in grown + [model]:

@@ -55,7 +55,8 @@ class _Builder:
         if id(old) in self.plan.changes:
             new = self._rebuild(old, self.plan.changes[id(old)][1])
         elif internals.has_graph(old):
-            new = self.model(old) if (self.touched(old) or not self.reuse) else old
+            rebuild = self.touched(old) or not self.reuse
+            new = self.model(old, nested=True) if rebuild else old
         elif self.reuse:
             new = old
         else:
@@ -95,10 +96,16 @@ class _Builder:
 
     # -- graphs ---------------------------------------------------------------
 
-    def model(self, model):
+    def model(self, model, inputs=None, nested=False):
+        """Rebuild ``model``; a nested one on ``inputs`` (the new outer tensors).
+
+        A nested model's inputs take the shapes of the tensors it is now
+        called on (they may be wider); a nested Sequential without known
+        inputs is left to build when called.
+        """
         if isinstance(model, keras.Sequential):
-            return self._sequential(model)
-        return self._functional(model)
+            return self._sequential(model, inputs, nested)
+        return self._functional(model, inputs)
 
     def _inserted(self, op):
         insertions = self.plan.insertions.get(id(op), [])
@@ -109,26 +116,37 @@ class _Builder:
                     self.assign.append((layer, values))
         return insertions
 
-    def _sequential(self, model):
+    def _sequential(self, model, inputs, nested):
         layers = []
         for layer in model.layers:
             layers.append(self.op(layer))
             for insertion in self._inserted(layer):
                 layers.extend(insertion.sequential)
         source = internals.graph_inputs(model)[0]
-        if self.reuse:
-            inputs = source  # keep the model's own InputLayer
+        if inputs is not None:
+            first = [keras.Input(batch_shape=inputs[0].shape, dtype=source.dtype)]
+        elif nested:
+            first = []  # built when the outer model calls it
+        elif self.reuse:
+            first = [source]  # keep the model's own InputLayer
         else:
-            inputs = keras.Input(
-                batch_shape=source.shape, dtype=source.dtype, name=source.name
-            )
+            first = [
+                keras.Input(
+                    batch_shape=source.shape, dtype=source.dtype, name=source.name
+                )
+            ]
         return keras.Sequential(
-            [inputs] + layers, name=model.name, trainable=model.trainable
+            first + layers, name=model.name, trainable=model.trainable
         )
 
-    def _functional(self, model):
+    def _functional(self, model, inputs=None):
         old_inputs = internals.graph_inputs(model)
-        if self.reuse:
+        if inputs is not None:
+            new_inputs = [
+                keras.Input(batch_shape=new.shape, dtype=old.dtype, name=old.name)
+                for old, new in zip(old_inputs, inputs)
+            ]
+        elif self.reuse:
             new_inputs = list(old_inputs)
         else:
             new_inputs = [
@@ -138,8 +156,12 @@ class _Builder:
         tensors = {id(old): new for old, new in zip(old_inputs, new_inputs)}
         for node in internals.graph_calls(model):
             old_op = internals.node_operation(node)
-            new_op = self.op(old_op)
             inputs = internals.node_inputs(node)
+            if internals.has_graph(old_op) and id(old_op) not in self.new_of:
+                if self.touched(old_op) or not self.reuse:
+                    new_inputs_of = [tensors[id(t)] for t in inputs]
+                    self.new_of[id(old_op)] = self.model(old_op, new_inputs_of)
+            new_op = self.op(old_op)
             old_outputs = internals.node_outputs(node)
             insertions = self._inserted(old_op)
             unchanged = (

@@ -237,6 +237,9 @@ def apply_operations(model, operations, *, reuse_layers=False, name_failures=Fal
             result.graphs.append(current)
         result.descriptions.append(plan.description)
         result.details.extend(plan.details)
+        if not any(line == "changes:" for line in plan.details):
+            result.details.append("changes:")
+            result.details.extend(plan.describe_changes())
         origins = _origins(plan, pairs, origins)
         current = new_model
     result.model = current

@@ -75,6 +75,30 @@ class Plan:
         else:
             self.changes[id(op)] = (op, change)
 
+    def describe_changes(self):
+        """One line per changed operation: config entries and weight transforms."""
+        lines = []
+        for op, change in self.changes.values():
+            parts = []
+            config = op.get_config()
+            for key, value in change.config.items():
+                parts.append(f"{key} {config.get(key)!r} -> {value!r}")
+            for variable, chain in change.transforms.items():
+                steps = ", ".join(
+                    ("copied" if t.side == "out" else "copied and divided")
+                    + f" along axis {t.axis}"
+                    for t in chain
+                )
+                parts.append(f"{variable} {steps}")
+            for variable in change.values:
+                parts.append(f"{variable} set")
+            lines.append(f"  {H.describe(op)}: " + "; ".join(parts))
+        for insertions in self.insertions.values():
+            for insertion in insertions:
+                for layer, _ in insertion.layers:
+                    lines.append(f"  new {H.describe(layer)}")
+        return lines
+
 
 def seed_stream(seed):
     rng = np.random.default_rng(seed)

@@ -1,6 +1,7 @@
 """keras-net2net: grow Keras 3 models while they train (Net2Net)."""
 
 from keras_net2net import transforms
+from keras_net2net._version import __version__
 from keras_net2net.growth import AtEpoch
 from keras_net2net.growth import AtStep
 from keras_net2net.growth import GrowModel
@@ -19,9 +20,8 @@ from keras_net2net.surgery import max_output_difference
 from keras_net2net.surgery import register_handler
 from keras_net2net.surgery import widen
 
-__version__ = "0.1.0"
-
 __all__ = [
+    "__version__",
     "AtEpoch",
     "AtStep",
     "GrowModel",

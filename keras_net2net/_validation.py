@@ -68,6 +68,7 @@ def check_seed(seed, name="seed", *, owner=None):
         raise TypeError(
             f"{_where(name, owner)} must be None or an integer >= 0. {_received(seed)}"
         )
+    seed = int(seed)
     if not 0 <= seed < 2**32:
         raise ValueError(
             f"{_where(name, owner)} must be None or an integer in [0, 2**32). "

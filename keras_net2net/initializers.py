@@ -6,6 +6,9 @@ inserted layers with them, and users can write them into ordinary layer
 definitions.
 """
 
+from collections.abc import Sequence
+from typing import Any
+
 import keras
 import numpy as np
 
@@ -79,15 +82,15 @@ class Net2WiderInit(keras.initializers.Initializer):
 
     def __init__(
         self,
-        source=None,
-        mapping=None,
-        side="out",
-        noise=0.0,
-        fill=0.0,
-        seed=None,
-        fallback="zeros",
-        axis=None,
-    ):
+        source: Any = None,
+        mapping: transforms.WidthMapping | Sequence[int] | None = None,
+        side: str = "out",
+        noise: float = 0.0,
+        fill: float | str = 0.0,
+        seed: int | None = None,
+        fallback: Any = "zeros",
+        axis: int | None = None,
+    ) -> None:
         owner = "Net2WiderInit"
         self.side = check_choice(side, _SIDES, "side", owner=owner)
         self.noise = check_real(noise, "noise", minimum=0.0, owner=owner)
@@ -138,7 +141,12 @@ class Net2WiderInit(keras.initializers.Initializer):
         self.mapping = mapping
 
     @classmethod
-    def chained(cls, source, transforms, fallback="zeros"):
+    def chained(
+        cls,
+        source: Any,
+        transforms: Sequence[transforms.WidthTransform],
+        fallback: Any = "zeros",
+    ) -> "Net2WiderInit":
         """An initializer that applies several `WidthTransform`s in order.
 
         Used when one weight is widened along several axes (a layer that both
@@ -169,7 +177,7 @@ class Net2WiderInit(keras.initializers.Initializer):
         )
 
     @property
-    def width_transform(self):
+    def width_transform(self) -> transforms.WidthTransform | None:
         """The `WidthTransform` this initializer applies (None without a source)."""
         if self.mapping is None:
             return None
@@ -177,7 +185,7 @@ class Net2WiderInit(keras.initializers.Initializer):
             self.mapping, self.side, self.axis, self.noise, self.fill, self.seed
         )
 
-    def transform(self, value, kind="weight"):
+    def transform(self, value: Any, kind: str = "weight") -> np.ndarray:
         """Apply this initializer's mapping to an array of the teacher's shape.
 
         Args:
@@ -195,9 +203,11 @@ class Net2WiderInit(keras.initializers.Initializer):
                 "This Net2WiderInit has no mapping (it was restored "
                 "from a config); it can only act as a placeholder."
             )
-        return self.width_transform.apply(np.asarray(value), kind=kind)
+        transform = self.width_transform
+        assert transform is not None
+        return transform.apply(np.asarray(value), kind=kind)
 
-    def __call__(self, shape, dtype=None):
+    def __call__(self, shape: Sequence[int], dtype: Any = None) -> Any:
         if self.source is None:
             return self.fallback(shape, dtype=dtype)
         value = self.transform(self.source)
@@ -210,7 +220,7 @@ class Net2WiderInit(keras.initializers.Initializer):
             )
         return keras.ops.convert_to_tensor(value, dtype=dtype)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             "side": self.side,
             "noise": self.noise,
@@ -243,10 +253,10 @@ class IdentityConvInit(keras.initializers.Initializer):
         gain: multiplicative factor of the identity. Defaults to 1.
     """
 
-    def __init__(self, gain=1.0):
+    def __init__(self, gain: float = 1.0) -> None:
         self.gain = check_real(gain, "gain", owner="IdentityConvInit")
 
-    def __call__(self, shape, dtype=None):
+    def __call__(self, shape: Sequence[int], dtype: Any = None) -> Any:
         if len(shape) < 3:
             raise ValueError(
                 "IdentityConvInit can only be used for convolution kernels of "
@@ -259,5 +269,5 @@ class IdentityConvInit(keras.initializers.Initializer):
         )
         return keras.ops.convert_to_tensor(self.gain * kernel, dtype=dtype)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {"gain": self.gain}

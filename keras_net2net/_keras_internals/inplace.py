@@ -3,6 +3,7 @@
 import contextlib
 import gc
 import types
+from typing import Any
 
 import keras
 from keras.src.utils.tracking import DotNotTrackScope
@@ -194,7 +195,7 @@ def _nodes_used_elsewhere(candidates, operations, own_graphs, own_lists=()):
         known.add(id(_storage(op._outbound_nodes)))
     known.update(id(lst) for lst in own_lists)
     candidate_ids = {id(n) for n in candidates}
-    used = set()
+    used: set[int] = set()
     for referrer in gc.get_referrers(*candidates):
         if isinstance(referrer, types.FrameType) or id(referrer) in known:
             continue
@@ -304,7 +305,7 @@ def release_graphs(model, temporaries):
         for op in _graph_operations(fn._operations)
         if has_graph(op)
     }
-    empty = {
+    empty: dict[str, Any] = {
         "_inputs_struct": [],
         "_outputs_struct": [],
         "_inputs": [],

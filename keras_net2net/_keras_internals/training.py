@@ -5,6 +5,7 @@ Private Keras attributes that in-place growth needs while `fit` runs.
 
 import contextlib
 import sys
+import types
 
 import keras
 
@@ -125,7 +126,7 @@ def sibling_callbacks(callback, max_depth=6):
     frames are searched for that list. Returns ``[]`` when ``callback`` is
     driven by hand.
     """
-    frame = sys._getframe(1)
+    frame: types.FrameType | None = sys._getframe(1)
     callback_list = keras.callbacks.CallbackList
     for _ in range(max_depth):
         if frame is None:

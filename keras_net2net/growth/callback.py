@@ -3,10 +3,14 @@
 import dataclasses
 import math
 import warnings
+from typing import Any
 
 import keras
 
 from keras_net2net import _keras_internals as internals
+from keras_net2net._types import Logs
+from keras_net2net._types import Model
+from keras_net2net._types import Schedule
 from keras_net2net._validation import check_bool
 from keras_net2net._validation import check_int
 from keras_net2net._validation import check_real
@@ -27,6 +31,16 @@ from keras_net2net.surgery import apply_operations
 class GrowthRecord:
     """What one growth event did.
 
+    `GrowModel.records` lists them; ``model.growth_history`` holds them as dicts.
+
+    Example:
+
+    ```python
+    grow = GrowModel({1: Widen("fc1", 128)})
+    model.fit(x, y, epochs=3, callbacks=[grow])
+    print(grow.records[0].describe())  # epoch, step, trigger, operations, params
+    ```
+
     Attributes:
         epoch: epoch index (0-based) at whose start or during which it happened.
         step: global training step (0-based) before which it happened.
@@ -39,11 +53,11 @@ class GrowthRecord:
     epoch: int
     step: int
     trigger: str
-    operations: tuple
+    operations: tuple[str, ...]
     params_before: int
     params_after: int
 
-    def describe(self):
+    def describe(self) -> str:
         ops = "; ".join(self.operations)
         return (
             f"GrowModel: epoch {self.epoch}, step {self.step} ({self.trigger}): "
@@ -116,7 +130,14 @@ class GrowModel(keras.callbacks.Callback):
         records: list of `GrowthRecord`, one per event applied so far.
     """
 
-    def __init__(self, schedule, *, lr_scale=None, verbose=0, log_growth=True):
+    def __init__(
+        self,
+        schedule: Schedule,
+        *,
+        lr_scale: float | None = None,
+        verbose: int = 0,
+        log_growth: bool = True,
+    ) -> None:
         super().__init__()
         self.events = parse_schedule(schedule)
         if lr_scale is not None:
@@ -128,18 +149,18 @@ class GrowModel(keras.callbacks.Callback):
             verbose = int(verbose)
         self.verbose = check_int(verbose, "verbose", owner="GrowModel")
         self.log_growth = check_bool(log_growth, "log_growth", owner="GrowModel")
-        self.records = []
-        self._fired = set()
+        self.records: list[GrowthRecord] = []
+        self._fired: set[int] = set()
         self._epoch = 0
         self._step = 0
         self._epoch_first_step = 0
         self._steps_in_epoch = 0
-        self._steps_known = None
+        self._steps_known: int | None = None
         self._fresh_fit = True
-        self._plateau = {}
-        self._pending = []
-        self._siblings = []
-        self._log = None
+        self._plateau: dict[int, dict[str, Any]] = {}
+        self._pending: list[int] = []
+        self._siblings: list[keras.callbacks.Callback] = []
+        self._log: GrowthLog | None = None
 
     # -- order of application -----------------------------------------------
 
@@ -192,7 +213,7 @@ class GrowModel(keras.callbacks.Callback):
 
     # -- callback hooks -----------------------------------------------------
 
-    def set_model(self, model):
+    def set_model(self, model: Model) -> None:
         super().set_model(model)
         siblings = internals.sibling_callbacks(self)
         if siblings:
@@ -203,7 +224,7 @@ class GrowModel(keras.callbacks.Callback):
         if backups and self._log is None:
             self._resume(backups[0])
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: Logs = None) -> None:
         self._plateau = {
             i: {"best": None, "wait": 0}
             for i, e in enumerate(self.events)
@@ -214,7 +235,7 @@ class GrowModel(keras.callbacks.Callback):
         self._steps_known = None
         self._validate()
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: Logs = None) -> None:
         if self._fresh_fit:
             # Read here, not at on_train_begin: a BackupAndRestore callback
             # may load the optimizer's iterations in its on_train_begin.
@@ -237,14 +258,14 @@ class GrowModel(keras.callbacks.Callback):
         self._pending = []
         self._grow(self._order(due, self._steps_per_epoch() or 1))
 
-    def on_train_batch_begin(self, batch, logs=None):
+    def on_train_batch_begin(self, batch: int, logs: Logs = None) -> None:
         self._step = self._epoch_first_step + batch
         self._grow(self._due(AtStep, self._step))
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch: int, logs: Logs = None) -> None:
         self._steps_in_epoch = batch + 1
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: Logs = None) -> None:
         self._epoch_first_step += self._steps_in_epoch
         self._step = self._epoch_first_step
         logs = logs if logs is not None else {}
@@ -252,6 +273,7 @@ class GrowModel(keras.callbacks.Callback):
             if index in self._fired or index in self._pending:
                 continue
             trigger = self.events[index].trigger
+            assert isinstance(trigger, OnPlateau)
             value = logs.get(trigger.monitor)
             if value is None:
                 warnings.warn(

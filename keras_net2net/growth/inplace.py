@@ -3,13 +3,15 @@
 import keras
 
 from keras_net2net import _keras_internals as internals
+from keras_net2net._types import Model
+from keras_net2net._types import Operations
 from keras_net2net.growth import optimizer_state
 from keras_net2net.surgery import apply_operations
 from keras_net2net.surgery.operations import GrowthResult
 from keras_net2net.surgery.operations import as_operations
 
 
-def grow_in_place(model, operations):
+def grow_in_place(model: Model, operations: Operations) -> GrowthResult:
     """Apply ``operations`` to ``model`` itself, carrying optimizer state over.
 
     The model object (and its compiled optimizer) stay the same Python objects:

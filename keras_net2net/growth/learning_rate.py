@@ -1,5 +1,7 @@
 """Scaling the learning rate at growth (the paper trains students at 1/10)."""
 
+from typing import Any
+
 import keras
 
 from keras_net2net import _keras_internals as internals
@@ -12,26 +14,35 @@ class ScaledSchedule(keras.optimizers.schedules.LearningRateSchedule):
     `GrowModel(lr_scale=...)` wraps an optimizer's schedule in this, so the
     schedule keeps following the optimizer's iterations at a scaled level.
 
+    Example:
+
+    ```python
+    decay = keras.optimizers.schedules.ExponentialDecay(0.1, 1000, 0.9)
+    optimizer = keras.optimizers.SGD(ScaledSchedule(decay, 0.1))
+    ```
+
     Args:
         schedule: a `keras.optimizers.schedules.LearningRateSchedule`.
         factor: the multiplier.
     """
 
-    def __init__(self, schedule, factor):
+    def __init__(
+        self, schedule: keras.optimizers.schedules.LearningRateSchedule, factor: float
+    ) -> None:
         self.schedule = schedule
         self.factor = float(factor)
 
-    def __call__(self, step):
+    def __call__(self, step: Any) -> Any:
         return self.schedule(step) * self.factor
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             "schedule": keras.saving.serialize_keras_object(self.schedule),
             "factor": self.factor,
         }
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict[str, Any]) -> "ScaledSchedule":
         config = dict(config)
         config["schedule"] = keras.saving.deserialize_keras_object(config["schedule"])
         return cls(**config)

@@ -2,9 +2,11 @@
 
 import dataclasses
 import numbers
+from typing import Any
 
 import numpy as np
 
+from keras_net2net._types import Schedule
 from keras_net2net._validation import check_choice
 from keras_net2net._validation import check_int
 from keras_net2net._validation import check_name
@@ -21,20 +23,29 @@ class AtEpoch:
 
     ``AtEpoch(2)`` grows after two epochs have been trained. A plain integer key
     in a `GrowModel` schedule means the same.
+
+    Example:
+
+    ```python
+    GrowModel({AtEpoch(2): Widen("fc1", 128)})  # same as {2: Widen("fc1", 128)}
+    ```
+
+    Args:
+        epoch: the epoch index (>= 0).
     """
 
     epoch: int
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(
             self, "epoch", check_int(self.epoch, "epoch", owner="AtEpoch")
         )
 
     @property
-    def moment(self):
+    def moment(self) -> int:
         return self.epoch
 
-    def describe(self):
+    def describe(self) -> str:
         return f"epoch {self.epoch}"
 
 
@@ -45,18 +56,27 @@ class AtStep:
     ``AtStep(100)`` grows after 100 batches have been trained. Steps continue
     from ``optimizer.iterations`` when `fit` is called again. With
     ``steps_per_execution > 1`` growth happens at the next execution boundary.
+
+    Example:
+
+    ```python
+    GrowModel({AtStep(900): Deepen(after="fc1")})
+    ```
+
+    Args:
+        step: the global step index (>= 0).
     """
 
     step: int
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "step", check_int(self.step, "step", owner="AtStep"))
 
     @property
-    def moment(self):
+    def moment(self) -> int:
         return self.step
 
-    def describe(self):
+    def describe(self) -> str:
         return f"step {self.step}"
 
 
@@ -69,6 +89,12 @@ class OnPlateau:
     epochs without an improvement larger than ``min_delta`` the trigger fires
     and the model grows at the start of the next epoch. Each trigger fires
     once.
+
+    Example:
+
+    ```python
+    GrowModel({OnPlateau("val_loss", patience=1): Widen("fc1", 256)})
+    ```
 
     Args:
         monitor: metric name in the epoch logs. Defaults to ``"val_loss"``.
@@ -84,7 +110,7 @@ class OnPlateau:
     min_delta: float = 0.0
     mode: str = "auto"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         owner = "OnPlateau"
         check_name(self.monitor, "monitor", owner=owner, allow_none=False)
         object.__setattr__(
@@ -98,20 +124,20 @@ class OnPlateau:
         check_choice(self.mode, ("auto", "min", "max"), "mode", owner=owner)
 
     @property
-    def maximize(self):
+    def maximize(self) -> bool:
         if self.mode != "auto":
             return self.mode == "max"
         name = self.monitor.removeprefix("val_")
         return any(word in name for word in _MAX_WORDS)
 
-    def improved(self, value, best):
+    def improved(self, value: float, best: float | None) -> bool:
         if best is None:
             return True
         if self.maximize:
             return value > best + self.min_delta
         return value < best - self.min_delta
 
-    def describe(self):
+    def describe(self) -> str:
         return f"plateau of {self.monitor} (patience {self.patience})"
 
 
@@ -119,11 +145,11 @@ class OnPlateau:
 class Event:
     """One scheduled growth event: a trigger and the operations it applies."""
 
-    trigger: object
-    operations: tuple
+    trigger: AtEpoch | AtStep | OnPlateau
+    operations: tuple[Widen | Deepen, ...]
 
 
-def parse_schedule(schedule):
+def parse_schedule(schedule: Schedule) -> list[Event]:
     """Normalise a schedule into a list of `Event`.
 
     Args:
@@ -135,11 +161,11 @@ def parse_schedule(schedule):
     Returns:
         A list of `Event`, in schedule order.
     """
-    items = schedule.items() if isinstance(schedule, dict) else schedule
+    source: Any = schedule.items() if isinstance(schedule, dict) else schedule
     try:
-        items = list(items)
+        items = list(source)
     except TypeError:
-        items = None
+        items = []
     if not items:
         raise ValueError(
             "`schedule` must be a non-empty dict {trigger: operations} or list "
@@ -156,7 +182,7 @@ def parse_schedule(schedule):
         if isinstance(trigger, numbers.Integral) and not isinstance(
             trigger, (bool, np.bool_)
         ):
-            trigger = AtEpoch(trigger)
+            trigger = AtEpoch(int(trigger))
         if not isinstance(trigger, (AtEpoch, AtStep, OnPlateau)):
             raise TypeError(
                 "A `schedule` trigger must be an int (epoch), AtEpoch, AtStep or "

@@ -8,7 +8,10 @@ tensors they stand for). Surgery asks it who produces a tensor, who consumes
 it, what shape it has and whether it is a model input or output.
 """
 
+from __future__ import annotations
+
 import collections
+from typing import Any
 
 import keras
 
@@ -30,7 +33,15 @@ class Node:
 
     __slots__ = ("op", "inputs", "outputs", "path", "index", "raw", "positional")
 
-    def __init__(self, op, inputs, outputs, path, index, raw):
+    def __init__(
+        self,
+        op: Any,
+        inputs: list[int],
+        outputs: list[int],
+        path: tuple[Any, ...],
+        index: int,
+        raw: Any,
+    ) -> None:
         self.op = op
         self.inputs = inputs
         self.outputs = outputs
@@ -42,7 +53,7 @@ class Node:
             isinstance(v, keras.KerasTensor) for v in keras.tree.flatten(args)
         )
 
-    def constants(self):
+    def constants(self) -> list[Any]:
         """The call's non-tensor arguments that are numbers or arrays."""
         args, kwargs = internals.node_arguments(self.raw)
         values = keras.tree.flatten((args, kwargs))
@@ -61,19 +72,30 @@ class Node:
 class LayerGraph:
     """Read-only view of a model's calls and the tensors between them.
 
+    Example:
+
+    ```python
+    graph = LayerGraph(model)
+    node = graph.calls(graph.get("fc1"))[0]
+    readers = [n.op.name for n, _ in graph.consumers(node.outputs[0])]
+    ```
+
     Args:
         model: a built Sequential or Functional Keras model.
     """
 
-    def __init__(self, model):
+    def __init__(self, model: Any) -> None:
         self.model = model
-        self.nodes = []
-        self._tensors = {}
-        self._producer = {}
-        self._consumers = collections.defaultdict(list)
-        self._calls = collections.defaultdict(list)
-        self._containers = {}
-        alias = self._alias = {}
+        self.nodes: list[Node] = []
+        self._tensors: dict[int, Any] = {}
+        self._producer: dict[int, Node] = {}
+        self._consumers: dict[int, list[tuple[Node, int]]] = collections.defaultdict(
+            list
+        )
+        self._calls: dict[int, list[Node]] = collections.defaultdict(list)
+        self._containers: dict[int, tuple[Any, tuple[Any, ...]]] = {}
+        alias: dict[int, int] = {}
+        self._alias = alias
         self.inputs = [self._key(t, alias) for t in internals.graph_inputs(model)]
         self._walk(model, alias, ())
         self.outputs = [self._key(t, alias) for t in internals.graph_outputs(model)]
@@ -119,37 +141,42 @@ class LayerGraph:
 
     # -- tensors ------------------------------------------------------------
 
-    def key_of(self, tensor):
+    def key_of(self, tensor: Any) -> int:
         """The key of a KerasTensor of this graph (nested models' aliases resolved)."""
         return self._alias.get(id(tensor), id(tensor))
 
-    def tensor(self, key):
+    def tensor(self, key: int) -> Any:
+        """The KerasTensor of ``key``."""
         return self._tensors[key]
 
-    def shape(self, key):
+    def shape(self, key: int) -> tuple[int | None, ...]:
+        """The shape of tensor ``key`` (batch dimension first)."""
         return tuple(self._tensors[key].shape)
 
-    def width(self, key):
-        return self.shape(key)[-1]
+    def width(self, key: int) -> int:
+        """The channel (last) dimension of tensor ``key``."""
+        return self.shape(key)[-1]  # type: ignore[return-value]
 
-    def producer(self, key):
+    def producer(self, key: int) -> Node | None:
         """The node that produced tensor ``key`` (None for a model input)."""
         return self._producer.get(key)
 
-    def consumers(self, key):
+    def consumers(self, key: int) -> list[tuple[Node, int]]:
         """``(node, position)`` of every call that reads tensor ``key``."""
         return list(self._consumers.get(key, ()))
 
-    def is_output(self, key):
+    def is_output(self, key: int) -> bool:
+        """True if tensor ``key`` is an output of the model."""
         return key in self._output_set
 
-    def is_input(self, key):
+    def is_input(self, key: int) -> bool:
+        """True if tensor ``key`` is an input of the model."""
         return key in self._input_set
 
     # -- operations -----------------------------------------------------------
 
     @property
-    def layers(self):
+    def layers(self) -> list[Any]:
         """Every called operation (leaf layers and keras.ops), in graph order."""
         seen, order = set(), []
         for node in self.nodes:
@@ -158,16 +185,16 @@ class LayerGraph:
                 order.append(node.op)
         return order
 
-    def calls(self, op):
+    def calls(self, op: Any) -> list[Node]:
         """The nodes at which ``op`` is called (more than one: shared)."""
         return list(self._calls.get(id(op), ()))
 
-    def containers(self, op):
+    def containers(self, op: Any) -> tuple[Any, ...]:
         """The nested models around ``op``'s first call, outermost first."""
         nodes = self._calls.get(id(op))
         return nodes[0].path if nodes else ()
 
-    def names(self):
+    def names(self) -> set[str]:
         """Every name used in the model (nested models and their layers too)."""
         names = {op.name for op in self.layers}
         names.update(op.name for op, _ in self._containers.values())
@@ -177,7 +204,7 @@ class LayerGraph:
         names.add(self.model.name)
         return names
 
-    def get(self, layer, argument="layer"):
+    def get(self, layer: Any, argument: str = "layer") -> Any:
         """Find a called layer or operation by name or by object.
 
         Raises:

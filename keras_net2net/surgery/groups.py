@@ -23,14 +23,25 @@ it before anything changes.
 """
 
 import dataclasses
+from typing import Any
 
 from keras_net2net.surgery import handlers as H
+from keras_net2net.surgery.graph import LayerGraph
+from keras_net2net.surgery.graph import Node
 from keras_net2net.transforms import WidthMapping
 
 
 @dataclasses.dataclass
 class ChannelGroup:
     """The operations that share one channel axis (see the module docstring).
+
+    Example:
+
+    ```python
+    group = keras_net2net.coupled_layers(model, "conv2_block1_out")
+    print(group.summary())
+    writers = [node.op.name for node in group.writers]
+    ```
 
     Attributes:
         width: the current width of the shared axis.
@@ -55,14 +66,14 @@ class ChannelGroup:
     uniform: list = dataclasses.field(default_factory=list)
 
     @property
-    def merges(self):
+    def merges(self) -> list[Node]:
         """Pass-through nodes that merge several group inputs (Add, ...)."""
         return [n for n in self.passes if self._channel_count(n) > 1]
 
     def _channel_count(self, node):
         return sum(1 for k in node.inputs if k in self.core or k in self.derived)
 
-    def layers(self):
+    def layers(self) -> list[Any]:
         """Every operation of the group, in graph order."""
         nodes = self.writers + [n for n, _ in self.readers] + self.passes + self.layouts
         seen, order = set(), []
@@ -72,7 +83,7 @@ class ChannelGroup:
                 order.append(node.op)
         return order
 
-    def summary(self):
+    def summary(self) -> str:
         """A multi-line description of the group, one role per line."""
 
         def names(nodes):
@@ -130,7 +141,9 @@ def _producer_name(graph, key):
     return node.op.name if node is not None else "the model input"
 
 
-def find_group(graph, seed, source_name, *, check_uniform=True):
+def find_group(
+    graph: LayerGraph, seed: int, source_name: str, *, check_uniform: bool = True
+) -> ChannelGroup:
     """The `ChannelGroup` of the tensor ``seed`` (a key of ``graph``).
 
     Args:
@@ -167,8 +180,9 @@ def find_group(graph, seed, source_name, *, check_uniform=True):
 
     def check_ends(key):
         if graph.is_output(key):
+            producer = graph.producer(key)
             raise H.unsupported(
-                graph.producer(key).op if graph.producer(key) else graph.model,
+                producer.op if producer is not None else graph.model,
                 f"produces a model output, and its channels are coupled with "
                 f"those of '{source_name}': widening would change the model's "
                 "output shape. Widen a layer whose channels are consumed by a "
@@ -182,6 +196,7 @@ def find_group(graph, seed, source_name, *, check_uniform=True):
 
     def backward(key):
         node = graph.producer(key)
+        assert node is not None  # model inputs were refused by check_ends
         handler, role = _handler(node, source_name, graph)
         if role == H.UNITS:
             if visit(node, "writer"):
@@ -270,7 +285,9 @@ def find_group(graph, seed, source_name, *, check_uniform=True):
     return group
 
 
-def group_mappings(group, mapping):
+def group_mappings(
+    group: ChannelGroup, mapping: WidthMapping
+) -> dict[int, WidthMapping]:
     """The mapping of every group tensor, given the core ``mapping``.
 
     Derived tensors are computed in graph order through their layout nodes
@@ -290,7 +307,7 @@ def group_mappings(group, mapping):
     for node in nodes:
         inputs = [mappings.get(k) for k in node.inputs]
         if node in group.layouts:
-            handler = H.get_handler(node.op)
+            handler = H.handler_for(node.op)
             out = handler.derive(node.op, node, graph, inputs)
         else:
             out = next(m for m in inputs if m is not None)

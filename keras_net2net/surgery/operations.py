@@ -2,10 +2,14 @@
 
 import dataclasses
 import numbers
+from typing import Any
 
 import keras
 import numpy as np
 
+from keras_net2net._types import LayerRef
+from keras_net2net._types import Model
+from keras_net2net._types import Operations
 from keras_net2net._validation import check_bool
 from keras_net2net._validation import check_choice
 from keras_net2net._validation import check_int
@@ -15,11 +19,14 @@ from keras_net2net._validation import check_seed
 from keras_net2net.surgery import handlers as H
 from keras_net2net.surgery.apply import apply_plan
 from keras_net2net.surgery.graph import LayerGraph
+from keras_net2net.surgery.groups import ChannelGroup
 from keras_net2net.surgery.groups import find_group
 from keras_net2net.surgery.plan import BLOCK_INITS
 from keras_net2net.surgery.plan import COPY
+from keras_net2net.surgery.plan import Plan
 from keras_net2net.surgery.plan import plan_deepen
 from keras_net2net.surgery.plan import plan_widen
+from keras_net2net.transforms import WidthTransform
 
 
 def _layer_name(value, name, owner):
@@ -59,13 +66,13 @@ class Widen:
     ```
     """
 
-    layer: str
+    layer: LayerRef
     units: int
     method: str = H.NET2WIDER
     noise: float = 0.0
-    seed: int = None
+    seed: int | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         owner = "Widen"
         object.__setattr__(self, "layer", _layer_name(self.layer, "layer", owner))
         object.__setattr__(
@@ -77,7 +84,7 @@ class Widen:
         )
         object.__setattr__(self, "seed", check_seed(self.seed, owner=owner))
 
-    def plan(self, model):
+    def plan(self, model: Model) -> Plan:
         return plan_widen(
             model,
             self.layer,
@@ -102,15 +109,15 @@ class Deepen:
     ```
     """
 
-    after: str
+    after: LayerRef
     method: str = H.IDENTITY
-    kernel_size: object = None
-    seed: int = None
-    name: str = None
+    kernel_size: int | tuple[int, ...] | None = None
+    seed: int | None = None
+    name: str | None = None
     residual: bool = False
     init: str = COPY
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         owner = "Deepen"
         object.__setattr__(self, "after", _layer_name(self.after, "after", owner))
         check_choice(self.method, H.DEEPEN_METHODS, "method", owner=owner)
@@ -124,7 +131,7 @@ class Deepen:
         )
         check_choice(self.init, BLOCK_INITS, "init", owner=owner)
 
-    def plan(self, model):
+    def plan(self, model: Model) -> Plan:
         return plan_deepen(
             model,
             self.after,
@@ -141,6 +148,13 @@ class Deepen:
 class GrowthResult:
     """What `apply_operations` built.
 
+    Example:
+
+    ```python
+    result = keras_net2net.grow_in_place(model, Widen("fc1", 128))
+    source, transforms = result.origins[id(model.get_layer("fc1").kernel)]
+    ```
+
     Attributes:
         model: the grown model.
         descriptions: one line per operation.
@@ -154,14 +168,16 @@ class GrowthResult:
             releases their graph nodes).
     """
 
-    model: keras.Model
-    descriptions: list
-    origins: dict
-    details: list = dataclasses.field(default_factory=list)
-    graphs: list = dataclasses.field(default_factory=list)
+    model: Model
+    descriptions: list[str]
+    origins: dict[int, tuple[Any, list[WidthTransform]]]
+    details: list[str] = dataclasses.field(default_factory=list)
+    graphs: list[Model] = dataclasses.field(default_factory=list)
 
 
-def as_operations(operations, argument="operations"):
+def as_operations(
+    operations: Operations, argument: str = "operations"
+) -> list[Widen | Deepen]:
     """A list of `Widen`/`Deepen` from one operation or a list of them."""
     if isinstance(operations, (Widen, Deepen)):
         return [operations]
@@ -181,7 +197,7 @@ def as_operations(operations, argument="operations"):
 
 def _origins(plan, pairs, origins):
     """Where every variable of the new graph comes from (see `GrowthResult`)."""
-    new_origins = {}
+    new_origins: dict[int, tuple[Any, list[WidthTransform]]] = {}
     for new, old in pairs:
         old_weights = list(getattr(old, "weights", [])) if old is not None else []
         entry = plan.changes.get(id(old)) if old is not None else None
@@ -204,11 +220,24 @@ def _origins(plan, pairs, origins):
     return new_origins
 
 
-def apply_operations(model, operations, *, reuse_layers=False, name_failures=False):
+def apply_operations(
+    model: Model,
+    operations: Operations,
+    *,
+    reuse_layers: bool = False,
+    name_failures: bool = False,
+) -> GrowthResult:
     """Apply several `Widen`/`Deepen` operations in order, as one growth.
 
     Every operation is planned (and so validated) on the model as the previous
     operations left it. An empty list returns ``model`` itself, untouched.
+
+    Example:
+
+    ```python
+    result = apply_operations(model, [Widen("fc1", 128), Deepen(after="fc1")])
+    grown, lines = result.model, result.descriptions
+    ```
 
     Args:
         model: a built Sequential or Functional model.
@@ -222,7 +251,9 @@ def apply_operations(model, operations, *, reuse_layers=False, name_failures=Fal
         A `GrowthResult`.
     """
     operations = as_operations(operations)
-    origins = {id(v): (v, []) for v in model.weights}
+    origins: dict[int, tuple[Any, list[WidthTransform]]] = {
+        id(v): (v, []) for v in model.weights
+    }
     result = GrowthResult(model, [], origins)
     current = model
     for operation in operations:
@@ -253,7 +284,15 @@ def _check_widen_args(method, noise, seed):
     check_seed(seed)
 
 
-def widen(model, layer, units, *, method=H.NET2WIDER, noise=0.0, seed=None):
+def widen(
+    model: Model,
+    layer: LayerRef,
+    units: int,
+    *,
+    method: str = H.NET2WIDER,
+    noise: float = 0.0,
+    seed: int | None = None,
+) -> Model:
     """Return a copy of ``model`` in which ``layer``'s channels are widened.
 
     Net2WiderNet on the whole coupling group of ``layer`` (see
@@ -309,16 +348,16 @@ def widen(model, layer, units, *, method=H.NET2WIDER, noise=0.0, seed=None):
 
 
 def deepen(
-    model,
-    after,
+    model: Model,
+    after: LayerRef,
     *,
-    method=H.IDENTITY,
-    kernel_size=None,
-    seed=None,
-    name=None,
-    residual=False,
-    init=COPY,
-):
+    method: str = H.IDENTITY,
+    kernel_size: int | tuple[int, ...] | None = None,
+    seed: int | None = None,
+    name: str | None = None,
+    residual: bool = False,
+    init: str = COPY,
+) -> Model:
     """Return a copy of ``model`` that is deeper after ``after``.
 
     Three kinds of insertion, all function-preserving:
@@ -392,7 +431,7 @@ def deepen(
     return apply_plan(model, plan)[0]
 
 
-def coupled_layers(model, layer):
+def coupled_layers(model: Model, layer: LayerRef) -> ChannelGroup:
     """The coupling group of ``layer``: every layer that a widening of it changes.
 
     Example:
@@ -427,7 +466,7 @@ def coupled_layers(model, layer):
     return find_group(graph, node.outputs[0], target.name)
 
 
-def describe_growth(model, operations):
+def describe_growth(model: Model, operations: Operations) -> str:
     """A dry run: every change that ``operations`` would make, as text.
 
     Nothing is changed. Operations after the first are planned on a copy of
@@ -452,10 +491,17 @@ def describe_growth(model, operations):
     return "\n".join(apply_operations(model, operations).details)
 
 
-def max_output_difference(model_a, model_b, x):
+def max_output_difference(model_a: Model, model_b: Model, x: Any) -> float:
     """Largest absolute difference between two models' outputs on ``x``.
 
     Both models run in inference mode (``training=False``).
+
+    Example:
+
+    ```python
+    wider = keras_net2net.widen(model, "fc1", 128)
+    assert keras_net2net.max_output_difference(model, wider, x) < 1e-5
+    ```
 
     Args:
         model_a: a Keras model.

@@ -13,6 +13,7 @@ happens here. `keras_net2net.surgery.apply` then builds the grown model.
 """
 
 import dataclasses
+from typing import Any
 
 import keras
 import numpy as np
@@ -46,9 +47,9 @@ class Insertion:
             insertion a Sequential model can hold), else None.
     """
 
-    build: object
+    build: Any
     layers: list
-    sequential: list = None
+    sequential: list | None = None
 
 
 @dataclasses.dataclass
@@ -176,18 +177,18 @@ def plan_widen(model, layer, units, *, method=H.NET2WIDER, noise=0.0, seed=None)
     for writer in sorted(group.writers, key=lambda n: n.index):
         plan.change(
             writer.op,
-            H.get_handler(writer.op).widen_out(writer.op, mapping, options, seeds),
+            H.handler_for(writer.op).widen_out(writer.op, mapping, options, seeds),
         )
     for reader, position in sorted(group.readers, key=lambda r: (r[0].index, r[1])):
         key = reader.inputs[position]
         plan.change(
             reader.op,
-            H.get_handler(reader.op).widen_in(
+            H.handler_for(reader.op).widen_in(
                 reader.op, mappings[key], options, seeds, position
             ),
         )
     for node in sorted(group.passes + group.layouts, key=lambda n: n.index):
-        handler = H.get_handler(node.op)
+        handler = H.handler_for(node.op)
         if node in group.layouts:
             inputs = [mappings.get(k) for k in node.inputs]
             change = handler.follow(node.op, node, graph, inputs, options, seeds)
@@ -479,7 +480,7 @@ def _zero_point(graph, branch, end, target):
     key = end
     while key in members:
         node = members[key]
-        handler = H.get_handler(node.op)
+        handler: Any = H.get_handler(node.op)
         if handler is None:
             break
         zero = getattr(handler, "zero_change", lambda op: None)(node.op)

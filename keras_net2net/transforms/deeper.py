@@ -1,17 +1,32 @@
 """Net2DeeperNet identity kernels (numpy only)."""
 
 import numbers
+from collections.abc import Sequence
 
 import numpy as np
 
 
-def identity_dense_kernel(units, dtype="float32"):
-    """Identity kernel ``(units, units)`` for a Dense layer."""
+def identity_dense_kernel(units: int, dtype: str = "float32") -> np.ndarray:
+    """Identity kernel ``(units, units)`` for a Dense layer.
+
+    Example:
+
+    ```python
+    identity_dense_kernel(3)  # np.eye(3)
+    ```
+    """
     return np.eye(int(units), dtype=dtype)
 
 
-def check_identity_kernel_size(kernel_size):
-    """Raise unless every kernel dimension is an odd integer (a centre tap exists)."""
+def check_identity_kernel_size(kernel_size: Sequence[int]) -> tuple[int, ...]:
+    """Raise unless every kernel dimension is an odd integer (a centre tap exists).
+
+    Example:
+
+    ```python
+    check_identity_kernel_size((3, 3))  # (3, 3); (2, 2) raises ValueError
+    ```
+    """
     try:
         sizes = tuple(kernel_size)
     except TypeError:
@@ -20,16 +35,22 @@ def check_identity_kernel_size(kernel_size):
         isinstance(k, numbers.Integral) and not isinstance(k, (bool, np.bool_))
         for k in sizes
     )
-    kernel_size = tuple(int(k) for k in sizes) if integral else kernel_size
-    if not sizes or not integral or any(k < 1 or k % 2 == 0 for k in kernel_size):
+    sizes_int = tuple(int(k) for k in sizes) if integral else ()
+    if not sizes_int or any(k < 1 or k % 2 == 0 for k in sizes_int):
+        shown = sizes_int or kernel_size
         raise ValueError(
             "An identity convolution needs odd kernel sizes, so that the "
-            f"kernel has a centre tap. Received: kernel_size={kernel_size}"
+            f"kernel has a centre tap. Received: kernel_size={shown}"
         )
-    return kernel_size
+    return sizes_int
 
 
-def identity_conv_kernel(kernel_size, in_channels, out_channels=None, dtype="float32"):
+def identity_conv_kernel(
+    kernel_size: Sequence[int],
+    in_channels: int,
+    out_channels: int | None = None,
+    dtype: str = "float32",
+) -> np.ndarray:
     """Identity kernel ``(*kernel_size, in, out)`` for a ConvND layer.
 
     The centre tap maps channel ``i`` to channel ``i``; every other tap is zero.
@@ -46,6 +67,12 @@ def identity_conv_kernel(kernel_size, in_channels, out_channels=None, dtype="flo
 
     Returns:
         The identity kernel.
+
+    Example:
+
+    ```python
+    identity_conv_kernel((3, 3), 16).shape  # (3, 3, 16, 16)
+    ```
     """
     kernel_size = check_identity_kernel_size(kernel_size)
     out_channels = in_channels if out_channels is None else out_channels

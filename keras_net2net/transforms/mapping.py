@@ -10,6 +10,7 @@ Everything here is pure numpy: no Keras import.
 """
 
 import dataclasses
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -19,6 +20,13 @@ FRESH = -1
 @dataclasses.dataclass(frozen=True, eq=False)
 class WidthMapping:
     """New-unit -> old-unit mapping of a widened layer.
+
+    Example:
+
+    ```python
+    g = WidthMapping(np.array([0, 1, 2, 1]), old_width=3)  # unit 3 copies unit 1
+    g.counts  # array([1, 2, 1])
+    ```
 
     Args:
         indices: 1-D integer array of length ``new_width``. ``indices[j]`` is
@@ -30,7 +38,7 @@ class WidthMapping:
     indices: np.ndarray
     old_width: int
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         indices = np.asarray(self.indices)
         if indices.ndim != 1 or not np.issubdtype(indices.dtype, np.integer):
             raise ValueError(
@@ -53,31 +61,31 @@ class WidthMapping:
         object.__setattr__(self, "old_width", old_width)
 
     @property
-    def new_width(self):
+    def new_width(self) -> int:
         return int(self.indices.shape[0])
 
     @property
-    def fresh(self):
+    def fresh(self) -> np.ndarray:
         """Boolean mask of the new units that copy no old unit."""
         return self.indices == FRESH
 
     @property
-    def counts(self):
+    def counts(self) -> np.ndarray:
         """Replication count of each old unit (length ``old_width``)."""
         return np.bincount(self.indices[~self.fresh], minlength=self.old_width)
 
     @classmethod
-    def identity(cls, width):
+    def identity(cls, width: int) -> "WidthMapping":
         """The mapping that keeps ``width`` units as they are."""
         return cls(np.arange(int(width)), int(width))
 
     @property
-    def is_identity(self):
+    def is_identity(self) -> bool:
         return self.new_width == self.old_width and bool(
             np.array_equal(self.indices, np.arange(self.old_width))
         )
 
-    def repeat(self, multiplier):
+    def repeat(self, multiplier: int) -> "WidthMapping":
         """Mapping over an axis where unit ``c`` owns ``multiplier`` slots.
 
         A depthwise convolution with ``depth_multiplier`` m writes output
@@ -97,7 +105,7 @@ class WidthMapping:
         flat = np.where(self.fresh[:, None], FRESH, self.indices[:, None] * m + inner)
         return WidthMapping(flat.reshape(-1), m * self.old_width)
 
-    def expand(self, positions):
+    def expand(self, positions: int) -> "WidthMapping":
         """Mapping over a flattened ``(positions, channels)`` axis.
 
         A channels-last ``Flatten`` turns channel ``c`` at spatial position ``p``
@@ -118,8 +126,14 @@ class WidthMapping:
         return WidthMapping(flat.reshape(-1), positions * self.old_width)
 
 
-def concat_mappings(mappings):
+def concat_mappings(mappings: Sequence[WidthMapping]) -> WidthMapping:
     """Mapping of a concatenated axis: each part keeps its own mapping.
+
+    Example:
+
+    ```python
+    both = concat_mappings([random_mapping(3, 5), WidthMapping.identity(2)])
+    ```
 
     Part ``k``'s new units land at the offset of part ``k`` in the new
     concatenated axis and copy old units at its offset in the old axis.
@@ -137,7 +151,7 @@ def concat_mappings(mappings):
     return WidthMapping(np.concatenate(parts), old_offset)
 
 
-def _check_widths(old_width, new_width):
+def _check_widths(old_width: int, new_width: int) -> None:
     if int(new_width) <= int(old_width):
         raise ValueError(
             f"The new width must be larger than the old width. Received: "
@@ -145,7 +159,11 @@ def _check_widths(old_width, new_width):
         )
 
 
-def random_mapping(old_width, new_width, seed=None):
+def random_mapping(
+    old_width: int,
+    new_width: int,
+    seed: int | np.random.Generator | None = None,
+) -> WidthMapping:
     """Net2WiderNet mapping: keep every old unit, copy random ones for the rest.
 
     Args:
@@ -155,6 +173,12 @@ def random_mapping(old_width, new_width, seed=None):
 
     Returns:
         A `WidthMapping` whose extra units copy uniformly chosen old units.
+
+    Example:
+
+    ```python
+    g = random_mapping(64, 128, seed=0)
+    ```
     """
     _check_widths(old_width, new_width)
     rng = np.random.default_rng(seed)
@@ -162,7 +186,7 @@ def random_mapping(old_width, new_width, seed=None):
     return WidthMapping(np.concatenate([np.arange(old_width), extra]), old_width)
 
 
-def tiled_mapping(old_width, new_width):
+def tiled_mapping(old_width: int, new_width: int) -> WidthMapping:
     """Mapping that copies every old unit the same number of times.
 
     ``new_width`` must be a multiple of ``old_width``; new unit ``j`` copies
@@ -177,6 +201,12 @@ def tiled_mapping(old_width, new_width):
     Returns:
         A `WidthMapping` in which every old unit has ``new_width // old_width``
         copies.
+
+    Example:
+
+    ```python
+    tiled_mapping(3, 6).indices  # array([0, 1, 2, 0, 1, 2])
+    ```
     """
     _check_widths(old_width, new_width)
     if int(new_width) % int(old_width):
@@ -187,7 +217,7 @@ def tiled_mapping(old_width, new_width):
     return WidthMapping(np.arange(int(new_width)) % int(old_width), old_width)
 
 
-def padding_mapping(old_width, new_width):
+def padding_mapping(old_width: int, new_width: int) -> WidthMapping:
     """Random-pad baseline mapping: keep every old unit, add fresh ones.
 
     Args:
@@ -196,6 +226,12 @@ def padding_mapping(old_width, new_width):
 
     Returns:
         A `WidthMapping` whose extra units are marked fresh (``-1``).
+
+    Example:
+
+    ```python
+    padding_mapping(3, 5).indices  # array([ 0,  1,  2, -1, -1])
+    ```
     """
     _check_widths(old_width, new_width)
     extra = np.full(int(new_width) - int(old_width), FRESH)

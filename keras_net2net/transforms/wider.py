@@ -18,11 +18,13 @@ added to the copied units only, to break their symmetry; ``noise=0`` is exact.
 import dataclasses
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from keras_net2net._validation import check_real
 from keras_net2net.transforms.mapping import WidthMapping
 
 RANDOM = "random"
+Seed = int | np.random.Generator | None
 
 
 def _scale(w):
@@ -71,7 +73,15 @@ def _check_axis(w, mapping, axis, what):
         )
 
 
-def wider_out(w, mapping, *, noise=0.0, fill=0.0, seed=None, axis=-1):
+def wider_out(
+    w: ArrayLike,
+    mapping: WidthMapping,
+    *,
+    noise: float = 0.0,
+    fill: float | str = 0.0,
+    seed: Seed = None,
+    axis: int = -1,
+) -> np.ndarray:
     """Widen the output side of a kernel or vector: copy along ``axis``.
 
     Entry ``j`` along ``axis`` becomes entry ``g(j)`` of ``w``.
@@ -87,6 +97,14 @@ def wider_out(w, mapping, *, noise=0.0, fill=0.0, seed=None, axis=-1):
 
     Returns:
         Array with ``new_width`` entries along ``axis``.
+
+    Example:
+
+    ```python
+    g = random_mapping(4, 6, seed=0)
+    kernel_1 = wider_out(kernel_1, g)  # (in, 4) -> (in, 6)
+    kernel_2 = wider_in(kernel_2, g)  # (4, out) -> (6, out), copies divided
+    ```
     """
     w = np.asarray(w)
     _check_axis(w, mapping, axis, "wider_out")
@@ -99,7 +117,16 @@ def wider_out(w, mapping, *, noise=0.0, fill=0.0, seed=None, axis=-1):
     return out
 
 
-def wider_in(w, mapping, *, noise=0.0, fill=0.0, seed=None, power=1, axis=-2):
+def wider_in(
+    w: ArrayLike,
+    mapping: WidthMapping,
+    *,
+    noise: float = 0.0,
+    fill: float | str = 0.0,
+    seed: Seed = None,
+    power: int = 1,
+    axis: int = -2,
+) -> np.ndarray:
     """Adjust the input side of a consumer kernel: copy and divide along ``axis``.
 
     Entry ``j`` along ``axis`` of the result is entry ``g(j)`` of ``w``
@@ -119,6 +146,12 @@ def wider_in(w, mapping, *, noise=0.0, fill=0.0, seed=None, power=1, axis=-2):
 
     Returns:
         Array with ``new_width`` entries along ``axis``.
+
+    Example:
+
+    ```python
+    consumer = wider_in(consumer_kernel, random_mapping(4, 6, seed=0))
+    ```
     """
     w = np.asarray(w)
     if w.ndim < 2 and axis == -2:
@@ -158,6 +191,14 @@ class WidthTransform:
     that touches several axes of one array (a layer that both reads and
     writes the widened channels) is a chain of transforms.
 
+    Example:
+
+    ```python
+    step = WidthTransform(random_mapping(4, 6, seed=0), side="in")
+    kernel = step.apply(kernel)  # (4, out) -> (6, out)
+    velocity = step.apply(velocity, kind="squared")  # Adam's second moment
+    ```
+
     Args:
         mapping: a `WidthMapping`.
         side: ``"out"`` or ``"in"``. Defaults to ``"out"``.
@@ -170,18 +211,18 @@ class WidthTransform:
 
     mapping: WidthMapping
     side: str = "out"
-    axis: int = None
+    axis: int | None = None
     noise: float = 0.0
-    fill: object = 0.0
-    seed: int = None
+    fill: float | str = 0.0
+    seed: int | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.side not in SIDES:
             raise ValueError(f"`side` must be one of {SIDES}. Received: {self.side!r}")
         if self.axis is None:
             object.__setattr__(self, "axis", -1 if self.side == "out" else -2)
 
-    def apply(self, value, kind="weight"):
+    def apply(self, value: ArrayLike, kind: str = "weight") -> np.ndarray:
         """Transform ``value`` (an array shaped like the original weight).
 
         Args:
@@ -197,13 +238,19 @@ class WidthTransform:
         if kind not in KINDS:
             raise ValueError(f"`kind` must be one of {KINDS}. Received: {kind!r}")
         weight = kind == "weight"
-        options = dict(
-            noise=self.noise if weight else 0.0,
-            fill=self.fill if weight else 0.0,
-            seed=self.seed,
-            axis=self.axis,
-        )
+        noise = self.noise if weight else 0.0
+        fill = self.fill if weight else 0.0
+        axis = -1 if self.axis is None else self.axis
         if self.side == "out":
-            return wider_out(value, self.mapping, **options)
-        power = 2 if kind == "squared" else 1
-        return wider_in(value, self.mapping, power=power, **options)
+            return wider_out(
+                value, self.mapping, noise=noise, fill=fill, seed=self.seed, axis=axis
+            )
+        return wider_in(
+            value,
+            self.mapping,
+            noise=noise,
+            fill=fill,
+            seed=self.seed,
+            axis=axis,
+            power=2 if kind == "squared" else 1,
+        )

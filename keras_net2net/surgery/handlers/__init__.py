@@ -22,6 +22,8 @@ naming it. Subclasses of supported layers are not assumed to behave like their
 parent: register them explicitly with `register_handler`.
 """
 
+from typing import Any
+
 import keras
 
 from keras_net2net.surgery.handlers import activations
@@ -68,14 +70,15 @@ __all__ = [
     "WidenOptions",
     "describe",
     "get_handler",
+    "handler_for",
     "register_handler",
     "unsupported",
 ]
 
-_REGISTRY = {}
+_REGISTRY: dict[type, Handler] = {}
 
 
-def register_handler(layer_class, handler):
+def register_handler(layer_class: type, handler: Handler) -> None:
     """Register ``handler`` for operations whose exact class is ``layer_class``.
 
     Example:
@@ -108,9 +111,28 @@ def register_handler(layer_class, handler):
     _REGISTRY[layer_class] = handler
 
 
-def get_handler(layer):
-    """The handler registered for ``type(layer)``, or None."""
+def get_handler(layer: Any) -> Handler | None:
+    """The handler registered for ``type(layer)``, or None.
+
+    Example:
+
+    ```python
+    get_handler(keras.layers.Dense(4))  # a DenseHandler
+    ```
+    """
     return _REGISTRY.get(type(layer))
+
+
+def handler_for(layer: Any) -> Any:
+    """The handler of ``layer``, which must have one (its role's methods).
+
+    Raises:
+        ValueError: naming the layer, if its type has no handler.
+    """
+    handler = _REGISTRY.get(type(layer))
+    if handler is None:
+        raise unsupported(layer, "is not a layer type keras-net2net supports.")
+    return handler
 
 
 for _family in (

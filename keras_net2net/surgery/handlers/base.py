@@ -21,11 +21,24 @@ Handlers are stateless and registered per exact operation class
 handler cannot take part in a widening: growth fails and names it.
 """
 
+from __future__ import annotations
+
 import dataclasses
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+from typing import Any
 
 import keras
+import numpy as np
 
+from keras_net2net.transforms import WidthMapping
 from keras_net2net.transforms import WidthTransform
+
+if TYPE_CHECKING:
+    from keras_net2net.surgery.graph import LayerGraph
+    from keras_net2net.surgery.graph import Node
+
+Seeds = Iterator[int]
 
 NET2WIDER = "net2wider"
 RANDOM_PAD = "random-pad"
@@ -106,6 +119,12 @@ ZERO_PRESERVING_ACTIVATIONS = frozenset(
 class LayerChange:
     """What one growth changes in one layer.
 
+    Example:
+
+    ```python
+    change = LayerChange(config={"units": 8}).add("kernel", copy_transform(g))
+    ```
+
     Attributes:
         config: entries of the layer config to replace (e.g. ``units``).
         transforms: variable name -> list of `WidthTransform` that turn the
@@ -115,15 +134,18 @@ class LayerChange:
             variables that are set rather than transformed, e.g. zeros).
     """
 
-    config: dict = dataclasses.field(default_factory=dict)
-    transforms: dict = dataclasses.field(default_factory=dict)
-    values: dict = dataclasses.field(default_factory=dict)
+    config: dict[str, Any] = dataclasses.field(default_factory=dict)
+    transforms: dict[str, list[WidthTransform]] = dataclasses.field(
+        default_factory=dict
+    )
+    values: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
-    def add(self, variable, transform):
+    def add(self, variable: str, transform: WidthTransform) -> LayerChange:
+        """Append ``transform`` to ``variable``'s chain; returns ``self``."""
         self.transforms.setdefault(variable, []).append(transform)
         return self
 
-    def merge(self, other):
+    def merge(self, other: LayerChange | None) -> LayerChange:
         """Combine with another change of the same layer (transforms compose)."""
         if other is None:
             return self
@@ -230,6 +252,19 @@ def divide_transform(mapping, axis=-2, *, fill=0.0, seed=None):
 class Handler:
     """Base class of all handlers. Handlers are stateless.
 
+    Subclass one of `UnitsHandler`, `PassThroughHandler` or `LayoutHandler`
+    and register it with `register_handler`.
+
+    Example:
+
+    ```python
+    class ScaleByTwo(keras.layers.Layer):
+        def call(self, x):
+            return 2.0 * x
+
+    register_handler(ScaleByTwo, PassThroughHandler())
+    ```
+
     Attributes:
         role: `UNITS`, `SAME` or `DERIVED` (see the module docstring), or a
             per-layer answer from `role_of`.
@@ -237,16 +272,19 @@ class Handler:
             a layer without state may be shared (called several times).
     """
 
-    role = None
+    role: str | None = None
     has_state = True
 
-    def role_of(self, layer, node=None, graph=None):
+    def role_of(
+        self, layer: Any, node: Node | None = None, graph: LayerGraph | None = None
+    ) -> str | None:
+        """The role ``layer`` plays at ``node`` (`UNITS`, `SAME` or `DERIVED`)."""
         return self.role
 
-    def check(self, layer):
+    def check(self, layer: Any) -> None:
         """Raise a ValueError naming ``layer`` if its configuration is unsupported."""
 
-    def init_key(self, layer, variable):
+    def init_key(self, layer: Any, variable: str) -> str | None:
         """Config key of the initializer that creates ``variable`` (or None)."""
         return f"{variable}_initializer"
 
@@ -256,32 +294,66 @@ class UnitsHandler(Handler):
 
     Subclasses implement `width`, `widen_out`, `widen_in` and, to support
     `deepen`, `deeper_layer`.
+
+    Example:
+
+    ```python
+    class MyDenseHandler(UnitsHandler):
+        def width(self, layer):
+            return layer.units
+
+        def widen_out(self, layer, mapping, options, seeds):
+            return LayerChange(config={"units": mapping.new_width}).add(
+                "kernel", copy_transform(mapping)
+            )
+
+        def widen_in(self, layer, mapping, options, seeds, position=0):
+            return LayerChange().add("kernel", divide_transform(mapping))
+    ```
     """
 
     role = UNITS
 
-    def width(self, layer):
+    def width(self, layer: Any) -> int:
+        """The layer's current number of output units."""
         raise NotImplementedError
 
-    def reads(self, layer, node):
+    def reads(self, layer: Any, node: Node) -> list[int]:
         """Positions (in the node's flat tensor inputs) whose channels are read."""
         return [0]
 
-    def widen_out(self, layer, mapping, options, seeds):
+    def widen_out(
+        self, layer: Any, mapping: WidthMapping, options: WidenOptions, seeds: Seeds
+    ) -> LayerChange:
         """`LayerChange` that widens the layer's output units by ``mapping``."""
         raise unsupported(layer, "cannot be widened.")
 
-    def widen_in(self, layer, mapping, options, seeds, position=0):
+    def widen_in(
+        self,
+        layer: Any,
+        mapping: WidthMapping,
+        options: WidenOptions,
+        seeds: Seeds,
+        position: int = 0,
+    ) -> LayerChange:
         """`LayerChange` that absorbs widened input channels at ``position``."""
         raise unsupported(layer, "cannot read widened channels.")
 
-    def deeper_layer(self, layer, name, *, method, kernel_size=None, seed=None):
+    def deeper_layer(
+        self,
+        layer: Any,
+        name: str,
+        *,
+        method: str,
+        kernel_size: Any = None,
+        seed: int | None = None,
+    ) -> tuple[Any, Any]:
         """``(new layer, values)``: an identity copy (see `DenseHandler`)."""
         raise unsupported(
             layer, "cannot be followed by an identity copy (deepen() after it)."
         )
 
-    def zero_change(self, layer):
+    def zero_change(self, layer: Any) -> dict[str, np.ndarray] | None:
         """Values that make the layer output zeros (None if it cannot)."""
         return None
 
@@ -290,51 +362,86 @@ class PassThroughHandler(Handler):
     """A layer whose output has the same channel axis as its channel inputs.
 
     The default has no parameters: an elementwise layer (Dropout, ReLU, ...).
+    Override `follow` for per-channel parameters.
+
+    Example:
+
+    ```python
+    register_handler(MyElementwiseLayer, PassThroughHandler())
+    ```
     """
 
     role = SAME
     has_state = False
 
-    def channel_inputs(self, layer, node, graph):
+    def channel_inputs(self, layer: Any, node: Node, graph: LayerGraph) -> list[int]:
         """Positions of the inputs whose channel axis is the output's.
 
         Defaults to the positional tensor arguments (not a ``mask=``).
         """
         return list(range(node.positional))
 
-    def uniform_copies(self, layer, node, graph):
+    def uniform_copies(self, layer: Any, node: Node, graph: LayerGraph) -> str | None:
         """A reason string if every channel must be copied equally often, else None."""
         return None
 
-    def follow(self, layer, mapping, options, seeds):
+    def follow(
+        self, layer: Any, mapping: WidthMapping, options: WidenOptions, seeds: Seeds
+    ) -> LayerChange | None:
         """`LayerChange` for per-channel parameters/config (None: nothing)."""
         return None
 
-    def zero_preserving(self, layer):
+    def zero_preserving(self, layer: Any) -> bool:
         """True if the layer maps an all-zero input to an all-zero output."""
         return not self.has_state
 
-    def zero_change(self, layer):
+    def zero_change(self, layer: Any) -> dict[str, np.ndarray] | None:
         """Values that make the layer output zeros (None if it cannot)."""
         return None
 
 
 class LayoutHandler(Handler):
-    """A layer whose output channels are a new layout of its inputs' channels."""
+    """A layer whose output channels are a new layout of its inputs' channels.
+
+    Example:
+
+    ```python
+    class MyFlattenHandler(LayoutHandler):
+        def derive(self, layer, node, graph, mappings):
+            positions = math.prod(graph.shape(node.inputs[0])[1:-1])
+            return mappings[0].expand(positions)
+    ```
+    """
 
     role = DERIVED
     has_state = False
 
-    def channel_inputs(self, layer, node, graph):
+    def channel_inputs(self, layer: Any, node: Node, graph: LayerGraph) -> list[int]:
+        """Positions of the inputs whose channels the output's layout includes."""
         return list(range(node.positional))
 
-    def derive(self, layer, node, graph, mappings):
+    def derive(
+        self,
+        layer: Any,
+        node: Node,
+        graph: LayerGraph,
+        mappings: list[WidthMapping | None],
+    ) -> WidthMapping:
         """Output `WidthMapping` from the inputs' mappings (None: unchanged input)."""
         raise NotImplementedError
 
-    def follow(self, layer, node, graph, mappings, options, seeds):
+    def follow(
+        self,
+        layer: Any,
+        node: Node,
+        graph: LayerGraph,
+        mappings: list[WidthMapping | None],
+        options: WidenOptions,
+        seeds: Seeds,
+    ) -> LayerChange | None:
         """`LayerChange` for parameters/config (None: nothing)."""
         return None
 
-    def zero_preserving(self, layer):
+    def zero_preserving(self, layer: Any) -> bool:
+        """True if the layer maps an all-zero input to an all-zero output."""
         return not self.has_state

@@ -2,12 +2,25 @@
 
 A teacher CNN is trained, then wider and deeper students start from it
 (Net2WiderNet / Net2DeeperNet) or from random-padded / randomly initialised
-layers (the baselines) and train at 1/10 of the teacher's learning rate. A
-sixth run does the same widening with one `GrowModel` callback inside a single
-`model.fit` call.
+layers (the baselines) and train at 1/10 of the teacher's learning rate.
+
+Two protocols (``--protocol``):
+
+* ``original`` (the default): the original Keras example's choices exactly:
+  batch 32, conv layers without activation, random padding N(0, 0.1) with
+  bias 0.1, Net2WiderNet noise N(0, 5e-2 x std) on the consumers' new input
+  rows, random deepening with Keras' default initializers.
+* ``keras-net2net``: this library's defaults: batch 128, ReLU conv layers,
+  random padding with each kernel's own std and zero bias, Net2WiderNet noise
+  1e-3 x std on the new copies' incoming weights (the function stays within
+  ~1e-4), and a sixth run that widens with one `GrowModel` callback inside a
+  single `model.fit` call.
+
+``--seeds N`` repeats every configuration for N seeds and reports the mean
+and standard deviation per epoch and how often the paper's orderings hold.
 
     python examples/mnist_net2net.py --quick                 # bundled subset, < 1 min
-    python examples/mnist_net2net.py --data ../shared/data/mnist.npz
+    python examples/mnist_net2net.py --data ../shared/data/mnist.npz --seeds 3
 
 Outputs (in --out): results.json, results.md, results.csv and
 val_loss.png (if matplotlib is installed).
@@ -32,10 +45,28 @@ QUICK_DATA = Path(__file__).resolve().parent / "data" / "mnist_quick.npz"
 TEACHER_LR = 0.01
 STUDENT_LR = 0.001  # 1/10 of the teacher's, as in the paper
 MOMENTUM = 0.9
-# Symmetry-breaking noise of the net2wider students, relative to each kernel's
-# std, on the new copies' incoming weights. The paper gives no scale for MNIST;
-# 1e-3 makes the copies differ while the function stays within ~1e-4.
-NOISE = 1e-3
+
+# What each protocol decides (see the module docstring).
+PROTOCOLS = {
+    "original": {
+        "batch_size": 32,
+        "conv_activation": None,
+        "noise": 5e-2,
+        "noise_on": "consumers",
+        "pad_std": 0.1,
+        "pad_bias": 0.1,
+        "growmodel": False,
+    },
+    "keras-net2net": {
+        "batch_size": 128,
+        "conv_activation": "relu",
+        "noise": 1e-3,
+        "noise_on": "copies",
+        "pad_std": None,
+        "pad_bias": 0.0,
+        "growmodel": True,
+    },
+}
 
 # Validation loss after student epochs 1-3 reported by Chen et al. (2016).
 PAPER = {
@@ -52,6 +83,11 @@ LABELS = {
     "deeper-random-init": "4. deeper, random init",
     "net2deeper": "5. deeper, Net2DeeperNet",
     "growmodel-net2wider": "6. Net2WiderNet via GrowModel (one fit)",
+}
+# The paper's claims, checked per seed and student epoch: (better, worse).
+CLAIMS = {
+    "net2wider <= random pad": ("net2wider", "wider-random-pad"),
+    "net2deeper < random init": ("net2deeper", "deeper-random-init"),
 }
 
 
@@ -71,6 +107,14 @@ def parse_args(argv=None):
         "batch size 32 (under a minute on 2 CPU cores)",
     )
     parser.add_argument(
+        "--protocol",
+        choices=sorted(PROTOCOLS),
+        default="original",
+        help="'original': the original example's batch size, baselines and "
+        "noise; 'keras-net2net': this library's defaults (see the module "
+        "docstring). Default: original",
+    )
+    parser.add_argument(
         "--epochs",
         type=int,
         default=None,
@@ -78,9 +122,20 @@ def parse_args(argv=None):
         "(default 3, or 1 with --quick)",
     )
     parser.add_argument(
-        "--batch-size", type=int, default=None, help="default 128, or 32 with --quick"
+        "--batch-size",
+        type=int,
+        default=None,
+        help="default: the protocol's (32 original, 128 keras-net2net), "
+        "or 32 with --quick",
     )
-    parser.add_argument("--seed", type=int, default=1337)
+    parser.add_argument("--seed", type=int, default=1337, help="the first seed")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="run every configuration for this many seeds (seed, seed+1, ...) "
+        "and report mean and standard deviation. Default: 1",
+    )
     parser.add_argument("--out", type=Path, default=Path("net2net_results"))
     parser.add_argument(
         "--verbose",
@@ -89,12 +144,13 @@ def parse_args(argv=None):
         help="Keras fit verbosity (0 silent, 1 bar, 2 one line per epoch); default 2",
     )
     args = parser.parse_args(argv)
+    protocol = PROTOCOLS[args.protocol]
     if args.epochs is None:
         args.epochs = 1 if args.quick else 3
     if args.batch_size is None:
-        args.batch_size = 32 if args.quick else 128
-    if args.epochs < 1 or args.batch_size < 1:
-        parser.error("--epochs and --batch-size must be >= 1")
+        args.batch_size = 32 if args.quick else protocol["batch_size"]
+    if args.epochs < 1 or args.batch_size < 1 or args.seeds < 1:
+        parser.error("--epochs, --batch-size and --seeds must be >= 1")
     return args
 
 
@@ -128,14 +184,15 @@ def load_data(args):
     )
 
 
-def make_teacher():
+def make_teacher(protocol):
     layers = keras.layers
+    activation = protocol["conv_activation"]
     return keras.Sequential(
         [
             keras.Input((28, 28, 1)),
-            layers.Conv2D(64, 3, padding="same", activation="relu", name="conv1"),
+            layers.Conv2D(64, 3, padding="same", activation=activation, name="conv1"),
             layers.MaxPooling2D(2),
-            layers.Conv2D(64, 3, padding="same", activation="relu", name="conv2"),
+            layers.Conv2D(64, 3, padding="same", activation=activation, name="conv2"),
             layers.MaxPooling2D(2),
             layers.Flatten(),
             layers.Dense(64, activation="relu", name="fc1"),
@@ -182,10 +239,20 @@ def train(name, model, learning_rate, train_data, test, args):
     }
 
 
-def wider(teacher, method, seed):
-    noise = NOISE if method == "net2wider" else 0.0
-    model = kn.widen(teacher, "conv1", 128, method=method, noise=noise, seed=seed)
-    return kn.widen(model, "fc1", 128, method=method, noise=noise, seed=seed + 1)
+def widen_options(protocol, method, noise=True):
+    """The keyword arguments of `widen` for a protocol and method."""
+    options = dict(method=method, noise_on=protocol["noise_on"])
+    if method == "net2wider" and noise:
+        options["noise"] = protocol["noise"]
+    if method == "random-pad":
+        options.update(pad_std=protocol["pad_std"], pad_bias=protocol["pad_bias"])
+    return options
+
+
+def wider(teacher, protocol, method, seed, noise=True):
+    options = widen_options(protocol, method, noise)
+    model = kn.widen(teacher, "conv1", 128, seed=seed, **options)
+    return kn.widen(model, "fc1", 128, seed=seed + 1, **options)
 
 
 def deeper(teacher, method, seed):
@@ -206,19 +273,20 @@ class EvaluateAfterGrowth(keras.callbacks.Callback):
             self.result = evaluate(self.model, self.test, self.batch_size)
 
 
-def grow_in_fit(train_data, test, args):
+def grow_in_fit(train_data, test, args, protocol, seed):
     """Teacher epochs, growth, student epochs: one model.fit call."""
     name = "growmodel-net2wider"
-    keras.utils.set_random_seed(args.seed)  # the same initial teacher as row 1
-    model = compile_model(make_teacher(), TEACHER_LR)
+    keras.utils.set_random_seed(seed)  # the same initial teacher as row 1
+    model = compile_model(make_teacher(protocol), TEACHER_LR)
     print(
         f"\n== {LABELS[name]}: {model.count_params():,} parameters at start", flush=True
     )
+    options = widen_options(protocol, "net2wider")
     grow = kn.GrowModel(
         {
             args.epochs: [
-                kn.Widen("conv1", 128, noise=NOISE, seed=args.seed),
-                kn.Widen("fc1", 128, noise=NOISE, seed=args.seed + 1),
+                kn.Widen("conv1", 128, seed=seed, **options),
+                kn.Widen("fc1", 128, seed=seed + 1, **options),
             ]
         },
         lr_scale=STUDENT_LR / TEACHER_LR,
@@ -251,64 +319,147 @@ def grow_in_fit(train_data, test, args):
     }
 
 
-def run(args):
-    keras.utils.set_random_seed(args.seed)
-    train_data, test = load_data(args)
-    print(
-        f"MNIST: {len(train_data[0])} training / {len(test[0])} validation digits; "
-        f"backend {keras.backend.backend()}, Keras {keras.version()}",
-        flush=True,
-    )
-    total = time.perf_counter()
+def run_seed(args, protocol, seed, train_data, test):
+    """Every configuration for one seed; also the noise-free students' epoch 0."""
+    keras.utils.set_random_seed(seed)
     results = []
-    teacher = make_teacher()
+    teacher = make_teacher(protocol)
     results.append(train("teacher", teacher, TEACHER_LR, train_data, test, args))
     students = {
-        "wider-random-pad": lambda: wider(teacher, "random-pad", args.seed),
-        "net2wider": lambda: wider(teacher, "net2wider", args.seed),
-        "deeper-random-init": lambda: deeper(teacher, "random", args.seed),
-        "net2deeper": lambda: deeper(teacher, "identity", args.seed),
+        "wider-random-pad": lambda: wider(teacher, protocol, "random-pad", seed),
+        "net2wider": lambda: wider(teacher, protocol, "net2wider", seed),
+        "deeper-random-init": lambda: deeper(teacher, "random", seed),
+        "net2deeper": lambda: deeper(teacher, "identity", seed),
+    }
+    exact = {
+        "net2wider": evaluate(
+            compile_model(
+                wider(teacher, protocol, "net2wider", seed, False), STUDENT_LR
+            ),
+            test,
+            args.batch_size,
+        )[0],
+        "net2deeper": None,  # no noise: its epoch 0 below is already noise-free
     }
     for name, build in students.items():
         results.append(train(name, build(), STUDENT_LR, train_data, test, args))
-    results.append(grow_in_fit(train_data, test, args))
+    exact["net2deeper"] = results[-1]["val_loss"][0]
+    if protocol["growmodel"]:
+        results.append(grow_in_fit(train_data, test, args, protocol, seed))
+    for r in results:
+        r["seed"] = seed
+    return results, {"teacher_final": results[0]["val_loss"][-1], "epoch0": exact}
+
+
+def summarize(runs, epochs):
+    """Mean and standard deviation per configuration and epoch, and claims."""
+    names = [r["name"] for r in runs[0]["results"]]
+    rows = []
+    for name in names:
+        per_seed = [
+            next(r for r in run["results"] if r["name"] == name) for run in runs
+        ]
+        losses = np.array([r["val_loss"] for r in per_seed])
+        accuracy = np.array([r["val_accuracy"][-1] for r in per_seed])
+        rows.append(
+            {
+                "name": name,
+                "label": LABELS[name],
+                "params": per_seed[0]["params"],
+                "mean": losses.mean(axis=0).tolist(),
+                "std": losses.std(axis=0).tolist(),
+                "val_accuracy_mean": float(accuracy.mean()),
+                "seconds_mean": float(np.mean([r["seconds"] for r in per_seed])),
+            }
+        )
+    claims = {}
+    for claim, (better, worse) in CLAIMS.items():
+        held = total = 0
+        for run in runs:
+            by_name = {r["name"]: r["val_loss"] for r in run["results"]}
+            for epoch in range(1, epochs + 1):
+                total += 1
+                a, b = by_name[better][epoch], by_name[worse][epoch]
+                held += bool(a <= b if "<=" in claim else a < b)
+        claims[claim] = {"held": held, "of": total}
+    exact = {"held": 0, "of": 0, "worst": 0.0}
+    for run in runs:
+        for loss in run["checks"]["epoch0"].values():
+            difference = abs(loss - run["checks"]["teacher_final"])
+            exact["of"] += 1
+            exact["held"] += bool(difference <= 1e-4)
+            exact["worst"] = max(exact["worst"], difference)
+    claims["students at epoch 0 = teacher's final loss (noise off, 1e-4)"] = exact
+    return rows, claims
+
+
+def run(args):
+    protocol = PROTOCOLS[args.protocol]
+    train_data, test = load_data(args)
+    print(
+        f"MNIST: {len(train_data[0])} training / {len(test[0])} validation digits; "
+        f"backend {keras.backend.backend()}, Keras {keras.version()}; "
+        f"protocol {args.protocol}, batch {args.batch_size}, {args.seeds} seed(s)",
+        flush=True,
+    )
+    total = time.perf_counter()
+    runs = []
+    for seed in range(args.seed, args.seed + args.seeds):
+        print(f"\n######## seed {seed}", flush=True)
+        results, checks = run_seed(args, protocol, seed, train_data, test)
+        runs.append({"seed": seed, "results": results, "checks": checks})
+    summary, claims = summarize(runs, args.epochs)
     return {
         "config": {
             "quick": args.quick,
+            "protocol": args.protocol,
+            **protocol,
             "epochs": args.epochs,
             "batch_size": args.batch_size,
-            "seed": args.seed,
+            "seeds": list(range(args.seed, args.seed + args.seeds)),
             "teacher_lr": TEACHER_LR,
             "student_lr": STUDENT_LR,
             "momentum": MOMENTUM,
-            "noise": NOISE,
             "train_size": int(len(train_data[0])),
             "val_size": int(len(test[0])),
             "backend": keras.backend.backend(),
             "keras": keras.version(),
         },
-        "results": results,
+        "results": runs[0]["results"],
+        "runs": runs,
+        "summary": summary,
+        "claims": claims,
         "paper_val_loss": PAPER,
         "total_seconds": time.perf_counter() - total,
     }
 
 
 def markdown_table(report):
+    """Mean (and, over several seeds, standard deviation) per epoch, and claims."""
     epochs = report["config"]["epochs"]
+    several = len(report["config"]["seeds"]) > 1
     head = (
         ["configuration", "params"]
         + [f"val loss ep {e}" for e in range(epochs + 1)]
         + ["val acc (last)", "paper ep 1-3", "time (s)"]
     )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in report["results"]:
+    for r in report["summary"]:
         paper = " ".join(f"{v:.3f}" for v in PAPER.get(r["name"], [])) or "-"
+        losses = [
+            f"{m:.4f} ± {d:.4f}" if several else f"{m:.4f}"
+            for m, d in zip(r["mean"], r["std"])
+        ]
         cells = (
             [r["label"], f"{r['params']:,}"]
-            + [f"{v:.4f}" for v in r["val_loss"]]
-            + [f"{r['val_accuracy'][-1]:.4f}", paper, f"{r['seconds']:.0f}"]
+            + losses
+            + [f"{r['val_accuracy_mean']:.4f}", paper, f"{r['seconds_mean']:.0f}"]
         )
         lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    for claim, result in report["claims"].items():
+        extra = f" (worst {result['worst']:.1e})" if "worst" in result else ""
+        lines.append(f"- {claim}: {result['held']}/{result['of']}{extra}")
     return "\n".join(lines)
 
 
@@ -316,17 +467,23 @@ def write_outputs(report, out):
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(report, indent=2))
     table = markdown_table(report)
+    seeds = report["config"]["seeds"]
     (out / "results.md").write_text(
-        "Validation loss per epoch (epoch 0: before any training of that row).\n\n"
+        f"Validation loss per epoch (epoch 0: before any training of that row), "
+        f"protocol {report['config']['protocol']}, "
+        + (f"mean ± std over seeds {seeds}" if len(seeds) > 1 else f"seed {seeds[0]}")
+        + ".\n\n"
         + table
         + "\n"
     )
     with open(out / "results.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["configuration", "epoch", "val_loss", "val_accuracy"])
-        for r in report["results"]:
-            for epoch, (loss, acc) in enumerate(zip(r["val_loss"], r["val_accuracy"])):
-                writer.writerow([r["name"], epoch, loss, acc])
+        writer.writerow(["configuration", "seed", "epoch", "val_loss", "val_accuracy"])
+        for run in report["runs"]:
+            for r in run["results"]:
+                pairs = zip(r["val_loss"], r["val_accuracy"])
+                for epoch, (loss, acc) in enumerate(pairs):
+                    writer.writerow([r["name"], run["seed"], epoch, loss, acc])
     try:
         import matplotlib
 
@@ -339,19 +496,21 @@ def write_outputs(report, out):
         )
         return table, None
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in report["results"]:
+    for r in report["summary"]:
         style = "--" if r["name"].startswith("growmodel") else "-"
-        ax.plot(
-            range(len(r["val_loss"])),
-            r["val_loss"],
-            style,
-            marker="o",
-            label=r["label"],
-        )
+        epochs = np.arange(len(r["mean"]))
+        mean, std = np.array(r["mean"]), np.array(r["std"])
+        (line,) = ax.plot(epochs, mean, style, marker="o", label=r["label"])
+        if len(seeds) > 1:
+            low = np.maximum(mean - std, mean * 0.5)
+            ax.fill_between(epochs, low, mean + std, color=line.get_color(), alpha=0.2)
     ax.set_xlabel("epoch (0 = before training)")
-    ax.set_ylabel("validation loss")
+    ax.set_ylabel("validation loss" + (" (mean ± std)" if len(seeds) > 1 else ""))
     ax.set_yscale("log")
-    ax.set_title(f"Net2Net on MNIST ({report['config']['train_size']} training digits)")
+    ax.set_title(
+        f"Net2Net on MNIST ({report['config']['train_size']} training digits, "
+        f"protocol {report['config']['protocol']}, {len(seeds)} seed(s))"
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "val_loss.png", dpi=110)

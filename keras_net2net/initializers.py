@@ -68,8 +68,11 @@ class Net2WiderInit(keras.initializers.Initializer):
             from ``source``. Defaults to None.
         side: ``"out"`` for the widened layer, ``"in"`` for a consumer.
             Defaults to ``"out"``.
-        noise: symmetry-breaking noise, relative to the source's standard
-            deviation; 0 keeps the function exactly. Defaults to 0.
+        noise: symmetry-breaking noise; 0 keeps the function exactly. With
+            ``side="out"`` it is added to the new copies, relative to the
+            source's standard deviation; with ``side="in"`` to the rows of the
+            new copies, relative to their own standard deviation.
+            Defaults to 0.
         fill: value for fresh units: a number, or ``"random"`` (normal noise
             with the source's standard deviation). Defaults to 0.
         seed: integer seed for ``noise``/``fill="random"``, or None.
@@ -78,6 +81,8 @@ class Net2WiderInit(keras.initializers.Initializer):
             source, e.g. after loading a saved model. Defaults to ``"zeros"``.
         axis: the widened axis. Defaults to -1 for ``side="out"`` and -2 for
             ``side="in"`` (a kernel's output and input axes).
+        fill_std: standard deviation of ``fill="random"``. Defaults to None
+            (the source's standard deviation).
     """
 
     def __init__(
@@ -90,6 +95,7 @@ class Net2WiderInit(keras.initializers.Initializer):
         seed: int | None = None,
         fallback: Any = "zeros",
         axis: int | None = None,
+        fill_std: float | None = None,
     ) -> None:
         owner = "Net2WiderInit"
         self.side = check_choice(side, _SIDES, "side", owner=owner)
@@ -99,6 +105,11 @@ class Net2WiderInit(keras.initializers.Initializer):
         else:
             self.fill = check_real(fill, "fill", owner=owner)
         self.seed = check_seed(seed, owner=owner)
+        self.fill_std = (
+            None
+            if fill_std is None
+            else check_real(fill_std, "fill_std", positive=True, owner=owner)
+        )
         if axis is not None:
             axis = check_int(axis, "axis", minimum=-64, owner=owner)
         self.axis = _DEFAULT_AXIS[self.side] if axis is None else axis
@@ -174,6 +185,7 @@ class Net2WiderInit(keras.initializers.Initializer):
             seed=last.seed,
             fallback=fallback,
             axis=last.axis,
+            fill_std=last.fill_std,
         )
 
     @property
@@ -182,7 +194,13 @@ class Net2WiderInit(keras.initializers.Initializer):
         if self.mapping is None:
             return None
         return transforms.WidthTransform(
-            self.mapping, self.side, self.axis, self.noise, self.fill, self.seed
+            self.mapping,
+            self.side,
+            self.axis,
+            self.noise,
+            self.fill,
+            self.seed,
+            self.fill_std,
         )
 
     def transform(self, value: Any, kind: str = "weight") -> np.ndarray:
@@ -228,6 +246,7 @@ class Net2WiderInit(keras.initializers.Initializer):
             "seed": self.seed,
             "fallback": keras.initializers.serialize(self.fallback),
             "axis": self.axis,
+            "fill_std": self.fill_std,
         }
 
 

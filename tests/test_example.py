@@ -29,12 +29,11 @@ def load_example():
     return module
 
 
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("quick")
+def run_quick(out, *extra):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--out", str(out), "--verbose", "0"],
+        [sys.executable, str(SCRIPT), "--quick", "--out", str(out), "--verbose", "0"]
+        + list(extra),
         capture_output=True,
         text=True,
         env=env,
@@ -44,33 +43,81 @@ def quick_run(tmp_path_factory):
     return out, proc.stdout
 
 
-def test_quick_run_writes_table_json_csv_and_plot(quick_run):
-    out, stdout = quick_run
-    report = json.loads((out / "results.json").read_text())
+@pytest.fixture(scope="module")
+def quick_original(tmp_path_factory):
+    """The original protocol over two seeds."""
+    return run_quick(tmp_path_factory.mktemp("original"), "--seeds", "2")
+
+
+@pytest.fixture(scope="module")
+def quick_library(tmp_path_factory):
+    """keras-net2net's own protocol, with the in-fit GrowModel run."""
+    return run_quick(tmp_path_factory.mktemp("library"), "--protocol", "keras-net2net")
+
+
+def check_rows(report, names):
     results = {r["name"]: r for r in report["results"]}
-    assert list(results) == NAMES
+    assert list(results) == names
     for r in results.values():
         assert len(r["val_loss"]) == report["config"]["epochs"] + 1
         assert np.all(np.isfinite(r["val_loss"]))
         assert np.all(np.isfinite(r["val_accuracy"]))
+    # the random baselines really start elsewhere
     teacher_final = results["teacher"]["val_loss"][-1]
+    assert abs(results["deeper-random-init"]["val_loss"][0] - teacher_final) > 1e-2
+    assert results["wider-random-pad"]["params"] == results["net2wider"]["params"]
+    return results, teacher_final
+
+
+def test_original_protocol_over_seeds(quick_original):
+    out, stdout = quick_original
+    report = json.loads((out / "results.json").read_text())
+    config = report["config"]
+    assert config["protocol"] == "original" and config["seeds"] == [1337, 1338]
+    assert config["noise_on"] == "consumers" and config["pad_bias"] == 0.1
+    assert [run["seed"] for run in report["runs"]] == [1337, 1338]
+    for run in report["runs"]:
+        check_rows({"results": run["results"], "config": config}, NAMES[:5])
+        # noise-free students start exactly where the teacher ended
+        for loss in run["checks"]["epoch0"].values():
+            assert abs(loss - run["checks"]["teacher_final"]) <= 1e-4
+        # net2deeper has no noise; net2wider's consumer noise moves it a little
+        results = {r["name"]: r for r in run["results"]}
+        teacher_final = results["teacher"]["val_loss"][-1]
+        assert abs(results["net2deeper"]["val_loss"][0] - teacher_final) <= 1e-4
+    summary = {r["name"]: r for r in report["summary"]}
+    teachers = [run["results"][0]["val_loss"] for run in report["runs"]]
+    np.testing.assert_allclose(summary["teacher"]["mean"], np.mean(teachers, axis=0))
+    np.testing.assert_allclose(summary["teacher"]["std"], np.std(teachers, axis=0))
+    claims = report["claims"]
+    assert claims["net2wider <= random pad"]["of"] == 2  # 2 seeds x 1 epoch
+    assert (
+        claims["students at epoch 0 = teacher's final loss (noise off, 1e-4)"]["held"]
+        == 4
+    )
+    table = (out / "results.md").read_text()
+    assert "±" in table and "net2deeper < random init" in table
+    rows = (out / "results.csv").read_text().splitlines()
+    assert len(rows) == 1 + 2 * 5 * (config["epochs"] + 1)
+    png = (out / "val_loss.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+    assert "total wall time" in stdout
+
+
+def test_library_protocol_with_growmodel(quick_library):
+    out, stdout = quick_library
+    report = json.loads((out / "results.json").read_text())
+    results, teacher_final = check_rows(report, NAMES)
+    assert report["config"]["noise_on"] == "copies"
     for name in ("net2wider", "net2deeper"):
         assert abs(results[name]["val_loss"][0] - teacher_final) <= 1e-4, name
     # the in-fit run trains its own teacher phase: compare with its last epoch
     grown = results["growmodel-net2wider"]
     assert abs(grown["val_loss"][0] - grown["teacher_val_loss"][-1]) <= 1e-4
-    # the random baselines really start elsewhere
-    assert abs(results["deeper-random-init"]["val_loss"][0] - teacher_final) > 1e-2
-    assert results["wider-random-pad"]["params"] == results["net2wider"]["params"]
-    assert results["growmodel-net2wider"]["growth"]
+    assert grown["growth"]
     table = (out / "results.md").read_text()
     for r in results.values():
         assert r["label"] in table and r["label"] in stdout
-    rows = (out / "results.csv").read_text().splitlines()
-    assert len(rows) == 1 + len(NAMES) * (report["config"]["epochs"] + 1)
-    png = (out / "val_loss.png").read_bytes()
-    assert png.startswith(b"\x89PNG") and len(png) > 10_000
-    assert "total wall time" in stdout
 
 
 def test_failed_download_explains_data_and_quick(monkeypatch, tmp_path):

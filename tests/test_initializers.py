@@ -73,7 +73,9 @@ def test_transform_kinds_for_optimizer_state(rng):
     np.testing.assert_allclose(linear[0], v[0] / 2)
     np.testing.assert_allclose(squared[3], v[0] / 4)
     assert np.all(linear[4] == 0) and np.all(squared[4] == 0)
-    assert not np.allclose(init.transform(v)[0], v[0] / 2)  # noise applies
+    weights = init.transform(v)
+    np.testing.assert_allclose(weights[0], v[0] / 2)  # the original's row: exact
+    assert not np.allclose(weights[3], v[0] / 2)  # noise on the new copy's row
 
 
 def test_config_has_no_weights_and_roundtrips(rng):

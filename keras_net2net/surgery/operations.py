@@ -71,6 +71,9 @@ class Widen:
     method: str = H.NET2WIDER
     noise: float = 0.0
     seed: int | None = None
+    noise_on: str = H.COPIES
+    pad_std: float | None = None
+    pad_bias: float = 0.0
 
     def __post_init__(self) -> None:
         owner = "Widen"
@@ -83,6 +86,16 @@ class Widen:
             self, "noise", check_real(self.noise, "noise", minimum=0.0, owner=owner)
         )
         object.__setattr__(self, "seed", check_seed(self.seed, owner=owner))
+        check_choice(self.noise_on, H.NOISE_TARGETS, "noise_on", owner=owner)
+        if self.pad_std is not None:
+            object.__setattr__(
+                self,
+                "pad_std",
+                check_real(self.pad_std, "pad_std", positive=True, owner=owner),
+            )
+        object.__setattr__(
+            self, "pad_bias", check_real(self.pad_bias, "pad_bias", owner=owner)
+        )
 
     def plan(self, model: Model) -> Plan:
         return plan_widen(
@@ -92,6 +105,9 @@ class Widen:
             method=self.method,
             noise=self.noise,
             seed=self.seed,
+            noise_on=self.noise_on,
+            pad_std=self.pad_std,
+            pad_bias=self.pad_bias,
         )
 
 
@@ -278,10 +294,14 @@ def apply_operations(
     return result
 
 
-def _check_widen_args(method, noise, seed):
+def _check_widen_args(method, noise, seed, noise_on, pad_std, pad_bias):
     check_choice(method, H.WIDEN_METHODS, "method")
     check_real(noise, "noise", minimum=0.0)
     check_seed(seed)
+    check_choice(noise_on, H.NOISE_TARGETS, "noise_on")
+    if pad_std is not None:
+        check_real(pad_std, "pad_std", positive=True)
+    check_real(pad_bias, "pad_bias")
 
 
 def widen(
@@ -292,6 +312,9 @@ def widen(
     method: str = H.NET2WIDER,
     noise: float = 0.0,
     seed: int | None = None,
+    noise_on: str = H.COPIES,
+    pad_std: float | None = None,
+    pad_bias: float = 0.0,
 ) -> Model:
     """Return a copy of ``model`` in which ``layer``'s channels are widened.
 
@@ -323,11 +346,20 @@ def widen(
             the current width.
         method: ``"net2wider"`` (copy channels) or ``"random-pad"`` (the
             baseline: random new channels). Defaults to ``"net2wider"``.
-        noise: symmetry-breaking noise added to the incoming weights of the
-            new copies, relative to the kernel's standard deviation, so that
-            copies are no longer identical; it changes the function slightly.
-            0 preserves the function exactly. Defaults to 0.
+        noise: symmetry-breaking noise, so that copies are no longer
+            identical; it changes the function slightly. 0 preserves the
+            function exactly. Defaults to 0.
         seed: integer seed of the mapping and the noise. Defaults to None.
+        noise_on: where the noise goes: ``"copies"`` (the new copies'
+            incoming weights, relative to the kernel's standard deviation) or
+            ``"consumers"`` (their outgoing weights in the consumers, relative
+            to the standard deviation of those weights, as the original
+            Net2Net code does). Defaults to ``"copies"``.
+        pad_std: for ``method="random-pad"``: the standard deviation of the
+            new random kernel entries (widened layers and consumers).
+            Defaults to None (each kernel's own standard deviation).
+        pad_bias: for ``method="random-pad"``: the bias of the new units.
+            Defaults to 0.
 
     Returns:
         A new model of the same kind (Sequential or Functional), compiled like
@@ -338,12 +370,22 @@ def widen(
             larger, or an operation coupled with the channels cannot take part
             (unsupported type, a model output, a shared layer, ...).
     """
-    _check_widen_args(method, noise, seed)
+    _check_widen_args(method, noise, seed, noise_on, pad_std, pad_bias)
     if isinstance(layer, keras.Operation):
         target = layer
     else:
         target = check_name(layer, "layer", allow_none=False)
-    plan = plan_widen(model, target, units, method=method, noise=noise, seed=seed)
+    plan = plan_widen(
+        model,
+        target,
+        units,
+        method=method,
+        noise=noise,
+        seed=seed,
+        noise_on=noise_on,
+        pad_std=pad_std,
+        pad_bias=pad_bias,
+    )
     return apply_plan(model, plan)[0]
 
 

@@ -120,7 +120,18 @@ def _single_call(graph, op, what):
 # Widen.
 
 
-def plan_widen(model, layer, units, *, method=H.NET2WIDER, noise=0.0, seed=None):
+def plan_widen(
+    model,
+    layer,
+    units,
+    *,
+    method=H.NET2WIDER,
+    noise=0.0,
+    seed=None,
+    noise_on=H.COPIES,
+    pad_std=None,
+    pad_bias=0.0,
+):
     """Plan `widen` (see there); raises before anything is built."""
     graph = LayerGraph(model)
     target = graph.get(layer)
@@ -167,7 +178,13 @@ def plan_widen(model, layer, units, *, method=H.NET2WIDER, noise=0.0, seed=None)
         next(seeds)
     else:
         mapping = random_mapping(old_width, units, seed=next(seeds))
-    options = H.WidenOptions(method=method, noise=float(noise))
+    options = H.WidenOptions(
+        method=method,
+        noise=float(noise),
+        noise_on=noise_on,
+        pad_std=pad_std,
+        pad_bias=float(pad_bias),
+    )
     mappings = group_mappings(group, mapping)
     plan = Plan(
         f"widen '{target.name}' {old_width} -> {units} ({method}), "

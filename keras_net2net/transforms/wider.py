@@ -38,7 +38,7 @@ def _index(ndim, axis, mask):
     return tuple(index)
 
 
-def _fill(out, mask, fill, source, rng, axis):
+def _fill(out, mask, fill, source, rng, axis, fill_std=None):
     if not mask.any():
         return
     index = _index(out.ndim, axis, mask)
@@ -47,17 +47,19 @@ def _fill(out, mask, fill, source, rng, axis):
             raise ValueError(
                 f"fill must be a number or '{RANDOM}'. Received: fill={fill!r}"
             )
-        out[index] = rng.normal(0.0, _scale(source), size=out[index].shape)
+        std = _scale(source) if fill_std is None else float(fill_std)
+        out[index] = rng.normal(0.0, std, size=out[index].shape)
     else:
         out[index] = fill
 
 
-def _add_noise(out, mask, noise, source, rng, axis):
+def _add_noise(out, mask, noise, reference, rng, axis):
+    """Add N(0, (noise * std(reference))^2) to the entries ``mask`` selects."""
     noise = check_real(noise, "noise", minimum=0.0)
     if noise == 0 or not mask.any():
         return
     index = _index(out.ndim, axis, mask)
-    std = noise * float(np.std(source))
+    std = noise * float(np.std(reference))
     out[index] += rng.normal(0.0, std, size=out[index].shape).astype(out.dtype)
 
 
@@ -81,6 +83,7 @@ def wider_out(
     fill: float | str = 0.0,
     seed: Seed = None,
     axis: int = -1,
+    fill_std: float | None = None,
 ) -> np.ndarray:
     """Widen the output side of a kernel or vector: copy along ``axis``.
 
@@ -91,9 +94,12 @@ def wider_out(
         mapping: a `WidthMapping`.
         noise: noise std relative to ``std(w)`` added to the copies
             (units beyond ``old_width``). Defaults to 0.
-        fill: value of fresh units: a number or ``"random"``. Defaults to 0.
+        fill: value of fresh units: a number or ``"random"`` (normal noise).
+            Defaults to 0.
         seed: int, `numpy.random.Generator` or None. Defaults to None.
         axis: the widened axis. Defaults to -1.
+        fill_std: standard deviation of a ``"random"`` fill. Defaults to None:
+            the standard deviation of ``w``.
 
     Returns:
         Array with ``new_width`` entries along ``axis``.
@@ -111,7 +117,7 @@ def wider_out(
     rng = np.random.default_rng(seed)
     fresh = mapping.fresh
     out = np.take(w, np.where(fresh, 0, mapping.indices), axis=axis)
-    _fill(out, fresh, fill, w, rng, axis)
+    _fill(out, fresh, fill, w, rng, axis, fill_std)
     copies = ~fresh & (np.arange(mapping.new_width) >= mapping.old_width)
     _add_noise(out, copies, noise, w, rng, axis)
     return out
@@ -126,23 +132,29 @@ def wider_in(
     seed: Seed = None,
     power: int = 1,
     axis: int = -2,
+    fill_std: float | None = None,
 ) -> np.ndarray:
     """Adjust the input side of a consumer kernel: copy and divide along ``axis``.
 
     Entry ``j`` along ``axis`` of the result is entry ``g(j)`` of ``w``
     divided by ``count(g(j)) ** power``. ``power=1`` preserves the function
     for weights; ``power=2`` is the consistent map for squared quantities such
-    as Adam's second moments.
+    as Adam's second moments. ``noise`` is added to the entries of the new
+    copies (``j >= old_width``), relative to their own standard deviation, as
+    the original Net2Net code does on the consumer side; it changes the
+    function slightly.
 
     Args:
         w: kernel ``(..., old_width, out)``.
         mapping: a `WidthMapping`.
-        noise: noise std relative to ``std(w)`` added to the rows of
-            replicated units. Defaults to 0.
+        noise: noise std, relative to the std of the new copies' entries,
+            added to those entries. Defaults to 0.
         fill: value of fresh rows: a number or ``"random"``. Defaults to 0.
         seed: int, `numpy.random.Generator` or None. Defaults to None.
         power: exponent of the replication count divisor. Defaults to 1.
         axis: the axis that reads the widened units. Defaults to -2.
+        fill_std: standard deviation of a ``"random"`` fill. Defaults to None:
+            the standard deviation of ``w``.
 
     Returns:
         Array with ``new_width`` entries along ``axis``.
@@ -171,9 +183,11 @@ def wider_in(
         if np.issubdtype(out.dtype, np.floating):
             divisor = divisor.astype(out.dtype)
         out = out / divisor
-    _fill(out, fresh, fill, w, rng, axis)
-    replicated = ~fresh & (counts > 1)
-    _add_noise(out, replicated, noise, w, rng, axis)
+    _fill(out, fresh, fill, w, rng, axis, fill_std)
+    copies = ~fresh & (np.arange(mapping.new_width) >= mapping.old_width)
+    if copies.any():
+        reference = np.take(out, np.flatnonzero(copies), axis=axis)
+        _add_noise(out, copies, noise, reference, rng, axis)
     return out
 
 
@@ -207,6 +221,8 @@ class WidthTransform:
             Defaults to 0.
         fill: value of fresh units: a number or ``"random"``. Defaults to 0.
         seed: integer seed or None. Defaults to None.
+        fill_std: standard deviation of a ``"random"`` fill (None: the
+            weight's own). Defaults to None.
     """
 
     mapping: WidthMapping
@@ -215,6 +231,7 @@ class WidthTransform:
     noise: float = 0.0
     fill: float | str = 0.0
     seed: int | None = None
+    fill_std: float | None = None
 
     def __post_init__(self) -> None:
         if self.side not in SIDES:
@@ -243,7 +260,13 @@ class WidthTransform:
         axis = -1 if self.axis is None else self.axis
         if self.side == "out":
             return wider_out(
-                value, self.mapping, noise=noise, fill=fill, seed=self.seed, axis=axis
+                value,
+                self.mapping,
+                noise=noise,
+                fill=fill,
+                seed=self.seed,
+                axis=axis,
+                fill_std=self.fill_std,
             )
         return wider_in(
             value,
@@ -253,4 +276,5 @@ class WidthTransform:
             seed=self.seed,
             axis=axis,
             power=2 if kind == "squared" else 1,
+            fill_std=self.fill_std,
         )

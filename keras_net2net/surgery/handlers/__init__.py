@@ -34,10 +34,13 @@ from keras_net2net.surgery.handlers import merging
 from keras_net2net.surgery.handlers import normalization
 from keras_net2net.surgery.handlers import ops
 from keras_net2net.surgery.handlers import reshaping
+from keras_net2net.surgery.handlers.base import CONSUMERS
+from keras_net2net.surgery.handlers.base import COPIES
 from keras_net2net.surgery.handlers.base import DEEPEN_METHODS
 from keras_net2net.surgery.handlers.base import DERIVED
 from keras_net2net.surgery.handlers.base import IDENTITY
 from keras_net2net.surgery.handlers.base import NET2WIDER
+from keras_net2net.surgery.handlers.base import NOISE_TARGETS
 from keras_net2net.surgery.handlers.base import RANDOM
 from keras_net2net.surgery.handlers.base import RANDOM_PAD
 from keras_net2net.surgery.handlers.base import SAME
@@ -53,7 +56,10 @@ from keras_net2net.surgery.handlers.base import describe
 from keras_net2net.surgery.handlers.base import unsupported
 
 __all__ = [
+    "CONSUMERS",
+    "COPIES",
     "DEEPEN_METHODS",
+    "NOISE_TARGETS",
     "DERIVED",
     "Handler",
     "IDENTITY",

@@ -43,6 +43,9 @@ Seeds = Iterator[int]
 NET2WIDER = "net2wider"
 RANDOM_PAD = "random-pad"
 WIDEN_METHODS = (NET2WIDER, RANDOM_PAD)
+COPIES = "copies"
+CONSUMERS = "consumers"
+NOISE_TARGETS = (COPIES, CONSUMERS)
 IDENTITY = "identity"
 RANDOM = "random"
 DEEPEN_METHODS = (IDENTITY, RANDOM)
@@ -168,10 +171,25 @@ class WidenOptions:
 
     method: str = NET2WIDER
     noise: float = 0.0
+    noise_on: str = COPIES
+    pad_std: float | None = None
+    pad_bias: float = 0.0
 
     @property
-    def random_pad(self):
+    def random_pad(self) -> bool:
         return self.method == RANDOM_PAD
+
+    def fill(self) -> float | str:
+        """What fresh (random-pad) kernel entries get: ``"random"`` or 0."""
+        return RANDOM if self.random_pad else 0.0
+
+    def copy_noise(self) -> float:
+        """Noise on the new copies' incoming weights (the widened layer)."""
+        return self.noise if self.noise_on == COPIES else 0.0
+
+    def consumer_noise(self) -> float:
+        """Noise on the new copies' outgoing weights (the consumers)."""
+        return self.noise if self.noise_on == CONSUMERS else 0.0
 
 
 def describe(layer):
@@ -241,12 +259,30 @@ def check_channels_last(layer):
         )
 
 
-def copy_transform(mapping, axis=-1, *, fill=0.0, noise=0.0, seed=None):
-    return WidthTransform(mapping, "out", axis, noise, fill, seed)
+def copy_transform(
+    mapping: WidthMapping,
+    axis: int = -1,
+    *,
+    fill: float | str = 0.0,
+    noise: float = 0.0,
+    seed: int | None = None,
+    fill_std: float | None = None,
+) -> WidthTransform:
+    """A transform that copies entries along ``axis`` (see `WidthTransform`)."""
+    return WidthTransform(mapping, "out", axis, noise, fill, seed, fill_std)
 
 
-def divide_transform(mapping, axis=-2, *, fill=0.0, seed=None):
-    return WidthTransform(mapping, "in", axis, 0.0, fill, seed)
+def divide_transform(
+    mapping: WidthMapping,
+    axis: int = -2,
+    *,
+    fill: float | str = 0.0,
+    noise: float = 0.0,
+    seed: int | None = None,
+    fill_std: float | None = None,
+) -> WidthTransform:
+    """A transform that copies and divides by the copy count along ``axis``."""
+    return WidthTransform(mapping, "in", axis, noise, fill, seed, fill_std)
 
 
 class Handler:

@@ -7,7 +7,6 @@ import numpy as np
 from keras_net2net.initializers import IdentityConvInit
 from keras_net2net.surgery.handlers.base import IDEMPOTENT_ACTIVATIONS
 from keras_net2net.surgery.handlers.base import IDENTITY
-from keras_net2net.surgery.handlers.base import RANDOM
 from keras_net2net.surgery.handlers.base import SAME
 from keras_net2net.surgery.handlers.base import UNITS
 from keras_net2net.surgery.handlers.base import LayerChange
@@ -50,22 +49,34 @@ class DenseHandler(UnitsHandler):
         check_elementwise_activation(
             layer, layer.activation, "its output cannot be widened"
         )
-        fill = RANDOM if options.random_pad else 0.0
         change = LayerChange(config={self.width_key: mapping.new_width})
         change.add(
             "kernel",
-            copy_transform(mapping, fill=fill, noise=options.noise, seed=next(seeds)),
+            copy_transform(
+                mapping,
+                fill=options.fill(),
+                noise=options.copy_noise(),
+                seed=next(seeds),
+                fill_std=options.pad_std,
+            ),
         )
         if layer.use_bias:
-            change.add("bias", copy_transform(mapping))
+            change.add("bias", copy_transform(mapping, fill=options.pad_bias))
         return change
 
     def widen_in(self, layer, mapping, options, seeds, position=0):
-        # Noise goes on the widened layer's new copies only (`widen_out`): that
-        # is enough to make them differ, and the consumer keeps an exact split.
-        fill = RANDOM if options.random_pad else 0.0
+        # By default noise goes on the widened layer's new copies only
+        # (`widen_out`), and the consumer keeps an exact split; with
+        # noise_on="consumers" it goes on the copies' rows here instead.
         return LayerChange().add(
-            "kernel", divide_transform(mapping, fill=fill, seed=next(seeds))
+            "kernel",
+            divide_transform(
+                mapping,
+                fill=options.fill(),
+                noise=options.consumer_noise(),
+                seed=next(seeds),
+                fill_std=options.pad_std,
+            ),
         )
 
     def zero_change(self, layer):
@@ -198,12 +209,16 @@ class ConvHandler(DenseHandler, PassThroughHandler):
         check_elementwise_activation(
             layer, layer.activation, "its output cannot be widened"
         )
-        fill = RANDOM if options.random_pad else 0.0
         width = mapping.new_width
         change = LayerChange(config={"filters": width, "groups": width})
-        change.add("kernel", copy_transform(mapping, fill=fill, seed=next(seeds)))
+        change.add(
+            "kernel",
+            copy_transform(
+                mapping, fill=options.fill(), seed=next(seeds), fill_std=options.pad_std
+            ),
+        )
         if layer.use_bias:
-            change.add("bias", copy_transform(mapping))
+            change.add("bias", copy_transform(mapping, fill=options.pad_bias))
         return change
 
     def zero_preserving(self, layer):

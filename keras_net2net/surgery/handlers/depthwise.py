@@ -17,7 +17,6 @@ import numpy as np
 from keras_net2net.surgery.handlers.base import DERIVED
 from keras_net2net.surgery.handlers.base import IDEMPOTENT_ACTIVATIONS
 from keras_net2net.surgery.handlers.base import IDENTITY
-from keras_net2net.surgery.handlers.base import RANDOM
 from keras_net2net.surgery.handlers.base import SAME
 from keras_net2net.surgery.handlers.base import LayerChange
 from keras_net2net.surgery.handlers.base import LayoutHandler
@@ -104,11 +103,24 @@ class DepthwiseHandler(PassThroughHandler, LayoutHandler):
         check_elementwise_activation(
             layer, layer.activation, "its output cannot be widened"
         )
-        fill = RANDOM if options.random_pad else 0.0
         change = LayerChange()
-        change.add("kernel", copy_transform(mapping, -2, fill=fill, seed=next(seeds)))
+        change.add(
+            "kernel",
+            copy_transform(
+                mapping,
+                -2,
+                fill=options.fill(),
+                seed=next(seeds),
+                fill_std=options.pad_std,
+            ),
+        )
         if layer.use_bias:
-            change.add("bias", copy_transform(mapping.repeat(layer.depth_multiplier)))
+            change.add(
+                "bias",
+                copy_transform(
+                    mapping.repeat(layer.depth_multiplier), fill=options.pad_bias
+                ),
+            )
         return change
 
     def zero_preserving(self, layer):
@@ -161,25 +173,43 @@ class SeparableHandler(UnitsHandler):
         check_elementwise_activation(
             layer, layer.activation, "its output cannot be widened"
         )
-        fill = RANDOM if options.random_pad else 0.0
         change = LayerChange(config={"filters": mapping.new_width})
         change.add(
             "pointwise_kernel",
-            copy_transform(mapping, fill=fill, noise=options.noise, seed=next(seeds)),
+            copy_transform(
+                mapping,
+                fill=options.fill(),
+                noise=options.copy_noise(),
+                seed=next(seeds),
+                fill_std=options.pad_std,
+            ),
         )
         if layer.use_bias:
-            change.add("bias", copy_transform(mapping))
+            change.add("bias", copy_transform(mapping, fill=options.pad_bias))
         return change
 
     def widen_in(self, layer, mapping, options, seeds, position=0):
-        fill = RANDOM if options.random_pad else 0.0
         expanded = mapping.repeat(layer.depth_multiplier)
         change = LayerChange()
         change.add(
-            "depthwise_kernel", copy_transform(mapping, -2, fill=fill, seed=next(seeds))
+            "depthwise_kernel",
+            copy_transform(
+                mapping,
+                -2,
+                fill=options.fill(),
+                seed=next(seeds),
+                fill_std=options.pad_std,
+            ),
         )
         change.add(
-            "pointwise_kernel", divide_transform(expanded, fill=fill, seed=next(seeds))
+            "pointwise_kernel",
+            divide_transform(
+                expanded,
+                fill=options.fill(),
+                noise=options.consumer_noise(),
+                seed=next(seeds),
+                fill_std=options.pad_std,
+            ),
         )
         return change
 

@@ -1,0 +1,92 @@
+"""Options of widen: where the symmetry-breaking noise goes, and the random-pad
+distribution (the original Net2Net example's choices)."""
+
+import keras
+import numpy as np
+import pytest
+from conftest import build
+from conftest import randomize_weights
+
+import keras_net2net as kn
+
+L = keras.layers
+
+
+def dense_model(kind="functional"):
+    return randomize_weights(
+        build(
+            [L.Dense(32, activation="relu", name="a"), L.Dense(5, name="b")],
+            (20,),
+            kind,
+        )
+    )
+
+
+def arrays(layer):
+    return [keras.ops.convert_to_numpy(v) for v in layer.weights]
+
+
+def test_noise_on_consumers_matches_the_original_net2net_code(kind):
+    model = dense_model(kind)
+    wide = kn.widen(model, "a", 48, noise=0.05, noise_on="consumers", seed=3)
+    exact = kn.widen(model, "a", 48, seed=3)
+    (k_a, b_a), (k_exact, b_exact) = (
+        arrays(wide.get_layer("a")),
+        arrays(exact.get_layer("a")),
+    )
+    np.testing.assert_array_equal(k_a, k_exact)  # the copies' incoming: exact
+    np.testing.assert_array_equal(b_a, b_exact)
+    k_b, k_b_exact = arrays(wide.get_layer("b"))[0], arrays(exact.get_layer("b"))[0]
+    np.testing.assert_array_equal(k_b[:32], k_b_exact[:32])  # originals' rows: exact
+    new_rows = k_b_exact[32:]
+    difference = k_b[32:] - new_rows
+    assert np.all(difference != 0)  # every new copy's row is noised
+    assert 0.02 < difference.std() / new_rows.std() < 0.1  # ~5e-2 x their std
+    x = np.random.default_rng(0).normal(size=(16, 20)).astype("float32")
+    scale = np.abs(keras.ops.convert_to_numpy(model(x))).max()
+    assert 0 < kn.max_output_difference(model, wide, x) / scale < 0.1
+
+
+def test_noise_on_copies_is_the_default():
+    model = dense_model()
+    wide = kn.widen(model, "a", 48, noise=0.05, seed=3)
+    exact = kn.widen(model, "a", 48, seed=3)
+    np.testing.assert_array_equal(
+        arrays(wide.get_layer("b"))[0], arrays(exact.get_layer("b"))[0]
+    )
+    k, k_exact = arrays(wide.get_layer("a"))[0], arrays(exact.get_layer("a"))[0]
+    np.testing.assert_array_equal(k[:, :32], k_exact[:, :32])
+    assert np.all(k[:, 32:] != k_exact[:, 32:])
+
+
+def test_random_pad_distribution():
+    model = dense_model()
+    wide = kn.widen(model, "a", 288, method="random-pad", pad_std=0.1, pad_bias=0.1)
+    kernel, bias = arrays(wide.get_layer("a"))
+    consumer = arrays(wide.get_layer("b"))[0]
+    np.testing.assert_allclose(bias[32:], 0.1)
+    assert abs(kernel[:, 32:].std() - 0.1) < 0.01 and abs(kernel[:, 32:].mean()) < 0.01
+    assert abs(consumer[32:].std() - 0.1) < 0.01
+    np.testing.assert_array_equal(kernel[:, :32], arrays(model.get_layer("a"))[0])
+    default = kn.widen(model, "a", 288, method="random-pad")
+    kernel, bias = arrays(default.get_layer("a"))
+    np.testing.assert_allclose(bias[32:], 0.0)
+    own_std = arrays(model.get_layer("a"))[0].std()
+    assert abs(kernel[:, 32:].std() - own_std) < 0.1 * own_std
+
+
+@pytest.mark.parametrize(
+    "kwargs,pattern",
+    [
+        (dict(noise_on="both"), r"`noise_on`"),
+        (dict(pad_std=0), r"`pad_std`"),
+        (dict(pad_std=-1.0), r"`pad_std`"),
+        (dict(pad_bias=float("nan")), r"`pad_bias`"),
+    ],
+)
+def test_bad_options(kwargs, pattern):
+    model = dense_model()
+    with pytest.raises((ValueError, TypeError), match=pattern):
+        kn.widen(model, "a", 40, **kwargs)
+    with pytest.raises((ValueError, TypeError), match=pattern):
+        kn.Widen("a", 40, **kwargs)

@@ -181,12 +181,17 @@ def find_group(
     def check_ends(key):
         if graph.is_output(key):
             producer = graph.producer(key)
+            op = producer.op if producer is not None else graph.model
+            coupled = (
+                ""
+                if op.name == source_name
+                else f", and its channels are coupled with those of '{source_name}'"
+            )
             raise H.unsupported(
-                producer.op if producer is not None else graph.model,
-                f"produces a model output, and its channels are coupled with "
-                f"those of '{source_name}': widening would change the model's "
-                "output shape. Widen a layer whose channels are consumed by a "
-                "Dense or Conv layer before the output.",
+                op,
+                f"produces a model output{coupled}: widening would change the "
+                "model's output shape. Widen a layer whose channels are consumed "
+                "by a Dense or Conv layer before the output.",
             )
         if graph.is_input(key):
             raise ValueError(

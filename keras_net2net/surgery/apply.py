@@ -69,24 +69,24 @@ class _Builder:
     def _rebuild(self, old, change):
         handler = H.get_handler(old)
         config = old.get_config()
-        config.update(change.config)
+        config.update(change.full_config())
         weights = list(getattr(old, "weights", []))
-        index = {v.name: i for i, v in enumerate(weights)}
-        values, keys = {}, []  # values: {position in weights: array}
-        for name, chain in change.transforms.items():
-            key = handler.init_key(old, name) if handler is not None else None
+        transforms, values = change.by_position(old)
+        values, keys = dict(values), []  # values: {position in weights: array}
+        for position, chain in transforms.items():
+            variable = weights[position]
+            key = None
+            if handler is not None and variable.name in change.transforms:
+                key = handler.init_key(old, variable.name)
             if key is not None and key in config:
                 fallback = getattr(old, key, None) or "zeros"
-                config[key] = Net2WiderInit.chained(
-                    weights[index[name]], chain, fallback=fallback
-                )
+                config[key] = Net2WiderInit.chained(variable, chain, fallback=fallback)
                 keys.append(key)
             else:
-                value = keras.ops.convert_to_numpy(weights[index[name]])
+                value = keras.ops.convert_to_numpy(variable)
                 for step in chain:
                     value = step.apply(value)
-                values[index[name]] = value
-        values.update({index[name]: value for name, value in change.values.items()})
+                values[position] = value
         new = type(old).from_config(config)
         if values:
             self.assign.append((new, values))
@@ -211,13 +211,15 @@ class _Builder:
             if old is None or new is old:
                 continue
             change = self.plan.changes.get(id(old))
-            set_by_plan = set()
+            set_by_plan: set[int] = set()
             if change is not None:
-                set_by_plan = set(change[1].transforms) | set(change[1].values)
+                transforms, values = change[1].by_position(old)
+                set_by_plan = set(transforms) | set(values)
             # Rebuilt layers create their variables in the same order.
             old_weights = list(getattr(old, "weights", []))
-            for variable, source in zip(getattr(new, "weights", []), old_weights):
-                if source.name not in set_by_plan:
+            pairs = zip(getattr(new, "weights", []), old_weights)
+            for position, (variable, source) in enumerate(pairs):
+                if position not in set_by_plan:
                     # A host copy: never alias the old variable's device buffer
                     # (JAX may donate and delete it).
                     variable.assign(keras.ops.convert_to_numpy(source))

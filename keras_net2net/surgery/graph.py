@@ -26,12 +26,23 @@ class Node:
         inputs: keys of the tensors it was called on (flat, in argument order).
         positional: how many of them were positional arguments (the rest,
             e.g. a ``mask=``, were keyword arguments).
+        labels: for each input, the argument it was passed as (the index of
+            a positional argument, or a keyword's name).
         outputs: keys of the tensors it produced.
         path: the nested models that contain the call, outermost first.
         index: position in topological order.
     """
 
-    __slots__ = ("op", "inputs", "outputs", "path", "index", "raw", "positional")
+    __slots__ = (
+        "op",
+        "inputs",
+        "outputs",
+        "path",
+        "index",
+        "raw",
+        "positional",
+        "labels",
+    )
 
     def __init__(
         self,
@@ -48,10 +59,16 @@ class Node:
         self.path = path
         self.index = index
         self.raw = raw
-        args, _ = internals.node_arguments(raw)
+        args, kwargs = internals.node_arguments(raw)
         self.positional = sum(
             isinstance(v, keras.KerasTensor) for v in keras.tree.flatten(args)
         )
+        # The argument each tensor input was passed as: an int for the n-th
+        # positional argument, a str for a keyword argument.
+        self.labels: list[int | str] = []
+        for path, value in keras.tree.flatten_with_path((list(args), kwargs)):
+            if isinstance(value, keras.KerasTensor):
+                self.labels.append(path[1])
 
     def constants(self) -> list[Any]:
         """The call's non-tensor arguments that are numbers or arrays."""

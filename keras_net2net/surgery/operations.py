@@ -132,6 +132,7 @@ class Deepen:
     name: str | None = None
     residual: bool = False
     init: str = COPY
+    blocks: int = 1
 
     def __post_init__(self) -> None:
         owner = "Deepen"
@@ -146,6 +147,9 @@ class Deepen:
             self, "residual", check_bool(self.residual, "residual", owner=owner)
         )
         check_choice(self.init, BLOCK_INITS, "init", owner=owner)
+        object.__setattr__(
+            self, "blocks", check_int(self.blocks, "blocks", minimum=1, owner=owner)
+        )
 
     def plan(self, model: Model) -> Plan:
         return plan_deepen(
@@ -157,6 +161,7 @@ class Deepen:
             name=self.name,
             residual=self.residual,
             init=self.init,
+            blocks=self.blocks,
         )
 
 
@@ -217,7 +222,7 @@ def _origins(plan, pairs, origins):
     for new, old in pairs:
         old_weights = list(getattr(old, "weights", [])) if old is not None else []
         entry = plan.changes.get(id(old)) if old is not None else None
-        change = entry[1] if entry else None
+        transforms, values = entry[1].by_position(old) if entry else ({}, {})
         # A rebuilt layer creates its variables in the same order as the old one.
         for position, variable in enumerate(getattr(new, "weights", [])):
             if old is None:
@@ -226,12 +231,11 @@ def _origins(plan, pairs, origins):
             if new is old:
                 new_origins[id(variable)] = origins.get(id(variable), (None, []))
                 continue
-            old_variable = old_weights[position]
-            if change is not None and old_variable.name in change.values:
+            if position in values:
                 new_origins[id(variable)] = (None, [])
                 continue
-            source, chain = origins.get(id(old_variable), (None, []))
-            steps = change.transforms.get(old_variable.name, []) if change else []
+            source, chain = origins.get(id(old_weights[position]), (None, []))
+            steps = transforms.get(position, [])
             new_origins[id(variable)] = (source, chain + list(steps))
     return new_origins
 
@@ -399,6 +403,7 @@ def deepen(
     name: str | None = None,
     residual: bool = False,
     init: str = COPY,
+    blocks: int = 1,
 ) -> Model:
     """Return a copy of ``model`` that is deeper after ``after``.
 
@@ -413,7 +418,10 @@ def deepen(
       adds nothing at first, exactly, whatever the activations.
     * after an ``Add`` that closes a residual block ``x + f(x)``: a copy of the
       block (fresh names), whose branch output is zero (its last Dense/Conv,
-      normalisation or LayerScale is zeroed), so it is exactly the identity.
+      attention output projection, normalisation or LayerScale is zeroed), so
+      it is exactly the identity. ``blocks=2`` copies the two consecutive
+      blocks that end there (a pre-LN Transformer block: attention, then
+      feed-forward).
 
     When ``after`` produces a model output, the output keeps its name: the
     new layer takes ``after``'s name and ``after`` is renamed to ``name``.
@@ -440,6 +448,8 @@ def deepen(
         init: for a copied block: ``"copy"`` (the block's weights) or
             ``"random"`` (fresh initialisation); the zeroed layer is zero
             either way. Defaults to ``"copy"``.
+        blocks: how many consecutive residual blocks ending at ``after`` (an
+            Add) to copy. Defaults to 1.
 
     Returns:
         A new model of the same kind, compiled like ``model`` (fresh optimizer)
@@ -458,6 +468,7 @@ def deepen(
         name=name,
         residual=residual,
         init=init,
+        blocks=blocks,
     )
     target = after if isinstance(after, keras.Operation) else operation.after
     plan = plan_deepen(
@@ -469,6 +480,7 @@ def deepen(
         name=name,
         residual=residual,
         init=init,
+        blocks=operation.blocks,
     )
     return apply_plan(model, plan)[0]
 

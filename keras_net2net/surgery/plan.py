@@ -82,7 +82,7 @@ class Plan:
         for op, change in self.changes.values():
             parts = []
             config = op.get_config()
-            for key, value in change.config.items():
+            for key, value in change.full_config().items():
                 parts.append(f"{key} {config.get(key)!r} -> {value!r}")
             for variable, chain in change.transforms.items():
                 steps = ", ".join(
@@ -150,18 +150,11 @@ def plan_widen(
             "cannot be widened: its output channels are a layout of its "
             "inputs' channels. Widen the layer that produces them.",
         )
+    if role == H.UNITS and H.handler_for(target).internal_width(target) is not None:
+        return _plan_internal(target, handler, units, method, noise, seed, noise_on)
     group = find_group(graph, node.outputs[0], target.name)
     old_width = group.width
-    if (
-        isinstance(units, (bool, np.bool_))
-        or not isinstance(units, (int, np.integer))
-        or units <= old_width
-    ):
-        raise ValueError(
-            f"`units` for layer '{target.name}' must be an integer larger than "
-            f"its current width {old_width}. Received: units={units!r}"
-        )
-    units = int(units)
+    units = _check_units(target, units, old_width)
     seeds = seed_stream(seed)
     if method == H.RANDOM_PAD:
         mapping = padding_mapping(old_width, units)
@@ -201,7 +194,7 @@ def plan_widen(
         plan.change(
             reader.op,
             H.handler_for(reader.op).widen_in(
-                reader.op, mappings[key], options, seeds, position
+                reader.op, mappings[key], options, seeds, position, node=reader
             ),
         )
     for node in sorted(group.passes + group.layouts, key=lambda n: n.index):
@@ -221,6 +214,35 @@ def plan_widen(
                 node.op,
                 f"receives channels that are not all copied equally often; {reason}.",
             )
+    return plan
+
+
+def _check_units(target, units, old_width, what="its current width"):
+    if (
+        isinstance(units, (bool, np.bool_))
+        or not isinstance(units, (int, np.integer))
+        or units <= old_width
+    ):
+        raise ValueError(
+            f"`units` for layer '{target.name}' must be an integer larger than "
+            f"{what} {old_width}. Received: units={units!r}"
+        )
+    return int(units)
+
+
+def _plan_internal(target, handler, units, method, noise, seed, noise_on):
+    """Widen a layer's own axis (attention heads), not a channel group."""
+    old_width = handler.internal_width(target)
+    units = _check_units(target, units, old_width, "its current number of heads")
+    seeds = seed_stream(seed)
+    if method == H.RANDOM_PAD:
+        mapping = padding_mapping(old_width, units)
+    else:
+        mapping = random_mapping(old_width, units, seed=next(seeds))
+    options = H.WidenOptions(method=method, noise=float(noise), noise_on=noise_on)
+    plan = Plan(f"widen '{target.name}' heads {old_width} -> {units} ({method})")
+    plan.change(target, handler.widen_internal(target, mapping, options, seeds))
+    plan.details = [plan.description, "changes:"] + plan.describe_changes()
     return plan
 
 
@@ -247,6 +269,7 @@ def plan_deepen(
     name=None,
     residual=False,
     init=COPY,
+    blocks=1,
 ):
     """Plan `deepen` (see there); raises before anything is changed."""
     graph = LayerGraph(model)
@@ -275,7 +298,13 @@ def plan_deepen(
                 "branches and blocks are inserted in the top-level graph only.",
             )
     if is_residual_add(target) and not residual:
-        return _plan_block(graph, target, node, taken, name, init, seed)
+        return _plan_block(graph, target, node, taken, name, init, seed, blocks)
+    if blocks != 1:
+        raise H.unsupported(
+            target,
+            f"is not a residual Add; `blocks`={blocks} only applies when "
+            "deepening after an Add that closes residual blocks.",
+        )
     if residual:
         return _plan_residual(
             graph, target, node, handler, taken, name, kernel_size, seed
@@ -386,8 +415,10 @@ def _descendants(graph, key):
     return seen
 
 
-def _plan_block(graph, target, node, taken, name, init, seed):
-    tensors = node.inputs
+def _residual_block(graph, add_node):
+    """``(shortcut, end, branch, zeroed)`` of the block ``x + f(x)`` an Add closes."""
+    target = add_node.op
+    tensors = add_node.inputs
     if len(tensors) != 2 or graph.width(tensors[0]) != graph.width(tensors[1]):
         raise H.unsupported(
             target,
@@ -412,7 +443,7 @@ def _plan_block(graph, target, node, taken, name, init, seed):
     branch = [
         n
         for n in graph.nodes
-        if n.index < node.index
+        if n.index < add_node.index
         and any(k in below for k in n.outputs)
         and any(k in above for k in n.outputs)
     ]
@@ -434,38 +465,72 @@ def _plan_block(graph, target, node, taken, name, init, seed):
             )
     if not branch:
         raise H.unsupported(target, "closes an empty residual branch.")
-    zeroed = _zero_point(graph, branch, end, target)
+    return shortcut, end, branch, _zero_point(graph, branch, end, target)
+
+
+def _plan_block(graph, target, node, taken, name, init, seed, blocks=1):
+    """Copy the ``blocks`` residual blocks that end at the Add ``node``.
+
+    With ``blocks > 1`` the blocks must follow each other directly (each one's
+    shortcut is the previous one's Add), as the attention and feed-forward
+    sub-blocks of a pre-LN Transformer block do.
+    """
+    chain = [_residual_block(graph, node)]
+    while len(chain) < blocks:
+        shortcut = chain[0][0]
+        previous = graph.producer(shortcut)
+        if previous is None or not is_residual_add(previous.op):
+            raise H.unsupported(
+                chain[0][2][0].op,
+                f"starts a residual block whose input does not come straight "
+                f"from another residual Add, so {blocks} consecutive blocks "
+                f"ending at '{target.name}' cannot be copied as one (a "
+                "normalisation between blocks, as in post-LN Transformers, "
+                "would not be the identity); copy fewer blocks.",
+            )
+        chain.insert(0, _residual_block(graph, previous))
     base = name or f"{target.name}_block"
-    copies = {}
-    layers = []
-    for member in branch:
-        op = member.op
-        handler = H.get_handler(op)
-        new_name = unique_name(f"{base}_{op.name}", taken)
-        config = op.get_config()
-        config["name"] = new_name
-        clone = type(op).from_config(config)
-        copies[member.index] = clone
-        values = _block_values(op, member is zeroed, handler, init)
-        layers.append((clone, values))
-    add_name, rename = _output_swap(graph, node, unique_name(f"{base}_add", taken))
-    add = keras.layers.Add(name=add_name, dtype=getattr(target, "dtype_policy", None))
-    layers.append((add, None))
+    layers, steps = [], []
+    for index, (shortcut, end, branch, zeroed) in enumerate(chain):
+        prefix = base if blocks == 1 else f"{base}{index + 1}"
+        copies = {}
+        for member in branch:
+            op = member.op
+            config = op.get_config()
+            config["name"] = unique_name(f"{prefix}_{op.name}", taken)
+            clone = type(op).from_config(config)
+            copies[member.index] = clone
+            values = _block_values(op, member is zeroed, H.get_handler(op), init)
+            layers.append((clone, values))
+        last = index == len(chain) - 1
+        add_name = unique_name(f"{prefix}_add", taken)
+        rename = None
+        if last:
+            add_name, rename = _output_swap(graph, node, add_name)
+        add = keras.layers.Add(
+            name=add_name, dtype=getattr(target, "dtype_policy", None)
+        )
+        layers.append((add, None))
+        steps.append((shortcut, end, branch, copies, add))
 
     def build(out, _):
-        mapped = {shortcut: out}
-        for member in branch:
-            raw_inputs = internals.node_inputs(member.raw)
-            fill = {id(t): mapped[graph.key_of(t)] for t in raw_inputs}
-            args, kwargs = internals.fill_arguments(member.raw, fill)
-            result = copies[member.index](*args, **kwargs)
-            for key, tensor in zip(member.outputs, keras.tree.flatten(result)):
-                mapped[key] = tensor
-        return add([out, mapped[end]])
+        for shortcut, end, branch, copies, add in steps:
+            mapped = {shortcut: out}
+            for member in branch:
+                raw_inputs = internals.node_inputs(member.raw)
+                fill = {id(t): mapped[graph.key_of(t)] for t in raw_inputs}
+                args, kwargs = internals.fill_arguments(member.raw, fill)
+                result = copies[member.index](*args, **kwargs)
+                for key, tensor in zip(member.outputs, keras.tree.flatten(result)):
+                    mapped[key] = tensor
+            out = add([out, mapped[end]])
+        return out
 
+    zeroed = ", ".join(f"'{z.op.name}'" for *_, z in chain)
+    operations = sum(len(b) for _, _, b, _ in chain)
     plan = Plan(
-        f"deepen after '{target.name}': insert a copy of its residual block "
-        f"({len(branch)} operations, '{zeroed.op.name}' zeroed) and '{add.name}'"
+        f"deepen after '{target.name}': insert a copy of {len(chain)} residual "
+        f"block(s) ({operations} operations, {zeroed} zeroed)"
     )
     _insert(plan, node, Insertion(build, layers), rename)
     return plan
@@ -475,15 +540,17 @@ def _block_values(op, zero, handler, init):
     """What a copied branch layer's variables are set to once built."""
     if not isinstance(op, keras.layers.Layer) or not op.weights:
         return None
-    source = [(v.name, keras.ops.convert_to_numpy(v)) for v in op.weights]
+    source = [keras.ops.convert_to_numpy(v) for v in op.weights]
+    positions = H.variable_positions(op)
     zeros = handler.zero_change(op) if zero else {}
+    zeroed = {positions[key]: value for key, value in (zeros or {}).items()}
 
     def values(built):
         # The copy creates its variables in the same order as the original.
         out = {}
-        for position, (name, value) in enumerate(source):
-            if name in zeros:
-                out[position] = zeros[name]
+        for position, value in enumerate(source):
+            if position in zeroed:
+                out[position] = zeroed[position]
             elif init == COPY:
                 out[position] = value
         return out

@@ -6,6 +6,7 @@ stateless handler; the roles a handler can play are described in
 `keras_net2net.surgery.handlers.base`. One module per family:
 
 * `core`: Dense, Conv1D/2D/3D
+* `attention`: Embedding, MultiHeadAttention
 * `depthwise`: DepthwiseConv1D/2D, SeparableConv1D/2D
 * `normalization`: BatchNormalization, LayerNormalization, RMSNormalization
 * `merging`: Add, Subtract, Average, Maximum, Minimum, Multiply, Concatenate
@@ -28,6 +29,7 @@ import keras
 
 from keras_net2net.surgery.handlers import activations
 from keras_net2net.surgery.handlers import applications
+from keras_net2net.surgery.handlers import attention
 from keras_net2net.surgery.handlers import core
 from keras_net2net.surgery.handlers import depthwise
 from keras_net2net.surgery.handlers import merging
@@ -54,6 +56,7 @@ from keras_net2net.surgery.handlers.base import UnitsHandler
 from keras_net2net.surgery.handlers.base import WidenOptions
 from keras_net2net.surgery.handlers.base import describe
 from keras_net2net.surgery.handlers.base import unsupported
+from keras_net2net.surgery.handlers.base import variable_positions
 
 __all__ = [
     "CONSUMERS",
@@ -79,6 +82,7 @@ __all__ = [
     "handler_for",
     "register_handler",
     "unsupported",
+    "variable_positions",
 ]
 
 _REGISTRY: dict[type, Handler] = {}
@@ -143,6 +147,7 @@ def handler_for(layer: Any) -> Any:
 
 for _family in (
     core,
+    attention,
     depthwise,
     normalization,
     merging,

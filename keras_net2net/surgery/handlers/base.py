@@ -118,6 +118,27 @@ ZERO_PRESERVING_ACTIVATIONS = frozenset(
 )
 
 
+def variable_positions(layer: Any) -> dict[str, int]:
+    """The keys by which a `LayerChange` names ``layer``'s variables.
+
+    A variable is named by its name when that is unique in the layer
+    (``"kernel"``), and always by the last two parts of its path, which tell
+    apart the variables of a composite layer (``"query/kernel"``,
+    ``"attention_output/bias"``).
+
+    Returns:
+        ``{key: position in layer.weights}``.
+    """
+    weights = list(getattr(layer, "weights", []))
+    names = [v.name for v in weights]
+    positions = {}
+    for position, variable in enumerate(weights):
+        positions["/".join(variable.path.split("/")[-2:])] = position
+        if names.count(variable.name) == 1:
+            positions[variable.name] = position
+    return positions
+
+
 @dataclasses.dataclass
 class LayerChange:
     """What one growth changes in one layer.
@@ -135,6 +156,10 @@ class LayerChange:
             along several axes, e.g. read and written in one group).
         values: variable name -> numpy array to assign after building (for
             variables that are set rather than transformed, e.g. zeros).
+        defaults: config entries applied unless ``config`` sets them (another
+            change of the same layer may).
+
+    Variables are named as `variable_positions` says.
     """
 
     config: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -142,6 +167,7 @@ class LayerChange:
         default_factory=dict
     )
     values: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def add(self, variable: str, transform: WidthTransform) -> LayerChange:
         """Append ``transform`` to ``variable``'s chain; returns ``self``."""
@@ -162,7 +188,30 @@ class LayerChange:
         for variable, chain in other.transforms.items():
             self.transforms.setdefault(variable, []).extend(chain)
         self.values.update(other.values)
+        self.defaults.update(other.defaults)
         return self
+
+    def full_config(self) -> dict[str, Any]:
+        """``defaults`` overridden by ``config``."""
+        return {**self.defaults, **self.config}
+
+    def by_position(
+        self, layer: Any
+    ) -> tuple[dict[int, list[WidthTransform]], dict[int, np.ndarray]]:
+        """``(transforms, values)`` keyed by position in ``layer.weights``."""
+        positions = variable_positions(layer)
+
+        def position(key):
+            if key not in positions:
+                raise ValueError(
+                    f"Layer '{layer.name}' has no variable '{key}'. Its variables: "
+                    f"{sorted(positions)}"
+                )
+            return positions[key]
+
+        transforms = {position(k): chain for k, chain in self.transforms.items()}
+        values = {position(k): value for k, value in self.values.items()}
+        return transforms, values
 
 
 @dataclasses.dataclass(frozen=True)
@@ -371,9 +420,28 @@ class UnitsHandler(Handler):
         options: WidenOptions,
         seeds: Seeds,
         position: int = 0,
+        node: Node | None = None,
     ) -> LayerChange:
-        """`LayerChange` that absorbs widened input channels at ``position``."""
+        """`LayerChange` that absorbs widened input channels at ``position``.
+
+        ``node`` is the call whose input ``position`` is widened (a layer that
+        reads several inputs, such as attention, tells them apart by it).
+        """
         raise unsupported(layer, "cannot read widened channels.")
+
+    def internal_width(self, layer: Any) -> int | None:
+        """Width of the axis widened when ``layer`` itself is the target.
+
+        None (the default) means the layer's output channels. Attention layers
+        answer their number of heads.
+        """
+        return None
+
+    def widen_internal(
+        self, layer: Any, mapping: WidthMapping, options: WidenOptions, seeds: Seeds
+    ) -> LayerChange:
+        """`LayerChange` that widens the axis of `internal_width`."""
+        raise unsupported(layer, "has no internal width to widen.")
 
     def deeper_layer(
         self,

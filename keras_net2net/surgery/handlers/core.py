@@ -64,7 +64,7 @@ class DenseHandler(UnitsHandler):
             change.add("bias", copy_transform(mapping, fill=options.pad_bias))
         return change
 
-    def widen_in(self, layer, mapping, options, seeds, position=0):
+    def widen_in(self, layer, mapping, options, seeds, position=0, node=None):
         # By default noise goes on the widened layer's new copies only
         # (`widen_out`), and the consumer keeps an exact split; with
         # noise_on="consumers" it goes on the copies' rows here instead.
@@ -196,9 +196,9 @@ class ConvHandler(DenseHandler, PassThroughHandler):
         self._refuse_groups(layer)
         return super().widen_out(layer, mapping, options, seeds)
 
-    def widen_in(self, layer, mapping, options, seeds, position=0):
+    def widen_in(self, layer, mapping, options, seeds, position=0, node=None):
         self._refuse_groups(layer)
-        return super().widen_in(layer, mapping, options, seeds, position)
+        return super().widen_in(layer, mapping, options, seeds, position, node)
 
     # Depthwise form: a pass-through with parameters.
 

@@ -188,7 +188,7 @@ class SeparableHandler(UnitsHandler):
             change.add("bias", copy_transform(mapping, fill=options.pad_bias))
         return change
 
-    def widen_in(self, layer, mapping, options, seeds, position=0):
+    def widen_in(self, layer, mapping, options, seeds, position=0, node=None):
         expanded = mapping.repeat(layer.depth_multiplier)
         change = LayerChange()
         change.add(

@@ -1,0 +1,198 @@
+"""Transformer layers: Embedding and MultiHeadAttention.
+
+``Embedding`` writes the channels of a residual stream (its embedding columns
+are copied, no division); it reads token ids, not channels.
+
+``MultiHeadAttention`` reads channels through its query, key and value
+projections (their kernels ``(d, heads, key_dim)`` are divided along ``d``,
+which keeps every projection, and so every attention pattern, exact) and
+writes channels through its output projection (kernel ``(heads, value_dim,
+d_out)``: columns copied). Widening the layer itself widens its *heads*: a
+copied head's query, key and value projections are copies of its original's,
+so it attends identically, and the output projection's rows of every copy are
+divided by the head's number of copies.
+"""
+
+import keras
+import numpy as np
+
+from keras_net2net.surgery.handlers.base import LayerChange
+from keras_net2net.surgery.handlers.base import UnitsHandler
+from keras_net2net.surgery.handlers.base import copy_transform
+from keras_net2net.surgery.handlers.base import divide_transform
+from keras_net2net.surgery.handlers.base import unsupported
+from keras_net2net.surgery.handlers.core import check_plain_float
+
+
+class EmbeddingHandler(UnitsHandler):
+    """`Embedding`: writes ``output_dim`` channels from token ids."""
+
+    def check(self, layer):
+        check_plain_float(layer)
+
+    def init_key(self, layer, variable):
+        return "embeddings_initializer"
+
+    def reads(self, layer, node):
+        return []  # token ids, not channels
+
+    def width(self, layer):
+        return int(layer.output_dim)
+
+    def widen_out(self, layer, mapping, options, seeds):
+        change = LayerChange(config={"output_dim": mapping.new_width})
+        return change.add(
+            "embeddings",
+            copy_transform(
+                mapping,
+                fill=options.fill(),
+                noise=options.copy_noise(),
+                seed=next(seeds),
+                fill_std=options.pad_std,
+            ),
+        )
+
+
+# MultiHeadAttention call arguments that carry channels: query, value, key.
+_QUERY, _VALUE, _KEY = (0, "query"), (1, "value"), (2, "key")
+
+
+def _argument(node, position):
+    return node.labels[position]
+
+
+class MultiHeadAttentionHandler(UnitsHandler):
+    """`MultiHeadAttention` (self- or cross-attention, masks, causal masks)."""
+
+    def check(self, layer):
+        if getattr(layer, "use_gate", False):
+            raise unsupported(layer, "uses use_gate=True, which is not supported.")
+        output_shape = layer.get_config().get("output_shape")
+        if output_shape is not None and not isinstance(output_shape, int):
+            if len(tuple(output_shape)) != 1:
+                raise unsupported(
+                    layer,
+                    f"has output_shape={output_shape}; only a single output "
+                    "dimension is supported.",
+                )
+        rank = len(layer.get_config().get("attention_axes") or (1,))
+        if rank != 1:
+            raise unsupported(
+                layer,
+                "attends over several axes; only attention over one axis "
+                "(sequences) is supported.",
+            )
+
+    def reads(self, layer, node):
+        channels = {a for pair in (_QUERY, _VALUE, _KEY) for a in pair}
+        return [i for i, label in enumerate(node.labels) if label in channels]
+
+    def width(self, layer):
+        return int(layer.num_heads)
+
+    def _has_key(self, node):
+        return any(label in _KEY for label in node.labels)
+
+    # The output projection writes the stream.
+
+    def widen_out(self, layer, mapping, options, seeds):
+        change = LayerChange(config={"output_shape": mapping.new_width})
+        change.add(
+            "attention_output/kernel",
+            copy_transform(
+                mapping,
+                fill=options.fill(),
+                noise=options.copy_noise(),
+                seed=next(seeds),
+                fill_std=options.pad_std,
+            ),
+        )
+        if layer.use_bias:
+            change.add(
+                "attention_output/bias", copy_transform(mapping, fill=options.pad_bias)
+            )
+        return change
+
+    # The query, key and value projections read the stream.
+
+    def widen_in(self, layer, mapping, options, seeds, position=0, node=None):
+        label = _argument(node, position) if node is not None else 0
+        if label in _QUERY:
+            projections = ["query"]
+        elif label in _VALUE:
+            projections = ["value"] if self._has_key(node) else ["value", "key"]
+        else:
+            projections = ["key"]
+        change = LayerChange()
+        if label in _QUERY:
+            # The output width follows the query's unless set: keep it.
+            output = layer.get_config().get("output_shape")
+            old = output if output is not None else mapping.old_width
+            change.defaults["output_shape"] = int(np.ravel(old)[0])
+        for name in projections:
+            change.add(
+                f"{name}/kernel",
+                divide_transform(
+                    mapping,
+                    -3,
+                    fill=options.fill(),
+                    noise=options.consumer_noise(),
+                    seed=next(seeds),
+                    fill_std=options.pad_std,
+                ),
+            )
+        return change
+
+    # Heads: the layer's own width.
+
+    def internal_width(self, layer):
+        return int(layer.num_heads)
+
+    def widen_internal(self, layer, mapping, options, seeds):
+        """Copy heads: Q/K/V projections copied, output projection divided."""
+        change = LayerChange(config={"num_heads": mapping.new_width})
+        for name in ("query", "key", "value"):
+            change.add(
+                f"{name}/kernel",
+                copy_transform(
+                    mapping,
+                    -2,
+                    fill=options.fill(),
+                    noise=options.copy_noise(),
+                    seed=next(seeds),
+                    fill_std=options.pad_std,
+                ),
+            )
+            if layer.use_bias:
+                change.add(
+                    f"{name}/bias", copy_transform(mapping, -2, fill=options.pad_bias)
+                )
+        change.add(
+            "attention_output/kernel",
+            divide_transform(
+                mapping,
+                -3,
+                fill=options.fill(),
+                noise=options.consumer_noise(),
+                seed=next(seeds),
+                fill_std=options.pad_std,
+            ),
+        )
+        return change
+
+    def init_key(self, layer, variable):
+        return None  # one initializer for every projection: values are assigned
+
+    def zero_change(self, layer):
+        values = {}
+        for variable in layer.weights:
+            key = "/".join(variable.path.split("/")[-2:])
+            if key.startswith("attention_output/"):
+                values[key] = np.zeros(variable.shape, "float32")
+        return values or None
+
+
+def register(register_handler):
+    L = keras.layers
+    register_handler(L.Embedding, EmbeddingHandler())
+    register_handler(L.MultiHeadAttention, MultiHeadAttentionHandler())

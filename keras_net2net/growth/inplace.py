@@ -1,5 +1,7 @@
 """Growing a compiled model in place, atomically."""
 
+from typing import Any
+
 import keras
 
 from keras_net2net import _keras_internals as internals
@@ -44,7 +46,8 @@ def grow_in_place(model: Model, operations: Operations) -> GrowthResult:
             f"Received: {model!r} of type {type(model).__name__}"
         )
     if not operations:
-        return GrowthResult(model, [], {id(v): (v, []) for v in model.weights})
+        origins: dict[int, tuple[Any, list]] = {id(v): (v, []) for v in model.weights}
+        return GrowthResult(model, [], origins, state_origins=dict(origins))
     internals.graph_function(model)  # a clear error for subclassed models
     internals.sync_training_state(model)
     optimizer = getattr(model, "optimizer", None)
@@ -61,7 +64,7 @@ def grow_in_place(model: Model, operations: Operations) -> GrowthResult:
             planned = None
             if carry_state:
                 planned = optimizer_state.plan_state(
-                    optimizer, result.model.trainable_variables, result.origins
+                    optimizer, result.model.trainable_variables, result.state_origins
                 )
             own_graphs = state.graphs() + [
                 internals.graph_attrs(m) for m in result.graphs

@@ -184,6 +184,8 @@ class GrowthResult:
             `keras_net2net.transforms.WidthTransform` that turned the old
             variable into the new one (empty: copied or shared; old variable
             None: a new variable).
+        state_origins: as ``origins``, for the optimizer state: a copy of a
+            layer (a copied residual block) starts from that layer's state.
         details: every plan's dry-run description lines.
         graphs: the intermediate models built on the way (in-place growth
             releases their graph nodes).
@@ -192,6 +194,9 @@ class GrowthResult:
     model: Model
     descriptions: list[str]
     origins: dict[int, tuple[Any, list[WidthTransform]]]
+    state_origins: dict[int, tuple[Any, list[WidthTransform]]] = dataclasses.field(
+        default_factory=dict
+    )
     details: list[str] = dataclasses.field(default_factory=list)
     graphs: list[Model] = dataclasses.field(default_factory=list)
 
@@ -216,28 +221,39 @@ def as_operations(
     return list(operations)
 
 
-def _origins(plan, pairs, origins):
-    """Where every variable of the new graph comes from (see `GrowthResult`)."""
-    new_origins: dict[int, tuple[Any, list[WidthTransform]]] = {}
+def _origins(plan, pairs, origins, state):
+    """Where every variable of the new graph comes from (see `GrowthResult`).
+
+    Returns ``(origins, state origins)``: they differ for copies of layers,
+    whose weights are new (zeroed or copied) but whose optimizer state starts
+    from the copied layer's.
+    """
+    Origins = dict[int, tuple[Any, list[WidthTransform]]]
+    new_origins: Origins = {}
+    new_state: Origins = {}
     for new, old in pairs:
         old_weights = list(getattr(old, "weights", [])) if old is not None else []
         entry = plan.changes.get(id(old)) if old is not None else None
         transforms, values = entry[1].by_position(old) if entry else ({}, {})
+        copied_from = plan.copies.get(id(new)) if old is None else None
         # A rebuilt layer creates its variables in the same order as the old one.
         for position, variable in enumerate(getattr(new, "weights", [])):
-            if old is None:
-                new_origins[id(variable)] = (None, [])
-                continue
-            if new is old:
-                new_origins[id(variable)] = origins.get(id(variable), (None, []))
-                continue
-            if position in values:
-                new_origins[id(variable)] = (None, [])
-                continue
-            source, chain = origins.get(id(old_weights[position]), (None, []))
-            steps = transforms.get(position, [])
-            new_origins[id(variable)] = (source, chain + list(steps))
-    return new_origins
+            for base, out in ((origins, new_origins), (state, new_state)):
+                if old is None:
+                    out[id(variable)] = (None, [])
+                    if copied_from is not None and out is new_state:
+                        # A copy of a layer starts from that layer's state.
+                        source = copied_from.weights[position]
+                        out[id(variable)] = base.get(id(source), (None, []))
+                elif new is old:
+                    out[id(variable)] = base.get(id(variable), (None, []))
+                elif position in values:
+                    out[id(variable)] = (None, [])
+                else:
+                    source, chain = base.get(id(old_weights[position]), (None, []))
+                    steps = list(transforms.get(position, []))
+                    out[id(variable)] = (source, chain + steps)
+    return new_origins, new_state
 
 
 def apply_operations(
@@ -274,7 +290,8 @@ def apply_operations(
     origins: dict[int, tuple[Any, list[WidthTransform]]] = {
         id(v): (v, []) for v in model.weights
     }
-    result = GrowthResult(model, [], origins)
+    state = dict(origins)
+    result = GrowthResult(model, [], origins, state_origins=state)
     current = model
     for operation in operations:
         try:
@@ -291,10 +308,11 @@ def apply_operations(
         if not any(line == "changes:" for line in plan.details):
             result.details.append("changes:")
             result.details.extend(plan.describe_changes())
-        origins = _origins(plan, pairs, origins)
+        origins, state = _origins(plan, pairs, origins, state)
         current = new_model
     result.model = current
     result.origins = origins
+    result.state_origins = state
     return result
 
 

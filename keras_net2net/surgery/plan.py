@@ -60,12 +60,15 @@ class Plan:
         description: one line saying what the operation does.
         changes: ``id(op) -> (op, LayerChange)`` for operations rebuilt.
         insertions: ``id(op) -> [Insertion]`` of operations called after ``op``.
+        copies: ``id(new layer) -> old layer`` for inserted layers that copy
+            an existing one's weights (their optimizer state is copied too).
         details: lines describing every change (a dry run).
     """
 
     description: str
     changes: dict = dataclasses.field(default_factory=dict)
     insertions: dict = dataclasses.field(default_factory=dict)
+    copies: dict = dataclasses.field(default_factory=dict)
     details: list = dataclasses.field(default_factory=list)
 
     def change(self, op, change):
@@ -490,7 +493,7 @@ def _plan_block(graph, target, node, taken, name, init, seed, blocks=1):
             )
         chain.insert(0, _residual_block(graph, previous))
     base = name or f"{target.name}_block"
-    layers, steps = [], []
+    layers, steps, sources = [], [], {}
     for index, (shortcut, end, branch, zeroed) in enumerate(chain):
         prefix = base if blocks == 1 else f"{base}{index + 1}"
         copies = {}
@@ -502,6 +505,8 @@ def _plan_block(graph, target, node, taken, name, init, seed, blocks=1):
             copies[member.index] = clone
             values = _block_values(op, member is zeroed, H.get_handler(op), init)
             layers.append((clone, values))
+            if init == COPY and isinstance(op, keras.layers.Layer):
+                sources[id(clone)] = op
         last = index == len(chain) - 1
         add_name = unique_name(f"{prefix}_add", taken)
         rename = None
@@ -532,6 +537,7 @@ def _plan_block(graph, target, node, taken, name, init, seed, blocks=1):
         f"deepen after '{target.name}': insert a copy of {len(chain)} residual "
         f"block(s) ({operations} operations, {zeroed} zeroed)"
     )
+    plan.copies.update(sources)
     _insert(plan, node, Insertion(build, layers), rename)
     return plan
 

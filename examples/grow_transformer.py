@@ -79,9 +79,11 @@ def transformer(d, heads, ffn, blocks, seed):
     return keras.Model(tokens, L.Dense(2, name="head")(x), name="transformer")
 
 
-def compile_model(model, learning_rate):
+def compile_model(model, learning_rate, steps):
+    """AdamW with a cosine decay of the learning rate over ``steps`` steps."""
+    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, steps)
     model.compile(
-        keras.optimizers.AdamW(learning_rate, weight_decay=0.01),
+        keras.optimizers.AdamW(schedule, weight_decay=0.01),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
@@ -147,7 +149,9 @@ class ComputeLog(keras.callbacks.Callback):
 
 
 def run_grown(args, data, val, seed):
-    model = compile_model(transformer(seed=seed, **SMALL), args.learning_rate)
+    model = compile_model(
+        transformer(seed=seed, **SMALL), args.learning_rate, args.steps
+    )
     growth = [
         kn.Widen("token_embedding", BIG["d"]),
         kn.Widen("mha_0", BIG["heads"]),
@@ -169,8 +173,9 @@ def run_grown(args, data, val, seed):
 
 
 def run_scratch(args, data, val, seed, compute):
-    model = compile_model(transformer(seed=seed + 1000, **BIG), args.learning_rate)
+    model = transformer(seed=seed + 1000, **BIG)
     steps = max(1, int(round(compute / (args.batch_size * model.count_params()))))
+    compile_model(model, args.learning_rate, steps)
     log = ComputeLog(val, args.batch_size, args.eval_every)
     model.fit(
         *data,
@@ -191,7 +196,12 @@ def parse_args(argv=None):
     )
     parser.add_argument("--grow-at", type=int, default=None, help="the growth step")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--learning-rate", type=float, default=2e-3)
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        default=2e-3,
+        help="AdamW's initial rate, cosine-decayed over each run",
+    )
     parser.add_argument("--eval-every", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--seeds", type=int, default=1)
@@ -258,13 +268,29 @@ def run(args):
     }
 
 
+TARGET = 0.1  # validation loss
+
+
+def compute_to(points, target=TARGET):
+    """Compute spent when validation loss first reached ``target`` (None: never)."""
+    for point in points:
+        if point["val_loss"] <= target:
+            return point["compute"]
+    return None
+
+
 def markdown(report):
     lines = [
         "| seed | grown: final val loss | scratch: final val loss | grown: acc | "
-        "scratch: acc | compute (examples x params) | scratch steps |",
-        "|---|---|---|---|---|---|---|",
+        f"scratch: acc | grown: compute to loss {TARGET} | scratch: compute to "
+        f"loss {TARGET} | total compute | scratch steps |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     finals = {"grown": [], "scratch": []}
+
+    def fmt(value):
+        return "never" if value is None else f"{value:.3g}"
+
     for run in report["runs"]:
         g, s = run["grown"][-1], run["scratch"][-1]
         finals["grown"].append(g["val_loss"])
@@ -272,13 +298,14 @@ def markdown(report):
         lines.append(
             f"| {run['seed']} | {g['val_loss']:.4f} | {s['val_loss']:.4f} | "
             f"{g['val_accuracy']:.3f} | {s['val_accuracy']:.3f} | "
+            f"{fmt(compute_to(run['grown']))} | {fmt(compute_to(run['scratch']))} | "
             f"{g['compute']:.3g} | {run['scratch_steps']} |"
         )
     if len(report["runs"]) > 1:
         grown, scratch = np.array(finals["grown"]), np.array(finals["scratch"])
         lines.append(
             f"| mean ± std | {grown.mean():.4f} ± {grown.std():.4f} | "
-            f"{scratch.mean():.4f} ± {scratch.std():.4f} | | | | |"
+            f"{scratch.mean():.4f} ± {scratch.std():.4f} | | | | | | |"
         )
     return "\n".join(lines)
 

@@ -58,6 +58,9 @@ class ModelState:
         self.output_names = getattr(fn, "output_names", None)
         self.tracked_layers = list(model._layers)
         self.operations = _graph_operations(fn._operations)
+        self.nested_graphs = {
+            id(op): (op, graph_attrs(op)) for op in self.operations if has_graph(op)
+        }
         self.layer_nodes = {
             id(op): (op, list(op._inbound_nodes), list(op._outbound_nodes))
             for op in self.operations
@@ -75,7 +78,9 @@ class ModelState:
 
     def graphs(self):
         """The snapshot's graph attribute dicts (see `prune_nodes`)."""
-        graphs = [self.graph_attrs]
+        graphs = [self.graph_attrs] + [
+            attrs for _, attrs in self.nested_graphs.values()
+        ]
         if self.sequential_functional is not None:
             graphs.append(
                 {
@@ -96,6 +101,8 @@ class ModelState:
             _retrack_layers(model, self.tracked_layers)
         if self.trainable_state is not None:
             _set_trainable_state(model, self.trainable_state)
+        for op, attrs in self.nested_graphs.values():
+            _set_graph_attrs(graph_function(op), attrs)
         for op, inbound, outbound in self.layer_nodes.values():
             _replace_contents(op._inbound_nodes, inbound)
             _replace_contents(op._outbound_nodes, outbound)
@@ -242,12 +249,13 @@ def prune_nodes(model, own_graphs=(), own_lists=()):
     candidates = list({id(n): n for n in candidates}.values())
     used = _nodes_used_elsewhere(candidates, operations, own_graphs, own_lists)
     for op in operations:
+        # Outbound lists hold no indices: drop what no graph needs.
+        outbound = [n for n in op._outbound_nodes if id(n) in keep or id(n) in used]
+        _replace_contents(op._outbound_nodes, outbound)
         if any(id(n) in used for n in op._inbound_nodes):
             continue  # another model needs this operation's node indices
         inbound = [n for n in op._inbound_nodes if id(n) in keep]
-        outbound = [n for n in op._outbound_nodes if id(n) in keep or id(n) in used]
         _replace_contents(op._inbound_nodes, inbound)
-        _replace_contents(op._outbound_nodes, outbound)
         for index, node in enumerate(op._inbound_nodes):
             _renumber(node, index)
     for fn in graphs:
@@ -290,19 +298,21 @@ def adopt_graph(model, new_model, own_graphs=(), own_lists=()):
     )
 
 
-def release_graphs(model, temporaries):
+def release_graphs(model, temporaries, previous=()):
     """Empty the graphs of temporary models that a growth built and dropped.
 
     Growth builds the grown graph as a temporary model (and, for several
     operations, intermediate ones); ``model`` adopts the last one's graph. The
     temporaries would otherwise keep their graph nodes listed until Python's
     cycle collector runs, and a later growth would take them for another
-    model that still needs those nodes. Graphs that ``model`` uses are kept.
+    model that still needs those nodes. Graphs that ``model`` uses now, and
+    the nested models of its previous graph (``previous``: operations, e.g. a
+    user's sub-model that a later operation replaced), are kept.
     """
     fn = graph_function(model)
     in_use = {id(fn)} | {
         id(graph_function(op))
-        for op in _graph_operations(fn._operations)
+        for op in _graph_operations(fn._operations) + list(previous)
         if has_graph(op)
     }
     empty: dict[str, Any] = {

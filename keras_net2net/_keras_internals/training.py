@@ -75,8 +75,12 @@ def rebuild_optimizer(optimizer, variables):
             undo_inner()
 
         optimizer._trainable_variables_indices = {}
-        # The base build only records the variables (no new optimizer state).
-        keras.optimizers.Optimizer.build(optimizer, variables)
+        try:
+            # The base build only records the variables (no new optimizer state).
+            keras.optimizers.Optimizer.build(optimizer, variables)
+        except BaseException:
+            undo_outer()
+            raise
         return undo_outer
     keep = {id(optimizer._iterations), id(getattr(optimizer, "_learning_rate", None))}
     saved_dict = dict(optimizer.__dict__)

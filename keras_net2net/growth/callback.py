@@ -156,6 +156,8 @@ class GrowModel(keras.callbacks.Callback):
         self._epoch_first_step = 0
         self._steps_in_epoch = 0
         self._steps_known: int | None = None
+        self._start_step = 0
+        self._first_epoch = 0
         self._fresh_fit = True
         self._plateau: dict[int, dict[str, Any]] = {}
         self._pending: list[int] = []
@@ -164,19 +166,23 @@ class GrowModel(keras.callbacks.Callback):
 
     # -- order of application -----------------------------------------------
 
-    def _order(self, indices, steps):
+    def _order(self, indices):
         """Sort event indices in the order they are applied.
 
-        Epoch and step events by their moment in steps (an epoch event before
+        Epoch and step events by their moment in global steps (epoch ``e``
+        starts at ``start + (e - first_epoch) * steps``; an epoch event before
         a step event due at the same step), plateau events last; ties in
         schedule order. With an unknown number of steps per epoch, step events
-        come after the epoch events.
+        come after the epoch events. Validation and application use this one
+        order.
         """
+        steps = self._steps_per_epoch()
 
         def key(index):
             trigger = self.events[index].trigger
             if isinstance(trigger, AtEpoch):
-                moment = trigger.epoch * steps if steps else trigger.epoch
+                epochs = trigger.epoch - self._first_epoch
+                moment = self._start_step + epochs * steps if steps else epochs
                 return (0, moment, 0, index)
             if isinstance(trigger, AtStep):
                 return (0, trigger.step if steps else math.inf, 1, index)
@@ -198,11 +204,11 @@ class GrowModel(keras.callbacks.Callback):
                 learning_rate.check_scalable(optimizer)
         pending = [i for i in range(len(self.events)) if i not in self._fired]
         simulated = model
-        for index in self._order(pending, self._steps_per_epoch()):
+        for index in self._order(pending):
             event = self.events[index]
             try:
                 simulated = apply_operations(
-                    simulated, list(event.operations), name_failures=True
+                    simulated, list(event.operations), name_failures=True, compile=False
                 ).model
             except (ValueError, TypeError) as error:
                 raise type(error)(
@@ -233,14 +239,19 @@ class GrowModel(keras.callbacks.Callback):
         self._pending = []
         self._fresh_fit = True
         self._steps_known = None
+        self._start_step, self._first_epoch = self._iterations(), 0
         self._validate()
 
     def on_epoch_begin(self, epoch: int, logs: Logs = None) -> None:
         if self._fresh_fit:
-            # Read here, not at on_train_begin: a BackupAndRestore callback
-            # may load the optimizer's iterations in its on_train_begin.
             self._fresh_fit = False
             self._epoch_first_step = self._iterations()
+            if (self._epoch_first_step, epoch) != (self._start_step, 0):
+                # A BackupAndRestore callback loaded the iterations (and the
+                # initial epoch) after our on_train_begin: validate again in
+                # the order now known.
+                self._start_step, self._first_epoch = self._epoch_first_step, epoch
+                self._validate()
         elif (
             self._steps_known is None
             and not (self.params or {}).get("steps")
@@ -256,11 +267,11 @@ class GrowModel(keras.callbacks.Callback):
         due = self._due(AtEpoch, epoch) + self._due(AtStep, self._step)
         due += [i for i in self._pending if i not in due]
         self._pending = []
-        self._grow(self._order(due, self._steps_per_epoch() or 1))
+        self._grow(self._order(due))
 
     def on_train_batch_begin(self, batch: int, logs: Logs = None) -> None:
         self._step = self._epoch_first_step + batch
-        self._grow(self._due(AtStep, self._step))
+        self._grow(self._order(self._due(AtStep, self._step)))
 
     def on_train_batch_end(self, batch: int, logs: Logs = None) -> None:
         self._steps_in_epoch = batch + 1
@@ -330,6 +341,11 @@ class GrowModel(keras.callbacks.Callback):
         if restoring:
             return
         self._carry_callback_state(old_weights, result)
+        if any(isinstance(e.trigger, OnPlateau) for e in events):
+            # A plateau event's moment was unknown: check the rest of the
+            # schedule again against the model as it now is.
+            self._start_step, self._first_epoch = self._step, self._epoch
+            self._validate()
         record = GrowthRecord(
             epoch=self._epoch,
             step=self._step,
@@ -362,6 +378,12 @@ class GrowModel(keras.callbacks.Callback):
     def _resume(self, backup):
         """Re-apply the growth events recorded beside ``backup`` (see `backup`)."""
         backup_dir, weights_path, previous_path = internals.backup_paths(backup)
+        if "://" in str(backup_dir):
+            raise ValueError(
+                "GrowModel keeps its growth log beside the BackupAndRestore backup "
+                "and supports local backup directories only. Received: "
+                f"backup_dir={backup_dir!r}"
+            )
         schedule = [
             f"{e.trigger.describe()}: {', '.join(map(str, e.operations))}"
             for e in self.events

@@ -71,8 +71,6 @@ def grow_in_place(model: Model, operations: Operations) -> GrowthResult:
             ]
             temporaries = [result.model] + result.graphs
             internals.adopt_graph(model, result.model, own_graphs, state.node_lists())
-            internals.release_graphs(model, temporaries)
-            result.model, result.graphs = model, []
             if carry_state:
                 undo_optimizer = internals.rebuild_optimizer(
                     optimizer, model.trainable_variables
@@ -81,6 +79,9 @@ def grow_in_place(model: Model, operations: Operations) -> GrowthResult:
             internals.after_variables_changed(model)
             if getattr(model, "compiled", False):
                 internals.reset_compiled_functions(model)
+            # Last, once nothing can fail any more: empty the temporary graphs.
+            internals.release_graphs(model, temporaries, state.operations)
+            result.model, result.graphs = model, []
     except BaseException:
         if undo_optimizer is not None:
             undo_optimizer()

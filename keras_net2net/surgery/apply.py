@@ -225,7 +225,7 @@ class _Builder:
                     variable.assign(keras.ops.convert_to_numpy(source))
 
 
-def apply_plan(model, plan, *, reuse_layers=False):
+def apply_plan(model, plan, *, reuse_layers=False, compile=True):
     """Build the model that ``plan`` describes.
 
     Args:
@@ -233,6 +233,8 @@ def apply_plan(model, plan, *, reuse_layers=False):
         plan: a `keras_net2net.surgery.plan.Plan`.
         reuse_layers: reuse unchanged layers (sharing their variables) instead
             of cloning them. Defaults to False.
+        compile: compile a new (not reused) model like ``model``, if it was
+            compiled. Defaults to True.
 
     Returns:
         ``(new_model, pairs)`` where ``pairs`` lists ``(new operation, old
@@ -242,6 +244,6 @@ def apply_plan(model, plan, *, reuse_layers=False):
     builder = _Builder(plan, reuse_layers)
     new_model = builder.model(model)
     builder.finish(new_model)
-    if model.compiled and not reuse_layers:
+    if compile and model.compiled and not reuse_layers:
         new_model.compile_from_config(model.get_compile_config())
     return new_model, list(builder.pairs.values())

@@ -111,6 +111,8 @@ class LayerGraph:
         )
         self._calls: dict[int, list[Node]] = collections.defaultdict(list)
         self._containers: dict[int, tuple[Any, tuple[Any, ...]]] = {}
+        # id(nested model) -> (nested model, the model calling it, input keys)
+        self.nested_inputs: dict[int, tuple[Any, Any, list[int]]] = {}
         alias: dict[int, int] = {}
         self._alias = alias
         self.inputs = [self._key(t, alias) for t in internals.graph_inputs(model)]
@@ -134,6 +136,7 @@ class LayerGraph:
             )
             if inner_inputs is not None and len(inner_inputs) == len(inputs):
                 self._containers[id(op)] = (op, path)
+                self.nested_inputs[id(op)] = (op, owner, list(inputs))
                 for inner, key in zip(inner_inputs, inputs):
                     alias[id(inner)] = key
                 self._walk(op, alias, path + (op,))

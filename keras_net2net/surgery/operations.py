@@ -262,6 +262,7 @@ def apply_operations(
     *,
     reuse_layers: bool = False,
     name_failures: bool = False,
+    compile: bool = True,
 ) -> GrowthResult:
     """Apply several `Widen`/`Deepen` operations in order, as one growth.
 
@@ -282,6 +283,8 @@ def apply_operations(
             instead of cloning them. Defaults to False.
         name_failures: prefix an error with the operation that raised it.
             Defaults to False.
+        compile: compile new models like ``model`` (see `widen`); False for
+            dry runs and validation. Defaults to True.
 
     Returns:
         A `GrowthResult`.
@@ -296,7 +299,9 @@ def apply_operations(
     for operation in operations:
         try:
             plan = operation.plan(current)
-            new_model, pairs = apply_plan(current, plan, reuse_layers=reuse_layers)
+            new_model, pairs = apply_plan(
+                current, plan, reuse_layers=reuse_layers, compile=compile
+            )
         except (ValueError, TypeError) as error:
             if not name_failures:
                 raise
@@ -560,7 +565,7 @@ def describe_growth(model: Model, operations: Operations) -> str:
     Raises:
         ValueError: as the operations would.
     """
-    return "\n".join(apply_operations(model, operations).details)
+    return "\n".join(apply_operations(model, operations, compile=False).details)
 
 
 def max_output_difference(model_a: Model, model_b: Model, x: Any) -> float:

@@ -154,8 +154,16 @@ def plan_widen(
             "inputs' channels. Widen the layer that produces them.",
         )
     if role == H.UNITS and H.handler_for(target).internal_width(target) is not None:
-        return _plan_internal(target, handler, units, method, noise, seed, noise_on)
+        options = H.WidenOptions(
+            method=method,
+            noise=float(noise),
+            noise_on=noise_on,
+            pad_std=pad_std,
+            pad_bias=float(pad_bias),
+        )
+        return _plan_internal(target, handler, units, seed, options)
     group = find_group(graph, node.outputs[0], target.name)
+    _check_nested_inputs(graph, group, target)
     old_width = group.width
     units = _check_units(target, units, old_width)
     seeds = seed_stream(seed)
@@ -220,6 +228,26 @@ def plan_widen(
     return plan
 
 
+def _check_nested_inputs(graph, group, target):
+    """Refuse widening the inputs of a Functional model nested in a Sequential.
+
+    A Sequential model rebuilds its layers without telling a nested
+    Functional model the new width of its input.
+    """
+    widened = group.core | group.derived
+    for nested, owner, keys in graph.nested_inputs.values():
+        nested_functional = not isinstance(nested, keras.Sequential)
+        if nested_functional and isinstance(owner, keras.Sequential):
+            if any(key in widened for key in keys):
+                raise H.unsupported(
+                    nested,
+                    f"is a Functional model inside the Sequential model "
+                    f"'{owner.name}' and receives the channels of '{target.name}'; "
+                    "widening the input of such a nested model is not supported "
+                    "(build the outer model with the Functional API).",
+                )
+
+
 def _check_units(target, units, old_width, what="its current width"):
     if (
         isinstance(units, (bool, np.bool_))
@@ -233,17 +261,18 @@ def _check_units(target, units, old_width, what="its current width"):
     return int(units)
 
 
-def _plan_internal(target, handler, units, method, noise, seed, noise_on):
+def _plan_internal(target, handler, units, seed, options):
     """Widen a layer's own axis (attention heads), not a channel group."""
     old_width = handler.internal_width(target)
     units = _check_units(target, units, old_width, "its current number of heads")
     seeds = seed_stream(seed)
-    if method == H.RANDOM_PAD:
+    if options.random_pad:
         mapping = padding_mapping(old_width, units)
     else:
         mapping = random_mapping(old_width, units, seed=next(seeds))
-    options = H.WidenOptions(method=method, noise=float(noise), noise_on=noise_on)
-    plan = Plan(f"widen '{target.name}' heads {old_width} -> {units} ({method})")
+    plan = Plan(
+        f"widen '{target.name}' heads {old_width} -> {units} ({options.method})"
+    )
     plan.change(target, handler.widen_internal(target, mapping, options, seeds))
     plan.details = [plan.description, "changes:"] + plan.describe_changes()
     return plan

@@ -461,6 +461,10 @@ class UnitsHandler(Handler):
         """Values that make the layer output zeros (None if it cannot)."""
         return None
 
+    def zero_preserving(self, layer: Any) -> bool:
+        """False: a layer with weights does not pass zeros through unchanged."""
+        return False
+
 
 class PassThroughHandler(Handler):
     """A layer whose output has the same channel axis as its channel inputs.

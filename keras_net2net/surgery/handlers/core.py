@@ -9,6 +9,7 @@ from keras_net2net.surgery.handlers.base import IDEMPOTENT_ACTIVATIONS
 from keras_net2net.surgery.handlers.base import IDENTITY
 from keras_net2net.surgery.handlers.base import SAME
 from keras_net2net.surgery.handlers.base import UNITS
+from keras_net2net.surgery.handlers.base import ZERO_PRESERVING_ACTIVATIONS
 from keras_net2net.surgery.handlers.base import LayerChange
 from keras_net2net.surgery.handlers.base import PassThroughHandler
 from keras_net2net.surgery.handlers.base import UnitsHandler
@@ -80,6 +81,8 @@ class DenseHandler(UnitsHandler):
         )
 
     def zero_change(self, layer):
+        if activation_name(layer.activation) not in ZERO_PRESERVING_ACTIVATIONS:
+            return None  # act(0) != 0: zero weights would not give a zero output
         values = {"kernel": np.zeros(layer.kernel.shape, "float32")}
         if layer.use_bias:
             values["bias"] = np.zeros(layer.bias.shape, "float32")

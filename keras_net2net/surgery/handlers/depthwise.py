@@ -18,6 +18,7 @@ from keras_net2net.surgery.handlers.base import DERIVED
 from keras_net2net.surgery.handlers.base import IDEMPOTENT_ACTIVATIONS
 from keras_net2net.surgery.handlers.base import IDENTITY
 from keras_net2net.surgery.handlers.base import SAME
+from keras_net2net.surgery.handlers.base import ZERO_PRESERVING_ACTIVATIONS
 from keras_net2net.surgery.handlers.base import LayerChange
 from keras_net2net.surgery.handlers.base import LayoutHandler
 from keras_net2net.surgery.handlers.base import PassThroughHandler
@@ -127,6 +128,8 @@ class DepthwiseHandler(PassThroughHandler, LayoutHandler):
         return False
 
     def zero_change(self, layer):
+        if activation_name(layer.activation) not in ZERO_PRESERVING_ACTIVATIONS:
+            return None  # act(0) != 0: zero weights would not give a zero output
         values = {"kernel": np.zeros(layer.kernel.shape, "float32")}
         if layer.use_bias:
             values["bias"] = np.zeros(layer.bias.shape, "float32")
@@ -139,6 +142,7 @@ class DepthwiseHandler(PassThroughHandler, LayoutHandler):
             kernel_size=kernel_size,
             depth_multiplier=1,
             padding="same",
+            data_format="channels_last",
             activation=layer.get_config()["activation"],
             use_bias=True,
             depthwise_initializer=keras.initializers.GlorotUniform(seed=seed),
@@ -214,6 +218,8 @@ class SeparableHandler(UnitsHandler):
         return change
 
     def zero_change(self, layer):
+        if activation_name(layer.activation) not in ZERO_PRESERVING_ACTIVATIONS:
+            return None  # act(0) != 0: zero weights would not give a zero output
         values = {"pointwise_kernel": np.zeros(layer.pointwise_kernel.shape, "float32")}
         if layer.use_bias:
             values["bias"] = np.zeros(layer.bias.shape, "float32")
@@ -227,6 +233,7 @@ class SeparableHandler(UnitsHandler):
             kernel_size=kernel_size,
             depth_multiplier=1,
             padding="same",
+            data_format="channels_last",
             activation=layer.get_config()["activation"],
             use_bias=True,
             depthwise_initializer=keras.initializers.GlorotUniform(seed=seed),

@@ -55,8 +55,9 @@ _BINARY = (
     ("add", False),
     ("subtract", False),
     ("multiply", True),
-    ("divide", True),
-    ("true_divide", True),
+    # x / 2 maps 0 to 0 but 2 / x does not: not assumed.
+    ("divide", False),
+    ("true_divide", False),
     ("maximum", False),
     ("minimum", False),
     ("power", False),

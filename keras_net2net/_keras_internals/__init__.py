@@ -18,6 +18,7 @@ import keras
 
 from keras_net2net._keras_internals.graph import application_layer_classes
 from keras_net2net._keras_internals.graph import fill_arguments
+from keras_net2net._keras_internals.graph import functional_class
 from keras_net2net._keras_internals.graph import graph_calls
 from keras_net2net._keras_internals.graph import graph_function
 from keras_net2net._keras_internals.graph import graph_inputs
@@ -60,6 +61,7 @@ __all__ = [
     "distribution_scope",
     "fill_arguments",
     "graph_attrs",
+    "functional_class",
     "graph_calls",
     "graph_function",
     "graph_inputs",

@@ -43,6 +43,13 @@ def has_graph(operation):
     return isinstance(operation, keras.Model) and hasattr(operation, "_nodes_by_depth")
 
 
+def functional_class():
+    """The class of models built with the Functional API."""
+    from keras.src.models.functional import Functional
+
+    return Functional
+
+
 def graph_calls(model):
     """The nodes (calls) of ``model``'s graph in topological order.
 

@@ -18,6 +18,7 @@ from keras_net2net.growth import learning_rate
 from keras_net2net.growth import optimizer_state
 from keras_net2net.growth.backup import GrowthLog
 from keras_net2net.growth.backup import signature
+from keras_net2net.growth.inplace import check_growable_in_place
 from keras_net2net.growth.inplace import grow_in_place
 from keras_net2net.growth.schedule import AtEpoch
 from keras_net2net.growth.schedule import AtStep
@@ -203,6 +204,8 @@ class GrowModel(keras.callbacks.Callback):
             if self.lr_scale is not None:
                 learning_rate.check_scalable(optimizer)
         pending = [i for i in range(len(self.events)) if i not in self._fired]
+        if pending:
+            check_growable_in_place(model)
         simulated = model
         for index in self._order(pending):
             event = self.events[index]

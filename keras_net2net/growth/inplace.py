@@ -13,6 +13,29 @@ from keras_net2net.surgery.operations import GrowthResult
 from keras_net2net.surgery.operations import as_operations
 
 
+def check_growable_in_place(model: Model) -> None:
+    """Refuse a model whose class describes its architecture in its own config.
+
+    A subclass of the Functional (or Sequential) model that overrides
+    ``get_config`` (a KerasHub backbone, whose config is ``hidden_dim``,
+    ``num_layers``, ...) would keep describing the old architecture after
+    growing in place, so it could not be saved and loaded again.
+    """
+    base = keras.Sequential if isinstance(model, keras.Sequential) else None
+    if base is None:
+        base = internals.functional_class()
+    if type(model).get_config is not base.get_config:
+        raise TypeError(
+            f"Model '{model.name}' is a {type(model).__name__}, a subclass of "
+            f"{base.__name__} whose get_config describes the architecture by "
+            "its own arguments; growing it in place would leave that config "
+            "describing the old architecture (saving and loading would fail). "
+            "Grow a plain model that contains it instead, e.g. "
+            "keras.Model(inputs, outputs) built around it, or use widen/deepen, "
+            "which return a new plain Functional model."
+        )
+
+
 def grow_in_place(model: Model, operations: Operations) -> GrowthResult:
     """Apply ``operations`` to ``model`` itself, carrying optimizer state over.
 
@@ -48,6 +71,7 @@ def grow_in_place(model: Model, operations: Operations) -> GrowthResult:
     if not operations:
         origins: dict[int, tuple[Any, list]] = {id(v): (v, []) for v in model.weights}
         return GrowthResult(model, [], origins, state_origins=dict(origins))
+    check_growable_in_place(model)
     internals.graph_function(model)  # a clear error for subclassed models
     internals.sync_training_state(model)
     optimizer = getattr(model, "optimizer", None)

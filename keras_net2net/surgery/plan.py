@@ -137,7 +137,7 @@ def plan_widen(
 ):
     """Plan `widen` (see there); raises before anything is built."""
     graph = LayerGraph(model)
-    target = graph.get(layer)
+    target, part = _target_and_part(graph, layer)
     handler = H.get_handler(target)
     if handler is None or isinstance(target, keras.layers.InputLayer):
         raise H.unsupported(
@@ -146,6 +146,20 @@ def plan_widen(
         )
     handler.check(target)
     node = _single_call(graph, target, "be widened")
+    options = H.WidenOptions(
+        method=method,
+        noise=float(noise),
+        noise_on=noise_on,
+        pad_std=pad_std,
+        pad_bias=float(pad_bias),
+    )
+    if part is not None:
+        stream = handler.part_stream_width(target, part, units)
+        if stream is None:
+            return _plan_part(target, handler, part, units, seed, options)
+        # More heads of a fixed size: the whole stream grows with them.
+        options = dataclasses.replace(options, heads=((target.name, units),))
+        return _plan_group(graph, target, node, stream, seed, options)
     role = handler.role_of(target, node, graph)
     if role == H.DERIVED:
         raise H.unsupported(
@@ -154,14 +168,13 @@ def plan_widen(
             "inputs' channels. Widen the layer that produces them.",
         )
     if role == H.UNITS and H.handler_for(target).internal_width(target) is not None:
-        options = H.WidenOptions(
-            method=method,
-            noise=float(noise),
-            noise_on=noise_on,
-            pad_std=pad_std,
-            pad_bias=float(pad_bias),
-        )
         return _plan_internal(target, handler, units, seed, options)
+    return _plan_group(graph, target, node, units, seed, options)
+
+
+def _plan_group(graph, target, node, units, seed, options):
+    """Widen the coupling group of ``node``'s output to ``units`` channels."""
+    method = options.method
     group = find_group(graph, node.outputs[0], target.name)
     _check_nested_inputs(graph, group, target)
     old_width = group.width
@@ -182,13 +195,6 @@ def plan_widen(
         next(seeds)
     else:
         mapping = random_mapping(old_width, units, seed=next(seeds))
-    options = H.WidenOptions(
-        method=method,
-        noise=float(noise),
-        noise_on=noise_on,
-        pad_std=pad_std,
-        pad_bias=float(pad_bias),
-    )
     mappings = group_mappings(group, mapping)
     plan = Plan(
         f"widen '{target.name}' {old_width} -> {units} ({method}), "
@@ -225,6 +231,46 @@ def plan_widen(
                 node.op,
                 f"receives channels that are not all copied equally often; {reason}.",
             )
+    return plan
+
+
+def _target_and_part(graph, layer):
+    """``(layer, part or None)`` for ``"layer"`` or ``"layer/part"``.
+
+    A part is an axis of a composite layer that can be widened on its own
+    (a KerasHub Transformer block's ``feedforward_intermediate_dense``).
+    """
+    if not isinstance(layer, str) or "/" not in layer:
+        return graph.get(layer), None
+    if any(op.name == layer for op in graph.layers):
+        return graph.get(layer), None
+    outer, part = layer.split("/", 1)
+    target = graph.get(outer)
+    handler = H.get_handler(target)
+    parts = handler.parts(target) if handler is not None else {}
+    if part not in parts:
+        valid = ", ".join(f"'{outer}/{p}'" for p in parts) or "none"
+        raise ValueError(
+            f"`layer`: {H.describe(target)} has no part '{part}' that can be "
+            f"widened. Received: layer={layer!r}. Parts of this layer: {valid}."
+        )
+    return target, part
+
+
+def _plan_part(target, handler, part, units, seed, options):
+    """Widen one named part of a composite layer (its own axis)."""
+    old_width = handler.parts(target)[part]
+    units = _check_units(target, units, old_width, f"the width of '{part}'")
+    seeds = seed_stream(seed)
+    if options.random_pad:
+        mapping = padding_mapping(old_width, units)
+    else:
+        mapping = random_mapping(old_width, units, seed=next(seeds))
+    plan = Plan(
+        f"widen '{target.name}/{part}' {old_width} -> {units} ({options.method})"
+    )
+    plan.change(target, handler.widen_part(target, part, mapping, options, seeds))
+    plan.details = [plan.description, "changes:"] + plan.describe_changes()
     return plan
 
 
@@ -331,6 +377,14 @@ def plan_deepen(
             )
     if is_residual_add(target) and not residual:
         return _plan_block(graph, target, node, taken, name, init, seed, blocks)
+    if hasattr(handler, "check_copy") and not residual:
+        if blocks != 1:
+            raise H.unsupported(
+                target,
+                f"is a Transformer block layer; `blocks`={blocks} is not "
+                "supported for it (deepen after it once per new block).",
+            )
+        return _plan_layer_copy(graph, target, node, handler, taken, name, init)
     if blocks != 1:
         raise H.unsupported(
             target,
@@ -362,6 +416,34 @@ def plan_deepen(
         lambda out, _: new_layer(out), [(new_layer, values)], [new_layer]
     )
     _insert(plan, node, insertion, rename)
+    return plan
+
+
+def _plan_layer_copy(graph, target, node, handler, taken, name, init):
+    """Insert a copy of a whole-block layer that starts as the identity."""
+    handler.check_copy(target)
+    new_name = unique_name(name or f"{target.name}_copy", taken)
+    final_name, rename = _output_swap(graph, node, new_name)
+    config = target.get_config()
+    config["name"] = final_name
+    clone = type(target).from_config(config)
+    values = _block_values(target, True, handler, init)
+    raw_inputs = internals.node_inputs(node.raw)
+
+    def build(out, tensors):
+        fill = {id(t): tensors[id(t)] for t in raw_inputs}
+        fill[id(raw_inputs[0])] = out  # the stream; masks stay as they were
+        args, kwargs = internals.fill_arguments(node.raw, fill)
+        return clone(*args, **kwargs)
+
+    zeroed = ", ".join(sorted(handler.zero_change(target)))
+    plan = Plan(
+        f"deepen after '{target.name}': insert '{final_name}' (a copy of the "
+        f"{type(target).__name__}, {init}; {zeroed} zeroed)"
+    )
+    if init == COPY:
+        plan.copies[id(clone)] = target
+    _insert(plan, node, Insertion(build, [(clone, values)]), rename)
     return plan
 
 

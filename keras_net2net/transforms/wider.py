@@ -223,6 +223,10 @@ class WidthTransform:
         seed: integer seed or None. Defaults to None.
         fill_std: standard deviation of a ``"random"`` fill (None: the
             weight's own). Defaults to None.
+        scale: a factor applied to the whole result (optimizer state:
+            first moments by ``scale``, second moments by ``scale**2``).
+            Used where a widening changes a layer's own normalisation, as
+            attention's ``1/sqrt(key_dim)``. Defaults to 1.
     """
 
     mapping: WidthMapping
@@ -232,8 +236,10 @@ class WidthTransform:
     fill: float | str = 0.0
     seed: int | None = None
     fill_std: float | None = None
+    scale: float = 1.0
 
     def __post_init__(self) -> None:
+        check_real(self.scale, "scale", positive=True)
         if self.side not in SIDES:
             raise ValueError(f"`side` must be one of {SIDES}. Received: {self.side!r}")
         if self.axis is None:
@@ -259,7 +265,7 @@ class WidthTransform:
         fill = self.fill if weight else 0.0
         axis = -1 if self.axis is None else self.axis
         if self.side == "out":
-            return wider_out(
+            result = wider_out(
                 value,
                 self.mapping,
                 noise=noise,
@@ -268,13 +274,17 @@ class WidthTransform:
                 axis=axis,
                 fill_std=self.fill_std,
             )
-        return wider_in(
-            value,
-            self.mapping,
-            noise=noise,
-            fill=fill,
-            seed=self.seed,
-            axis=axis,
-            power=2 if kind == "squared" else 1,
-            fill_std=self.fill_std,
-        )
+        else:
+            result = wider_in(
+                value,
+                self.mapping,
+                noise=noise,
+                fill=fill,
+                seed=self.seed,
+                axis=axis,
+                power=2 if kind == "squared" else 1,
+                fill_std=self.fill_std,
+            )
+        if self.scale != 1.0:
+            result = result * (self.scale**2 if kind == "squared" else self.scale)
+        return result

@@ -17,6 +17,10 @@ stateless handler; the roles a handler can play are described in
 * `ops`: raw elementwise `keras.ops` calls (``x + y``, ``ops.relu(x)``)
 * `applications`: keras.applications' own layers (ConvNeXt LayerScale,
   StochasticDepth)
+* `kerashub`: ReversibleEmbedding and KerasHub's TransformerEncoder,
+  TransformerDecoder, PositionEmbedding and TokenAndPositionEmbedding
+  (registered the first time a KerasHub layer is looked up, so keras_hub is
+  never imported by keras-net2net itself)
 
 An operation whose exact class has no handler is unsupported and growth fails,
 naming it. Subclasses of supported layers are not assumed to behave like their
@@ -32,6 +36,7 @@ from keras_net2net.surgery.handlers import applications
 from keras_net2net.surgery.handlers import attention
 from keras_net2net.surgery.handlers import core
 from keras_net2net.surgery.handlers import depthwise
+from keras_net2net.surgery.handlers import kerashub
 from keras_net2net.surgery.handlers import merging
 from keras_net2net.surgery.handlers import normalization
 from keras_net2net.surgery.handlers import ops
@@ -86,6 +91,24 @@ __all__ = [
 ]
 
 _REGISTRY: dict[type, Handler] = {}
+_KERAS_HUB_REGISTERED = False
+
+
+def _register_default(layer_class: type, handler: Handler) -> None:
+    """Register unless the user already registered a handler for the class."""
+    if layer_class not in _REGISTRY:
+        register_handler(layer_class, handler)
+
+
+def _lookup(layer: Any) -> Handler | None:
+    global _KERAS_HUB_REGISTERED
+    handler = _REGISTRY.get(type(layer))
+    if handler is None and not _KERAS_HUB_REGISTERED:
+        if type(layer).__module__.startswith("keras_hub."):
+            _KERAS_HUB_REGISTERED = True
+            kerashub.register_keras_hub(_register_default)
+            handler = _REGISTRY.get(type(layer))
+    return handler
 
 
 def register_handler(layer_class: type, handler: Handler) -> None:
@@ -130,7 +153,7 @@ def get_handler(layer: Any) -> Handler | None:
     get_handler(keras.layers.Dense(4))  # a DenseHandler
     ```
     """
-    return _REGISTRY.get(type(layer))
+    return _lookup(layer)
 
 
 def handler_for(layer: Any) -> Any:
@@ -139,7 +162,7 @@ def handler_for(layer: Any) -> Any:
     Raises:
         ValueError: naming the layer, if its type has no handler.
     """
-    handler = _REGISTRY.get(type(layer))
+    handler = _lookup(layer)
     if handler is None:
         raise unsupported(layer, "is not a layer type keras-net2net supports.")
     return handler
@@ -155,5 +178,6 @@ for _family in (
     activations,
     ops,
     applications,
+    kerashub,
 ):
     _family.register(register_handler)

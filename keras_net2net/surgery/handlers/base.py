@@ -121,21 +121,24 @@ ZERO_PRESERVING_ACTIVATIONS = frozenset(
 def variable_positions(layer: Any) -> dict[str, int]:
     """The keys by which a `LayerChange` names ``layer``'s variables.
 
-    A variable is named by its name when that is unique in the layer
-    (``"kernel"``), and always by the last two parts of its path, which tell
-    apart the variables of a composite layer (``"query/kernel"``,
-    ``"attention_output/bias"``).
+    A variable is named by every ending of its path that no other variable
+    of the layer shares (``"kernel"`` in a Dense layer; ``"query/kernel"`` or
+    ``"self_attention/query/kernel"`` in a composite layer), and always by
+    the last two parts of its path (``"attention_output/bias"``).
 
     Returns:
         ``{key: position in layer.weights}``.
     """
     weights = list(getattr(layer, "weights", []))
-    names = [v.name for v in weights]
+    paths = [variable.path.split("/") for variable in weights]
     positions = {}
-    for position, variable in enumerate(weights):
-        positions["/".join(variable.path.split("/")[-2:])] = position
-        if names.count(variable.name) == 1:
-            positions[variable.name] = position
+    for position, parts in enumerate(paths):
+        positions["/".join(parts[-2:])] = position
+    for position, parts in enumerate(paths):
+        for length in range(1, len(parts) + 1):
+            key = "/".join(parts[-length:])
+            if sum(p[-length:] == parts[-length:] for p in paths) == 1:
+                positions[key] = position
     return positions
 
 
@@ -223,6 +226,9 @@ class WidenOptions:
     noise_on: str = COPIES
     pad_std: float | None = None
     pad_bias: float = 0.0
+    # (layer name, new number of heads): attention blocks that get more heads
+    # of the same size while their stream widens (see `Handler.parts`).
+    heads: tuple[tuple[str, int], ...] = ()
 
     @property
     def random_pad(self) -> bool:
@@ -316,9 +322,10 @@ def copy_transform(
     noise: float = 0.0,
     seed: int | None = None,
     fill_std: float | None = None,
+    scale: float = 1.0,
 ) -> WidthTransform:
     """A transform that copies entries along ``axis`` (see `WidthTransform`)."""
-    return WidthTransform(mapping, "out", axis, noise, fill, seed, fill_std)
+    return WidthTransform(mapping, "out", axis, noise, fill, seed, fill_std, scale)
 
 
 def divide_transform(
@@ -329,9 +336,10 @@ def divide_transform(
     noise: float = 0.0,
     seed: int | None = None,
     fill_std: float | None = None,
+    scale: float = 1.0,
 ) -> WidthTransform:
     """A transform that copies and divides by the copy count along ``axis``."""
-    return WidthTransform(mapping, "in", axis, noise, fill, seed, fill_std)
+    return WidthTransform(mapping, "in", axis, noise, fill, seed, fill_std, scale)
 
 
 class Handler:
@@ -372,6 +380,34 @@ class Handler:
     def init_key(self, layer: Any, variable: str) -> str | None:
         """Config key of the initializer that creates ``variable`` (or None)."""
         return f"{variable}_initializer"
+
+    def parts(self, layer: Any) -> dict[str, int]:
+        """Axes of a composite layer widened by naming them, with their widths.
+
+        ``widen(model, "<layer>/<part>", units)`` widens one; a plain layer
+        has none (the default).
+        """
+        return {}
+
+    def part_stream_width(self, layer: Any, part: str, units: int) -> int | None:
+        """The stream width that widening ``part`` to ``units`` requires.
+
+        None (the default): the part is widened on its own (`widen_part`).
+        A width: the layer's whole coupling group is widened to it, and the
+        layer sees ``(layer.name, units)`` in `WidenOptions.heads`.
+        """
+        return None
+
+    def widen_part(
+        self,
+        layer: Any,
+        part: str,
+        mapping: WidthMapping,
+        options: WidenOptions,
+        seeds: Seeds,
+    ) -> LayerChange:
+        """`LayerChange` that widens the part ``part`` (see `parts`)."""
+        raise unsupported(layer, f"has no part '{part}' to widen.")
 
 
 class UnitsHandler(Handler):

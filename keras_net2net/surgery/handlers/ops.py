@@ -1,5 +1,8 @@
 """Raw `keras.ops` calls in Functional graphs (``x + y``, ``ops.multiply(h, 2.0)``).
 
+Indexing (``x[:, 0, :]``, as BERT's pooled output does) that leaves the last
+axis whole passes the channels through; indexing into the channels is refused.
+
 Elementwise operations act on each channel independently: with one tensor
 operand (and scalar constants) they pass widened channels through; with
 several tensor operands they merge them like `keras.layers.Add` (one coupling
@@ -105,7 +108,44 @@ class ElementwiseOpHandler(PassThroughHandler):
         return self._zero
 
 
+def _keeps_last_axis(key, rank):
+    """True if indexing a rank-``rank`` tensor with ``key`` keeps its last axis."""
+    key = key if isinstance(key, tuple) else (key,)
+    if any(k is Ellipsis for k in key):
+        after = key[[k is Ellipsis for k in key].index(True) + 1 :]
+    elif sum(k is not None for k in key) < rank:
+        return True  # trailing axes, the channels among them, are untouched
+    else:
+        after = key
+    if not after:
+        return True
+    full = slice(None, None, None)
+    last = after[-1]
+    return isinstance(last, slice) and last == full
+
+
+class GetItemHandler(PassThroughHandler):
+    """``x[...]`` that keeps the channel axis whole (rows, positions, tokens)."""
+
+    def channel_inputs(self, layer, node, graph):
+        args = node.raw.arguments.args
+        key = args[1] if len(args) > 1 else None
+        rank = len(graph.shape(node.inputs[0]))
+        if not _keeps_last_axis(key, rank):
+            raise unsupported(
+                layer,
+                f"indexes the widened channels (key {key!r}); only indexing "
+                "that keeps the last axis whole is supported.",
+            )
+        return [0]
+
+    def zero_preserving(self, layer):
+        return True
+
+
 def register(register_handler):
+    x = keras.KerasTensor((2, 3))
+    register_handler(type(internals.tensor_producer(x[0])[0]), GetItemHandler())
     for names, arity in ((_UNARY, 1), (_BINARY, 2)):
         for name, zero in names:
             cls = _operation_class(name, arity)

@@ -27,6 +27,8 @@ GROWTHS = {
     "d_model x2 (from a residual Add)": lambda m: kn.widen(m, "add_ffn_0", 32),
     "heads 2 -> 4": lambda m: kn.widen(m, "mha_1", 4, seed=2),
     "feed-forward 32 -> 48": lambda m: kn.widen(m, "ffn_in_0", 48, seed=3),
+    "key_dim 8 -> 12": lambda m: kn.widen(m, "mha_0/key_dim", 12, seed=4),
+    "value_dim 8 -> 16": lambda m: kn.widen(m, "mha_1/value_dim", 16, seed=5),
 }
 
 
@@ -72,6 +74,20 @@ def test_widened_stream_touches_every_stream_layer():
     heads = kn.widen(model, "mha_0", 4)
     assert heads.get_layer("mha_0").num_heads == 4
     assert heads.get_layer("mha_0").weights[0].shape == (16, 4, 8)
+
+
+def test_key_and_value_dims_widen_every_head():
+    model = transformer_classifier()
+    keys = kn.widen(model, "mha_0/key_dim", 12)
+    mha = keys.get_layer("mha_0")
+    assert (mha.key_dim, mha.value_dim) == (12, 8)
+    values = kn.widen(model, "mha_0/value_dim", 10)
+    mha = values.get_layer("mha_0")
+    assert (mha.key_dim, mha.value_dim) == (8, 10)
+    with pytest.raises(ValueError, match="has no part 'key_dim'"):
+        kn.widen(model, "ffn_in_0/key_dim", 12)
+    with pytest.raises(ValueError, match="larger than the width of 'key_dim' 8"):
+        kn.widen(model, "mha_0/key_dim", 8)
 
 
 def test_deepen_by_a_whole_block():

@@ -367,7 +367,11 @@ def widen(
         layer: name (or object) of a layer whose output channels to widen: a
             Dense/Conv/SeparableConv layer, or any member of a coupling
             group whose output is on the group's channels (an Add, a
-            BatchNormalization, ...).
+            BatchNormalization, ...). A MultiHeadAttention layer gets more
+            heads. ``"<layer>/<part>"`` widens one part of a composite layer:
+            ``"mha/key_dim"``, ``"mha/value_dim"``, and a KerasHub
+            Transformer block's ``feedforward_intermediate_dense`` or
+            self-attention (heads).
         units: the new width of the channels; larger than the current one. A
             group that passes through LayerNormalization needs a multiple of
             the current width.

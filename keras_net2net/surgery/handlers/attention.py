@@ -11,7 +11,16 @@ d_out)``: columns copied). Widening the layer itself widens its *heads*: a
 copied head's query, key and value projections are copies of its original's,
 so it attends identically, and the output projection's rows of every copy are
 divided by the head's number of copies.
+
+Its parts ``"<layer>/key_dim"`` and ``"<layer>/value_dim"`` widen every head's
+size, exactly: new key dimensions copy old ones in the key projection and
+divide them by their copy count in the query projection (each q.k is
+unchanged), and the query projection is scaled by ``sqrt(new / old key_dim)``
+so that the layer's own ``1/sqrt(key_dim)`` gives the same scores; new value
+dimensions copy old ones and the output projection divides their rows.
 """
+
+import math
 
 import keras
 import numpy as np
@@ -172,6 +181,65 @@ class MultiHeadAttentionHandler(UnitsHandler):
             divide_transform(
                 mapping,
                 -3,
+                fill=options.fill(),
+                noise=options.consumer_noise(),
+                seed=next(seeds),
+                fill_std=options.pad_std,
+            ),
+        )
+        return change
+
+    # Parts: every head's key and value size.
+
+    def parts(self, layer):
+        config = layer.get_config()
+        value_dim = config.get("value_dim") or config["key_dim"]
+        return {"key_dim": int(config["key_dim"]), "value_dim": int(value_dim)}
+
+    def widen_part(self, layer, part, mapping, options, seeds):
+        """Every head's ``key_dim`` or ``value_dim`` (see the module docstring)."""
+        names = ["kernel", "bias"] if layer.use_bias else ["kernel"]
+        config = layer.get_config()
+        change = LayerChange(config={part: mapping.new_width})
+
+        def copies(name):
+            kernel = name == "kernel"
+            return copy_transform(
+                mapping,
+                fill=options.fill() if kernel else options.pad_bias,
+                noise=options.copy_noise() if kernel else 0.0,
+                seed=next(seeds),
+                fill_std=options.pad_std,
+            )
+
+        if part == "key_dim":
+            # value_dim defaults to key_dim: keep it where it was.
+            change.config["value_dim"] = int(
+                config.get("value_dim") or mapping.old_width
+            )
+            scale = math.sqrt(mapping.new_width / mapping.old_width)
+            for name in names:
+                change.add(f"key/{name}", copies(name))
+                change.add(
+                    f"query/{name}",
+                    divide_transform(
+                        mapping,
+                        -1,
+                        fill=options.fill(),
+                        noise=options.consumer_noise() if name == "kernel" else 0.0,
+                        seed=next(seeds),
+                        fill_std=options.pad_std,
+                        scale=scale,
+                    ),
+                )
+            return change
+        for name in names:
+            change.add(f"value/{name}", copies(name))
+        change.add(
+            "attention_output/kernel",
+            divide_transform(
+                mapping,
+                -2,
                 fill=options.fill(),
                 noise=options.consumer_noise(),
                 seed=next(seeds),

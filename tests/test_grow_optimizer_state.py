@@ -159,3 +159,42 @@ def test_slot_registry_names_supported_optimizers():
         ValueError, match="Supported optimizers: AdamW, Adam, RMSprop, SGD"
     ):
         optimizer_state.slot_kinds(keras.optimizers.Adamax())
+
+
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        lambda: keras.optimizers.Adam(0.01, amsgrad=True),
+        lambda: keras.optimizers.SGD(0.05, momentum=0.9),
+    ],
+    ids=["adam-amsgrad", "sgd-momentum"],
+)
+def test_unchanged_variables_keep_their_slot_variables(kind, optimizer):
+    """A growth creates optimizer state only for the variables it changes."""
+    model, x, y = trained(kind, optimizer())
+    opt = model.optimizer
+    before = {id(v): v for v in opt.variables}
+    values = {id(v): np.array(keras.ops.convert_to_numpy(v)) for v in opt.variables}
+    kn.grow_in_place(model, kn.Widen("fc1", 10, seed=0))
+    slot_lists = [
+        getattr(opt, attr)
+        for attr in optimizer_state.slot_kinds(opt)
+        if getattr(opt, attr, None)
+    ]
+    assert slot_lists
+    changed = {"fc1", "bn", "fc2"}  # fc2 reads the widened channels
+    for layer in model.layers:
+        for variable in layer.trainable_weights:
+            index = opt._get_variable_index(variable)
+            for slots in slot_lists:
+                slot = slots[index]
+                if layer.name in changed:
+                    assert id(slot) not in before, (layer.name, variable.name)
+                else:
+                    assert before.get(id(slot)) is slot, (layer.name, variable.name)
+                    np.testing.assert_array_equal(
+                        keras.ops.convert_to_numpy(slot), values[id(slot)]
+                    )
+    # The optimizer lists each variable once and training goes on.
+    assert len({id(v) for v in opt.variables}) == len(opt.variables)
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0)

@@ -45,6 +45,7 @@ from keras_net2net._keras_internals.training import optimizer_trainable_variable
 from keras_net2net._keras_internals.training import rebuild_optimizer
 from keras_net2net._keras_internals.training import reset_compiled_functions
 from keras_net2net._keras_internals.training import sibling_callbacks
+from keras_net2net._keras_internals.training import slot_key
 from keras_net2net._keras_internals.training import sync_training_state
 
 SUPPORTED_KERAS = ">=3.13,<3.16"
@@ -77,6 +78,7 @@ __all__ = [
     "outputs_struct",
     "prune_nodes",
     "rebuild_optimizer",
+    "slot_key",
     "release_graphs",
     "reset_compiled_functions",
     "set_untracked_attribute",

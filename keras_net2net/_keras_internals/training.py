@@ -56,16 +56,36 @@ def optimizer_trainable_variables(optimizer):
     return list(optimizer._trainable_variables)
 
 
-def rebuild_optimizer(optimizer, variables):
+def slot_key(variable, slot):
+    """The key under which `rebuild_optimizer` finds ``slot`` of ``variable``.
+
+    Keras names a slot ``f"{variable.path with '_' for '/'}_{kind}"``
+    (``add_variable_from_reference``); the key is ``(id(variable), name)``.
+    """
+    return (id(variable), slot.name)
+
+
+def _reference_key(reference_variable, name):
+    name = name or "var"
+    if hasattr(reference_variable, "path"):
+        name = f"{reference_variable.path.replace('/', '_')}_{name}"
+    return (id(reference_variable), name)
+
+
+def rebuild_optimizer(optimizer, variables, slots=None):
     """Rebuild ``optimizer``'s per-variable state for ``variables`` in place.
 
     The iteration counter and the learning rate (variable or schedule) are kept;
-    every other optimizer variable is dropped and `build` creates fresh (zero)
-    slots. A LossScaleOptimizer keeps its loss-scale variables and rebuilds its
-    inner optimizer. Returns a function that undoes the rebuild.
+    every other optimizer variable is dropped and `build` creates the slots:
+    ``slots`` (``{slot_key: value}``) gives, per slot, either an existing slot
+    variable to keep (an unchanged variable's) or an initializer to create it
+    with (a changed variable's carried state); other slots start at zero. The
+    rebuild then costs time and memory only for the changed variables. A
+    LossScaleOptimizer keeps its loss-scale variables and rebuilds its inner
+    optimizer. Returns a function that undoes the rebuild.
     """
     if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-        undo_inner = rebuild_optimizer(optimizer.inner_optimizer, variables)
+        undo_inner = rebuild_optimizer(optimizer.inner_optimizer, variables, slots)
         saved = (optimizer._trainable_variables_indices, optimizer._trainable_variables)
 
         def undo_outer():
@@ -97,11 +117,26 @@ def rebuild_optimizer(optimizer, variables):
         _replace_contents(optimizer._variables, saved_vars)
         optimizer._tracker.stored_ids = saved_ids
 
+    slots = slots or {}
+    create = optimizer.add_variable_from_reference
+
+    def add_variable_from_reference(reference_variable, name=None, initializer="zeros"):
+        slot = slots.get(_reference_key(reference_variable, name))
+        if slot is None:
+            return create(reference_variable, name=name, initializer=initializer)
+        if not isinstance(slot, keras.Variable):  # an initializer
+            return create(reference_variable, name=name, initializer=slot)
+        optimizer._track_variable(slot)
+        return slot
+
+    optimizer.add_variable_from_reference = add_variable_from_reference
     try:
         optimizer.build(variables)
     except BaseException:
         undo()
         raise
+    finally:
+        del optimizer.add_variable_from_reference  # the class's method again
     return undo
 
 

@@ -85,9 +85,9 @@ def grow_in_place(model: Model, operations: Operations) -> GrowthResult:
             result = apply_operations(
                 model, operations, reuse_layers=True, name_failures=True
             )
-            planned = None
+            slots = leftovers = None
             if carry_state:
-                planned = optimizer_state.plan_state(
+                slots, leftovers = optimizer_state.plan_state(
                     optimizer, result.model.trainable_variables, result.state_origins
                 )
             own_graphs = state.graphs() + [
@@ -97,9 +97,9 @@ def grow_in_place(model: Model, operations: Operations) -> GrowthResult:
             internals.adopt_graph(model, result.model, own_graphs, state.node_lists())
             if carry_state:
                 undo_optimizer = internals.rebuild_optimizer(
-                    optimizer, model.trainable_variables
+                    optimizer, model.trainable_variables, slots
                 )
-                optimizer_state.assign_state(optimizer, planned)
+                optimizer_state.assign_state(optimizer, leftovers)
             internals.after_variables_changed(model)
             if getattr(model, "compiled", False):
                 internals.reset_compiled_functions(model)

@@ -88,8 +88,51 @@ def _slots(optimizer, kinds):
     return {attr: list(getattr(optimizer, attr, None) or []) for attr in kinds}
 
 
+def _unchanged(variable, origins):
+    source, chain = origins.get(id(variable), (None, []))
+    return source is variable and not chain
+
+
+class SlotValue:
+    """Initializer of a new slot: its source's slot through the transforms.
+
+    The value is computed (in numpy) only when the slot variable is created.
+    """
+
+    def __init__(self, source, chain, kind):
+        self.source, self.chain, self.kind = source, chain, kind
+
+    def value(self):
+        value = keras.ops.convert_to_numpy(self.source)
+        for transform in self.chain:
+            value = transform.apply(value, kind=self.kind)
+        return value
+
+    def __call__(self, shape, dtype=None):
+        value = self.value()
+        if tuple(value.shape) != tuple(shape):
+            raise ValueError(
+                f"The carried optimizer state has shape {tuple(value.shape)}, "
+                f"but the new slot has shape {tuple(shape)}."
+            )
+        dtype = keras.backend.standardize_dtype(dtype or self.source.dtype)
+        return np.asarray(value, dtype=dtype)
+
+
+def _slot_name(variable, slot):
+    """The kind name Keras gave ``slot`` of ``variable`` ("momentum", ...)."""
+    prefix = variable.path.replace("/", "_") + "_"
+    return slot.name[len(prefix) :] if slot.name.startswith(prefix) else None
+
+
 def plan_state(optimizer, new_variables, origins):
-    """Compute the slot values of ``new_variables`` (numpy), before any change.
+    """Plan the optimizer state of the grown model, before any change.
+
+    * A variable kept as it is keeps its slot variables themselves.
+    * A changed variable's slot is its source's slot through the variable's
+      transforms, computed in numpy when the new slot is created (one at a
+      time), so no zero slot is created and then overwritten.
+    * Variables of inserted layers get zero slots.
 
     Args:
         optimizer: the built optimizer.
@@ -98,36 +141,50 @@ def plan_state(optimizer, new_variables, origins):
             (`keras_net2net.transforms.WidthTransform` list).
 
     Returns:
-        ``{slot attribute: {id(new variable): array}}``; missing means zero.
+        ``(slots, leftovers)``: ``slots`` maps a slot key (see
+        `keras_net2net._keras_internals.slot_key`) to the slot variable to
+        keep or a `SlotValue` to create it with, for
+        `keras_net2net._keras_internals.rebuild_optimizer`; ``leftovers``
+        (``{slot attribute: {id(new variable): SlotValue}}``) are slots whose
+        Keras name is not the usual one, written by `assign_state` after the
+        rebuild.
     """
     kinds = slot_kinds(optimizer)
     optimizer = _state_owner(optimizer)
     old_variables = internals.optimizer_trainable_variables(optimizer)
     old_index = {id(v): i for i, v in enumerate(old_variables)}
-    planned = {}
-    for attr, slots in _slots(optimizer, kinds).items():
-        if not slots:
+    slots, leftovers = {}, {}
+    for attr, old_slots in _slots(optimizer, kinds).items():
+        if not old_slots:
             continue
         values = {}
         for variable in new_variables:
             source, chain = origins.get(id(variable), (None, []))
             if source is None or id(source) not in old_index:
                 continue
-            value = keras.ops.convert_to_numpy(slots[old_index[id(source)]])
-            for transform in chain:
-                value = transform.apply(value, kind=kinds[attr])
-            values[id(variable)] = np.asarray(value)
-        planned[attr] = values
-    return planned
+            slot = old_slots[old_index[id(source)]]
+            if slot is None:
+                continue
+            if _unchanged(variable, origins):
+                slots[internals.slot_key(variable, slot)] = slot
+                continue
+            entry = SlotValue(slot, list(chain), kinds[attr])
+            name = _slot_name(source, slot)
+            if name is None:
+                values[id(variable)] = entry
+            else:
+                new_name = f"{variable.path.replace('/', '_')}_{name}"
+                slots[(id(variable), new_name)] = entry
+        leftovers[attr] = values
+    return slots, leftovers
 
 
-def assign_state(optimizer, planned):
-    """Write planned slot values into a freshly rebuilt ``optimizer``."""
+def assign_state(optimizer, leftovers):
+    """Write the leftover planned slots into the rebuilt ``optimizer``."""
     optimizer = _state_owner(optimizer)
     variables = internals.optimizer_trainable_variables(optimizer)
-    for attr, values in planned.items():
+    for attr, values in leftovers.items():
         for variable, slot in zip(variables, getattr(optimizer, attr)):
-            value = values.get(id(variable))
-            if value is not None:
-                dtype = keras.backend.standardize_dtype(slot.dtype)
-                slot.assign(value.astype(dtype))
+            entry = values.get(id(variable))
+            if entry is not None and slot is not None:
+                slot.assign(entry(tuple(slot.shape), slot.dtype))

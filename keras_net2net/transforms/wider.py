@@ -181,11 +181,12 @@ def wider_in(
         shape[axis] = -1
         divisor = (counts.astype(np.float64) ** power).reshape(shape)
         if np.issubdtype(out.dtype, np.floating):
-            divisor = divisor.astype(out.dtype)
-        out = out / divisor
+            out /= divisor.astype(out.dtype)  # in place: `out` is a fresh copy
+        else:
+            out = out / divisor
     _fill(out, fresh, fill, w, rng, axis, fill_std)
     copies = ~fresh & (np.arange(mapping.new_width) >= mapping.old_width)
-    if copies.any():
+    if noise and copies.any():
         reference = np.take(out, np.flatnonzero(copies), axis=axis)
         _add_noise(out, copies, noise, reference, rng, axis)
     return out
@@ -286,5 +287,9 @@ class WidthTransform:
                 fill_std=self.fill_std,
             )
         if self.scale != 1.0:
-            result = result * (self.scale**2 if kind == "squared" else self.scale)
+            factor = self.scale**2 if kind == "squared" else self.scale
+            if np.issubdtype(result.dtype, np.floating):
+                result *= np.asarray(factor, result.dtype)
+            else:
+                result = result * factor
         return result

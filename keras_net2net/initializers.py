@@ -13,6 +13,8 @@ import keras
 import numpy as np
 
 from keras_net2net import transforms
+from keras_net2net._arrays import host_copy
+from keras_net2net._arrays import host_view
 from keras_net2net._validation import check_choice
 from keras_net2net._validation import check_int
 from keras_net2net._validation import check_real
@@ -124,7 +126,8 @@ class Net2WiderInit(keras.initializers.Initializer):
                     "needs the source weights."
                 )
             return
-        self.source = np.asarray(keras.ops.convert_to_numpy(source))
+        # A snapshot: numpy arrays are kept as given, anything else is copied.
+        self.source = source if isinstance(source, np.ndarray) else host_copy(source)
         if not -self.source.ndim <= self.axis < self.source.ndim:
             raise ValueError(
                 f"Net2WiderInit(side={side!r}) widens axis {self.axis}, which a "
@@ -172,7 +175,7 @@ class Net2WiderInit(keras.initializers.Initializer):
         Returns:
             A `Net2WiderInit`.
         """
-        value = np.asarray(keras.ops.convert_to_numpy(source))
+        value = host_view(source)  # the transforms write new arrays
         for step in transforms[:-1]:
             value = step.apply(value)
         last = transforms[-1]

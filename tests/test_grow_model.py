@@ -251,3 +251,46 @@ def test_backend_tracks_exactly_the_current_variables(kind):
     # a second fit trains and stays finite (no gradient accumulation)
     history = model.fit(x, y, epochs=3, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
+
+
+def test_checking_pending_events_leaves_the_model_untouched(kind):
+    """GrowModel simulates its events at fit start on graphs sharing the
+    unchanged layers; the model, its layers' call history and its variables
+    are exactly as before, and a later growth still works."""
+    from conftest import assert_unchanged
+    from conftest import snapshot
+
+    model = mnist_model(kind, size=12)
+    x, y = data(16, size=12)
+    model.fit(x, y, epochs=1, verbose=0)
+    before = snapshot(model)
+    nodes = {
+        layer.name: (len(layer._inbound_nodes), len(layer._outbound_nodes))
+        for layer in model.layers
+    }
+    variables = [id(v) for v in model.weights]
+    # An invalid schedule (its second event would narrow conv1) is refused,
+    # after simulating the first event, with the model untouched.
+    bad = kn.GrowModel(
+        {5: [kn.Widen("fc1", 70), kn.Deepen(after="conv2")], 6: kn.Widen("conv1", 40)}
+    )
+    bad.set_model(model)
+    with pytest.raises(ValueError, match="event at epoch 6 is invalid"):
+        bad.on_train_begin()
+    assert_unchanged(model, before)
+    grow = kn.GrowModel(
+        {
+            5: [kn.Widen("fc1", 70), kn.Deepen(after="conv2")],
+            6: kn.Widen("conv1", 96),
+        }
+    )
+    grow.set_model(model)
+    grow.on_train_begin()
+    assert_unchanged(model, before)
+    assert [id(v) for v in model.weights] == variables
+    assert {
+        layer.name: (len(layer._inbound_nodes), len(layer._outbound_nodes))
+        for layer in model.layers
+    } == nodes
+    model.fit(x, y, epochs=8, verbose=0, callbacks=[grow])
+    assert len(grow.records) == 2 and model.get_layer("fc1").units == 70

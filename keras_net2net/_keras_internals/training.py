@@ -137,7 +137,19 @@ def rebuild_optimizer(optimizer, variables, slots=None):
         raise
     finally:
         del optimizer.add_variable_from_reference  # the class's method again
+    _forget_snapshot(optimizer._variables)
     return undo
+
+
+def _forget_snapshot(tracked_list):
+    """Drop TensorFlow's snapshot of a tracked list's previous contents.
+
+    On the TensorFlow backend the optimizer's variable list is a TF
+    ``ListWrapper``, which keeps a copy of its last checkpointed contents: it
+    would keep the replaced slot variables (and their memory) alive.
+    """
+    if hasattr(tracked_list, "_last_wrapped_list_snapshot"):
+        tracked_list._last_wrapped_list_snapshot = list(tracked_list)
 
 
 def learning_rate_object(optimizer):

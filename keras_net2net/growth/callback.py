@@ -1,6 +1,7 @@
 """`GrowModel`: grow a model in place while `model.fit` runs."""
 
 import dataclasses
+import gc
 import math
 import warnings
 from typing import Any
@@ -204,21 +205,39 @@ class GrowModel(keras.callbacks.Callback):
             if self.lr_scale is not None:
                 learning_rate.check_scalable(optimizer)
         pending = [i for i in range(len(self.events)) if i not in self._fired]
-        if pending:
-            check_growable_in_place(model)
+        if not pending:
+            return
+        check_growable_in_place(model)
+        # Simulate the events in order on graphs that share the unchanged
+        # layers with the model (as growing in place does), so that the cost
+        # is that of the changed layers only; then put the model's graph back.
+        state = internals.ModelState(model)
+        temporaries: list[Any] = []
         simulated = model
-        for index in self._order(pending):
-            event = self.events[index]
-            try:
-                simulated = apply_operations(
-                    simulated, list(event.operations), name_failures=True, compile=False
-                ).model
-            except (ValueError, TypeError) as error:
-                raise type(error)(
-                    f"GrowModel: the growth event at {event.trigger.describe()} "
-                    f"is invalid for model '{model.name}' as it will be then: "
-                    f"{error}"
-                ) from error
+        try:
+            for index in self._order(pending):
+                event = self.events[index]
+                try:
+                    result = apply_operations(
+                        simulated,
+                        list(event.operations),
+                        reuse_layers=True,
+                        name_failures=True,
+                        compile=False,
+                    )
+                except (ValueError, TypeError) as error:
+                    raise type(error)(
+                        f"GrowModel: the growth event at {event.trigger.describe()} "
+                        f"is invalid for model '{model.name}' as it will be then: "
+                        f"{error}"
+                    ) from error
+                temporaries += [result.model, *result.graphs]
+                simulated = result.model
+        finally:
+            state.restore()
+            internals.release_graphs(model, temporaries, state.operations)
+            del simulated, temporaries
+            gc.collect()
 
     # -- callback hooks -----------------------------------------------------
 

@@ -21,6 +21,10 @@ import keras
 import numpy as np
 
 from keras_net2net import _keras_internals as internals
+from keras_net2net._arrays import exact_on_device
+from keras_net2net._arrays import host_copy
+from keras_net2net._arrays import host_view
+from keras_net2net._arrays import transform_on_device
 
 # (optimizer class, {slot attribute: kind}). Keras' own backend variants (e.g.
 # the torch SGD) resolve to their public class; user subclasses are refused.
@@ -96,27 +100,43 @@ def _unchanged(variable, origins):
 class SlotValue:
     """Initializer of a new slot: its source's slot through the transforms.
 
-    The value is computed (in numpy) only when the slot variable is created.
+    The value is computed only when the slot variable is created: with
+    backend ops where the transforms are exact (no host round trip), else in
+    numpy.
     """
 
     def __init__(self, source, chain, kind):
         self.source, self.chain, self.kind = source, chain, kind
 
     def value(self):
-        value = keras.ops.convert_to_numpy(self.source)
+        if not self.chain:
+            return host_copy(self.source)
+        value = host_view(self.source)  # the transforms write new arrays
         for transform in self.chain:
             value = transform.apply(value, kind=self.kind)
         return value
 
     def __call__(self, shape, dtype=None):
+        dtype = keras.backend.standardize_dtype(dtype or self.source.dtype)
+        if exact_on_device(self.chain, self.kind):
+            # Computed where the slot lives: no host round trip.
+            if self.chain:
+                tensor = transform_on_device(self.source, self.chain, self.kind)
+            else:
+                tensor = keras.ops.copy(self.source.value)
+            if tuple(tensor.shape) == tuple(shape):
+                return keras.ops.cast(tensor, dtype)
         value = self.value()
         if tuple(value.shape) != tuple(shape):
             raise ValueError(
                 f"The carried optimizer state has shape {tuple(value.shape)}, "
                 f"but the new slot has shape {tuple(shape)}."
             )
-        dtype = keras.backend.standardize_dtype(dtype or self.source.dtype)
-        return np.asarray(value, dtype=dtype)
+        # A backend tensor, and the numpy value released before the variable
+        # is created from it: one transient copy instead of two.
+        tensor = keras.ops.convert_to_tensor(np.asarray(value, dtype=dtype))
+        del value
+        return tensor
 
 
 def _slot_name(variable, slot):

@@ -18,8 +18,32 @@ import keras
 import numpy as np
 
 from keras_net2net import _keras_internals as internals
+from keras_net2net._arrays import exact_on_device
+from keras_net2net._arrays import host_copy
+from keras_net2net._arrays import host_view
+from keras_net2net._arrays import transform_on_device
 from keras_net2net.initializers import Net2WiderInit
 from keras_net2net.surgery import handlers as H
+
+
+class _OnDevice:
+    """Initializer computing a widened weight with backend ops, where it lives.
+
+    Used while a rebuilt layer is built (its original initializer is put back
+    afterwards), for exact transforms: no copy through the host.
+    """
+
+    def __init__(self, source, chain):
+        self.source, self.chain = source, chain
+
+    def __call__(self, shape, dtype=None):
+        value = transform_on_device(self.source, self.chain)
+        if tuple(value.shape) != tuple(shape):
+            raise ValueError(
+                f"The widened weight has shape {tuple(value.shape)}, but the "
+                f"layer asked for shape {tuple(shape)}."
+            )
+        return keras.ops.cast(value, dtype or self.source.dtype)
 
 
 class _Builder:
@@ -79,11 +103,16 @@ class _Builder:
             if handler is not None and variable.name in change.transforms:
                 key = handler.init_key(old, variable.name)
             if key is not None and key in config:
-                fallback = getattr(old, key, None) or "zeros"
-                config[key] = Net2WiderInit.chained(variable, chain, fallback=fallback)
+                if exact_on_device(chain):
+                    config[key] = _OnDevice(variable, chain)
+                else:
+                    fallback = getattr(old, key, None) or "zeros"
+                    config[key] = Net2WiderInit.chained(
+                        variable, chain, fallback=fallback
+                    )
                 keys.append(key)
             else:
-                value = keras.ops.convert_to_numpy(variable)
+                value = host_view(variable)  # the transforms write new arrays
                 for step in chain:
                     value = step.apply(value)
                 values[position] = value
@@ -222,7 +251,7 @@ class _Builder:
                 if position not in set_by_plan:
                     # A host copy: never alias the old variable's device buffer
                     # (JAX may donate and delete it).
-                    variable.assign(keras.ops.convert_to_numpy(source))
+                    variable.assign(host_copy(source))
 
 
 def apply_plan(model, plan, *, reuse_layers=False, compile=True):

@@ -263,6 +263,15 @@ def activation_name(activation):
     """Serialised name of an activation function ('?' for custom callables)."""
     if activation is None:
         return "linear"
+    # Keras's own functions by name: serialize() may import optional modules
+    # (TensorFlow, seconds) the first time it runs.
+    name = getattr(activation, "__name__", None)
+    if isinstance(name, str):
+        try:
+            if keras.activations.get(name) is activation:
+                return name
+        except (ValueError, TypeError):
+            pass
     try:
         name = keras.activations.serialize(activation)
     except (ValueError, TypeError):

@@ -212,11 +212,23 @@ class MultiHeadAttentionHandler(UnitsHandler):
                 fill_std=options.pad_std,
             )
 
-        if part == "key_dim":
-            # value_dim defaults to key_dim: keep it where it was.
-            change.config["value_dim"] = int(
-                config.get("value_dim") or mapping.old_width
+        value_dim = int(config.get("value_dim") or config["key_dim"])
+        key_dim = int(config["key_dim"])
+        if part == "key_dim" and value_dim == key_dim:
+            # Equal key and value sizes (the default) stay equal: values too.
+            change.config["value_dim"] = mapping.new_width
+            self._widen_values(change, names, mapping, options, seeds, copies)
+        sizes = {"key_dim": key_dim, "value_dim": value_dim, **change.config}
+        if sizes["key_dim"] != sizes["value_dim"] and keras.backend.backend() == "jax":
+            raise unsupported(
+                layer,
+                f"would get key_dim={sizes['key_dim']} and value_dim="
+                f"{sizes['value_dim']}; on the JAX backend Keras' "
+                "MultiHeadAttention fails when they differ (its fused attention "
+                "needs equal sizes), so only growth that keeps them equal is "
+                "allowed there.",
             )
+        if part == "key_dim":
             scale = math.sqrt(mapping.new_width / mapping.old_width)
             for name in names:
                 change.add(f"key/{name}", copies(name))
@@ -233,6 +245,10 @@ class MultiHeadAttentionHandler(UnitsHandler):
                     ),
                 )
             return change
+        self._widen_values(change, names, mapping, options, seeds, copies)
+        return change
+
+    def _widen_values(self, change, names, mapping, options, seeds, copies):
         for name in names:
             change.add(f"value/{name}", copies(name))
         change.add(
@@ -246,7 +262,6 @@ class MultiHeadAttentionHandler(UnitsHandler):
                 fill_std=options.pad_std,
             ),
         )
-        return change
 
     def init_key(self, layer, variable):
         return None  # one initializer for every projection: values are assigned

@@ -1,7 +1,10 @@
 """Run GrowModel under a distribution; executed in a subprocess by test_distributed.
 
-Usage: python distributed_worker.py {tf-mirrored,jax-data-parallel} OUT_DIR
-Prints one JSON line with what it measured.
+Usage: python distributed_worker.py MODE OUT_DIR [WORKER_INDEX TF_CONFIG_JSON]
+
+MODE is tf-mirrored, jax-data-parallel, jax-model-parallel or tf-multiworker
+(one process per worker, with its index and TF_CONFIG). Prints one JSON line
+with what it measured.
 """
 
 import json
@@ -9,7 +12,11 @@ import os
 import sys
 
 MODE, OUT = sys.argv[1], sys.argv[2]
-if MODE == "tf-mirrored":
+if MODE == "tf-multiworker":
+    os.environ["KERAS_BACKEND"] = "tensorflow"
+    os.environ["TF_CONFIG"] = sys.argv[4]
+    import tensorflow as tf
+elif MODE == "tf-mirrored":
     os.environ["KERAS_BACKEND"] = "tensorflow"
     import tensorflow as tf
 
@@ -19,7 +26,8 @@ if MODE == "tf-mirrored":
     )
 else:
     os.environ["KERAS_BACKEND"] = "jax"
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    count = 8 if MODE == "jax-model-parallel" else 2
+    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={count}"
 
 sys.path.insert(0, os.path.dirname(__file__))
 import keras  # noqa: E402
@@ -38,7 +46,123 @@ def replicas(variable):
     return len(value.sharding.device_set)
 
 
+def model_parallel():
+    """ModelParallel on 8 devices (2 x 4 mesh): fc1 and conv1 sharded."""
+    import jax
+
+    mesh = keras.distribution.DeviceMesh(
+        (2, 4), ["batch", "model"], devices=jax.devices()
+    )
+    layout = keras.distribution.LayoutMap(mesh)
+    layout[".*fc1.*kernel"] = (None, "model")
+    layout[".*fc1.*bias"] = ("model",)
+    layout[".*conv1.*kernel"] = (None, None, None, "model")
+    layout[".*conv1.*bias"] = ("model",)
+    keras.distribution.set_distribution(
+        keras.distribution.ModelParallel(layout_map=layout, batch_dim_name="batch")
+    )
+    x, y = data(64, size=12)
+    model = mnist_model("functional", keras.optimizers.Adam(1e-3), size=12)
+    before, after = LossProbe(x[:16], y[:16], "b"), LossProbe(x[:16], y[:16], "a")
+    grow = kn.GrowModel(
+        {1: [kn.Widen("fc1", 80), kn.Widen("conv1", 96), kn.Deepen(after="conv2")]}
+    )
+    history = model.fit(
+        x, y, epochs=3, batch_size=16, verbose=0, callbacks=[before, grow, after]
+    )
+
+    def spec(variable):
+        return str(variable.value.sharding.spec)
+
+    layers = ("conv1", "fc1", "conv2_deeper")
+    path = os.path.join(OUT, "grown.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    result = {
+        "devices": len(jax.devices()),
+        "loss_difference": abs(before.at_epoch[1][0] - after.at_epoch[1][0]),
+        "params": [before.at_epoch[1][1], after.at_epoch[1][1]],
+        "shapes": {
+            v.path: list(v.shape) for n in layers for v in model.get_layer(n).weights
+        },
+        "specs": {v.path: spec(v) for n in layers for v in model.get_layer(n).weights},
+        "slot_specs": {
+            v.path: spec(v)
+            for v in model.optimizer.variables
+            if "fc1" in v.path or "conv1" in v.path
+        },
+        "losses": history.history["loss"],
+        "load_difference": float(
+            np.max(
+                np.abs(
+                    model.predict(x[:8], verbose=0) - loaded.predict(x[:8], verbose=0)
+                )
+            )
+        ),
+    }
+    print("RESULT " + json.dumps(result))
+
+
+def multiworker():
+    """One of 2 MultiWorkerMirroredStrategy workers (localhost).
+
+    Keras 3's ``fit`` fails under this strategy even without keras-net2net
+    (keras-team/keras#20585), so the workers train with a custom loop
+    (``strategy.run``) and grow with `grow_in_place` at the same step.
+    """
+    index = int(sys.argv[3])
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    x, y = data(64, size=12)
+    with strategy.scope():
+        model = mnist_model("functional", size=12)
+        loss_fn = keras.losses.SparseCategoricalCrossentropy(reduction="sum")
+
+    def replica_step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(yb, model(xb, training=True)) / 16.0
+        grads = tape.gradient(loss, model.trainable_variables)
+        model.optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    def train(steps, start):
+        step = tf.function(lambda a, b: strategy.run(replica_step, args=(a, b)))
+        for i in range(start, start + steps):
+            batch = slice(8 * i, 8 * (i + 1))  # 8 per worker: global batch 16
+            step(tf.constant(x[batch]), tf.constant(y[batch]))
+
+    train(3, 0)
+    probe = x[:16]
+    before = keras.ops.convert_to_numpy(model(probe))
+    params = [model.count_params()]
+    kn.grow_in_place(model, [kn.Widen("fc1", 80), kn.Deepen(after="conv2")])
+    after = keras.ops.convert_to_numpy(model(probe))
+    params.append(model.count_params())
+    train(3, 3)  # the retraced step trains the grown variables
+    np.savez(
+        os.path.join(OUT, f"worker{index}.npz"),
+        *[keras.ops.convert_to_numpy(v) for v in model.weights],
+    )
+    new_variables = (
+        model.get_layer("fc1").weights + model.get_layer("conv2_deeper").weights
+    )
+    result = {
+        "workers": strategy.cluster_resolver.cluster_spec().num_tasks("worker"),
+        "index": index,
+        "output_difference": float(np.max(np.abs(before - after))),
+        "output_scale": float(np.max(np.abs(before))),
+        "params": params,
+        "mirrored": sorted({type(v.value).__name__ for v in new_variables}),
+        "iterations": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
+        "shapes": [list(v.shape) for v in model.weights],
+    }
+    print("RESULT " + json.dumps(result))
+
+
 def main():
+    if MODE == "jax-model-parallel":
+        return model_parallel()
+    if MODE == "tf-multiworker":
+        return multiworker()
     x, y = data(64, size=12)
     if MODE == "tf-mirrored":
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])

@@ -62,3 +62,89 @@ def test_mirrored_strategy_two_cpus(tmp_path):
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax missing")
 def test_jax_data_parallel_two_cpus(tmp_path):
     check(run_worker("jax-data-parallel", tmp_path))
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "jax",
+    reason="keras.distribution.ModelParallel runs in the jax suite",
+)
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax missing")
+def test_jax_model_parallel_keeps_the_layout_of_grown_layers(tmp_path):
+    """8 host devices, a (2 batch x 4 model) mesh; fc1 and conv1 sharded."""
+    result = run_worker("jax-model-parallel", tmp_path)
+    assert result["devices"] == 8
+    assert result["loss_difference"] <= TOL
+    assert result["params"][1] > result["params"][0]
+    assert result["shapes"]["fc1/kernel"][1] == 80
+    assert result["shapes"]["conv1/kernel"][3] == 96
+    # New variables follow the user's LayoutMap patterns by name.
+    assert result["specs"]["fc1/kernel"].endswith("(None, 'model')")
+    assert "'model'" in result["specs"]["fc1/bias"]
+    assert "'model'" in result["specs"]["conv1/kernel"]
+    assert "'model'" not in result["specs"]["conv2_deeper/kernel"]
+    # So do their optimizer slots.
+    slots = result["slot_specs"]
+    assert slots and all("'model'" in spec for spec in slots.values())
+    assert np.all(np.isfinite(result["losses"]))
+    assert result["load_difference"] <= 1e-5
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="MultiWorkerMirroredStrategy runs in the tensorflow suite",
+)
+def test_multi_worker_mirrored_strategy_two_workers(tmp_path):
+    """2 worker processes on 127.0.0.1 grow at the same step and stay in sync.
+
+    Keras 3's ``fit`` fails under MultiWorkerMirroredStrategy even without
+    keras-net2net (keras-team/keras#20585), so the workers train with a custom
+    loop and grow with `grow_in_place`.
+    """
+    workers = [f"127.0.0.1:{free_port()}" for _ in range(2)]
+    env = dict(os.environ, PYTHONPATH=str(WORKER.parents[1]))
+    env.pop("TF_CONFIG", None)
+    procs = []
+    for index in range(2):
+        config = json.dumps(
+            {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        )
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(WORKER), "tf-multiworker", str(tmp_path)]
+                + [str(index), config],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+        )
+    results = []
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=420)
+            assert proc.returncode == 0, out[-3000:] + err[-3000:]
+            line = [x for x in out.splitlines() if x.startswith("RESULT ")][-1]
+            results.append(json.loads(line[len("RESULT ") :]))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    for result in results:
+        assert result["workers"] == 2
+        assert result["output_difference"] <= TOL * result["output_scale"]
+        assert result["params"][1] > result["params"][0]
+        assert result["mirrored"] == ["MirroredVariable"]
+        assert result["iterations"] == 6
+    assert results[0]["shapes"] == results[1]["shapes"]
+    first, second = (np.load(tmp_path / f"worker{i}.npz") for i in range(2))
+    assert len(first.files) == len(second.files)
+    for key in first.files:
+        np.testing.assert_allclose(first[key], second[key], rtol=0, atol=1e-6)

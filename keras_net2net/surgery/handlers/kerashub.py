@@ -63,6 +63,26 @@ FFN = "feedforward_intermediate_dense"
 _HUB_ELEMENTWISE = frozenset({"keras_hub>gelu_approximate"})
 
 
+def _writer(options, seeds):
+    """Transform options for a kernel whose new units are copies (written)."""
+    return dict(
+        fill=options.fill(),
+        noise=options.copy_noise(),
+        seed=next(seeds),
+        fill_std=options.pad_std,
+    )
+
+
+def _reader(options, seeds):
+    """Transform options for a kernel reading new units (divided)."""
+    return dict(
+        fill=options.fill(),
+        noise=options.consumer_noise(),
+        seed=next(seeds),
+        fill_std=options.pad_std,
+    )
+
+
 def _key_mapping(old, new):
     if new % old == 0:
         return tiled_mapping(old, new)
@@ -123,31 +143,24 @@ class TransformerBlockHandler(PassThroughHandler):
             change.config["decoder_sequence_shape"] = [*shape[:-1], mapping.new_width]
         att = self.attention
 
-        def read():  # a projection reading the stream: rows divided
-            return dict(
-                fill=options.fill(),
-                noise=options.consumer_noise(),
-                seed=next(seeds),
-                fill_std=options.pad_std,
-            )
-
-        def write():  # a projection writing the stream: columns copied
-            return dict(
-                fill=options.fill(),
-                noise=options.copy_noise(),
-                seed=next(seeds),
-                fill_std=options.pad_std,
-            )
-
         for norm in ("self_attention_layer_norm", "feedforward_layer_norm"):
             change.add(f"{norm}/gamma", copy_transform(mapping, fill=1.0))
             change.add(f"{norm}/beta", copy_transform(mapping, fill=0.0))
         for name in ("query", "key", "value"):
-            change.add(f"{att}/{name}/kernel", divide_transform(mapping, -3, **read()))
-        change.add(f"{FFN}/kernel", divide_transform(mapping, -2, **read()))
-        change.add(f"{att}/attention_output/kernel", copy_transform(mapping, **write()))
+            change.add(
+                f"{att}/{name}/kernel",
+                divide_transform(mapping, -3, **_reader(options, seeds)),
+            )
         change.add(
-            "feedforward_output_dense/kernel", copy_transform(mapping, **write())
+            f"{FFN}/kernel", divide_transform(mapping, -2, **_reader(options, seeds))
+        )
+        change.add(
+            f"{att}/attention_output/kernel",
+            copy_transform(mapping, **_writer(options, seeds)),
+        )
+        change.add(
+            "feedforward_output_dense/kernel",
+            copy_transform(mapping, **_writer(options, seeds)),
         )
         bias = copy_transform(mapping, fill=options.pad_bias)
         if attention.use_bias:
@@ -227,27 +240,11 @@ class TransformerBlockHandler(PassThroughHandler):
                 layer, layer.activation, "its feed-forward width cannot be widened"
             )
         change = LayerChange(config={"intermediate_dim": mapping.new_width})
-        change.add(
-            f"{FFN}/kernel",
-            copy_transform(
-                mapping,
-                fill=options.fill(),
-                noise=options.copy_noise(),
-                seed=next(seeds),
-                fill_std=options.pad_std,
-            ),
-        )
+        change.add(f"{FFN}/kernel", copy_transform(mapping, **_writer(options, seeds)))
         change.add(f"{FFN}/bias", copy_transform(mapping, fill=options.pad_bias))
         change.add(
             "feedforward_output_dense/kernel",
-            divide_transform(
-                mapping,
-                -2,
-                fill=options.fill(),
-                noise=options.consumer_noise(),
-                seed=next(seeds),
-                fill_std=options.pad_std,
-            ),
+            divide_transform(mapping, -2, **_reader(options, seeds)),
         )
         return change
 

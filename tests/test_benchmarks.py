@@ -50,3 +50,47 @@ def test_step_speed_quick(tmp_path, capsys):
         ratio = result[key]["ratio"]
         assert ratio["pairs"] == 3 and ratio["min"] <= ratio["median"] <= ratio["max"]
     assert "| comparison |" in capsys.readouterr().out
+
+
+def test_time_to_accuracy_quick(tmp_path, capsys):
+    tta = load("time_to_accuracy")
+    out = tmp_path / "tta.json"
+    assert tta.main(["--quick", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    mnist = result["tasks"]["mnist"]["runs"][0]["paths"]
+    assert set(mnist) == {
+        "wide: scratch",
+        "deep: scratch",
+        "wide: Net2WiderNet (two-stage)",
+        "wide: random pad (two-stage)",
+        "deep: Net2DeeperNet (two-stage)",
+        "deep: random init (two-stage)",
+        "wide: Net2WiderNet (GrowModel, one fit)",
+        "deep: Net2DeeperNet (GrowModel, one fit)",
+    }
+    transformer = result["tasks"]["transformer"]["runs"][0]["paths"]
+    assert set(transformer) == {
+        "big: scratch",
+        "big: grown from small (GrowModel, one fit)",
+    }
+    teacher = result["tasks"]["mnist"]["runs"][0]["teacher"]
+    for name, path in {**mnist, **transformer}.items():
+        points = path["points"]
+        seconds = [p["seconds"] for p in points]
+        assert seconds == sorted(seconds) and seconds[-1] <= path["seconds_total"]
+        if "scratch" in name:
+            assert points[0]["step"] == 0 and all(p["counts"] for p in points)
+        elif "two-stage" in name:
+            # The clock goes on from the teacher's: its time and steps come first.
+            assert points[0]["seconds"] > teacher["seconds"] > 0
+            assert points[0]["step"] == teacher["steps"]
+        else:
+            # One fit: the small model's points do not count; the first counted
+            # one is the grown model before it trains.
+            counts = [p["counts"] for p in points]
+            assert not counts[0] and counts[-1] and counts == sorted(counts)
+        for target, point in path["reached"].items():
+            assert point["counts"] and point["val_accuracy"] >= float(target)
+            earlier = [p for p in points if p["counts"] and p["step"] < point["step"]]
+            assert all(p["val_accuracy"] < float(target) for p in earlier)
+    assert "| path |" in capsys.readouterr().out

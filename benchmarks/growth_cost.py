@@ -148,6 +148,46 @@ def step_time(model, x, y, repeats=3):
     return statistics.median(times)
 
 
+def sync(model):
+    """Wait for the device work queued on the model's weights (JAX, CUDA)."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        jax.block_until_ready([v.value for v in model.weights])
+    elif backend == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+
+
+class PeakDevice:
+    """Peak extra accelerator memory during a block (PyTorch on CUDA only)."""
+
+    def __enter__(self):
+        import torch
+
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        self.start = torch.cuda.memory_allocated()
+        return self
+
+    def __exit__(self, *exc):
+        import torch
+
+        torch.cuda.synchronize()
+        self.extra = torch.cuda.max_memory_allocated() - self.start
+
+
+def on_cuda():
+    if keras.backend.backend() != "torch":
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def changed_bytes(model, before_ids, slots=2):
     """Bytes of the variables that are new after growth, with optimizer slots."""
     new = [v for v in model.weights if id(v) not in before_ids]
@@ -171,8 +211,10 @@ def measure_event(h, op, tail=0, tail_width=0):
     # first time a config is serialised in a process; not a cost of growth.
     model.get_config()
     gc.collect()
+    sync(model)
     t = time.perf_counter()
     kn.grow_in_place(model, _operation(op, h, tail))
+    sync(model)  # asynchronous dispatch (JAX, CUDA): count the queued work too
     event = time.perf_counter() - t
     first = step_time(model, x, y, repeats=1)
     return {
@@ -190,8 +232,14 @@ def measure_memory(h, op, tail=0, tail_width=0):
     model.train_on_batch(x, y)
     model.get_config()
     before_ids = {id(v) for v in model.weights}
-    with PeakRSS() as memory:
-        kn.grow_in_place(model, _operation(op, h, tail))
+    device = None
+    if on_cuda():
+        with PeakDevice() as device:
+            kn.grow_in_place(model, _operation(op, h, tail))
+        memory = device
+    else:
+        with PeakRSS() as memory:
+            kn.grow_in_place(model, _operation(op, h, tail))
     new = changed_bytes(model, before_ids)
     config = model.get_config()
     del model
@@ -207,6 +255,8 @@ def measure_memory(h, op, tail=0, tail_width=0):
         "peak_extra_mb": memory.extra / 2**20,
         "new_mb": new / 2**20,
         "memory_ratio": memory.extra / new if new else float("nan"),
+        # On CUDA (PyTorch): accelerator memory, not the host's resident set.
+        "memory_kind": "cuda" if device is not None else "rss",
     }
 
 
@@ -222,6 +272,7 @@ class Clock(keras.callbacks.Callback):
         self.start = time.perf_counter()
 
     def on_train_batch_begin(self, batch, logs=None):
+        sync(self.model)
         self.times.append(time.perf_counter())
 
 

@@ -64,7 +64,7 @@ import keras_net2net as kn  # noqa: E402
 LR, STUDENT_LR, MOMENTUM = 0.01, 0.001, 0.9
 TX_LR = 2e-3  # the Transformer example's AdamW rate (cosine-decayed over the run)
 PROTOCOL = mx.PROTOCOLS["keras-net2net"]  # ReLU convs; the library's defaults
-TARGETS = {"mnist": (0.98, 0.985, 0.99), "transformer": (0.95, 0.97, 0.98)}
+TARGETS = {"mnist": (0.98, 0.985), "transformer": (0.95, 0.97)}
 PRIMARY = {"mnist": 0.985, "transformer": 0.97}
 # --quick trains for seconds on the bundled 2,000-digit subset: low targets.
 QUICK_TARGETS = {"mnist": (0.5, 0.7), "transformer": (0.55, 0.6)}
@@ -516,7 +516,12 @@ def parse_args(argv=None):
     parser.add_argument(
         "--out", default=str(ROOT / "benchmarks/results/time_to_accuracy.json")
     )
+    parser.add_argument(
+        "--report", type=Path, default=None, help="print the tables of a results JSON"
+    )
     args = parser.parse_args(argv)
+    if args.report is not None:
+        return args
     args.task = args.task or ("both" if args.quick else "mnist")
     args.seeds = args.seeds or (1 if args.quick else 3)
     args.epochs = args.epochs or (2 if args.quick else 10)
@@ -535,8 +540,18 @@ def parse_args(argv=None):
     return args
 
 
+def print_report(path):
+    result = json.loads(Path(path).read_text())
+    for task, runs in result["tasks"].items():
+        runs.setdefault("targets", TARGETS[task])
+    print(table(result))
+    return 0
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.report is not None:
+        return print_report(args.report)
     tasks = ("mnist", "transformer") if args.task == "both" else (args.task,)
     result = {"environment": environment(), "config": vars(args).copy(), "tasks": {}}
     result["config"]["data"] = str(args.data)

@@ -138,6 +138,8 @@ def test_plateau_missing_metric_warns():
 
 
 def test_old_layers_are_garbage_collected(kind):
+    gc.collect()
+    earlier = {id(o) for o in gc.get_objects() if isinstance(o, keras.layers.Dense)}
     model = mnist_model(kind, size=12)
     x, y = data(16, size=12)
     model.fit(x, y, epochs=1, verbose=0)
@@ -148,7 +150,11 @@ def test_old_layers_are_garbage_collected(kind):
         model.fit(x, y, epochs=1, verbose=0)
     gc.collect()
     assert sum(r() is not None for r in refs) == 0
-    layers = [o for o in gc.get_objects() if isinstance(o, keras.layers.Dense)]
+    layers = [
+        o
+        for o in gc.get_objects()
+        if isinstance(o, keras.layers.Dense) and id(o) not in earlier
+    ]
     assert len(layers) == 2  # fc1 and fc2 of the current model only
 
 
@@ -294,3 +300,31 @@ def test_checking_pending_events_leaves_the_model_untouched(kind):
     } == nodes
     model.fit(x, y, epochs=8, verbose=0, callbacks=[grow])
     assert len(grow.records) == 2 and model.get_layer("fc1").units == 70
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() == "tensorflow",
+    reason="Keras calls batch hooks on the main thread on TensorFlow",
+)
+def test_growmodel_leaves_keras_batch_end_hooks_asynchronous():
+    """A callback with ``on_train_batch_end`` makes Keras wait for every step's
+    logs unless it is ``async_safe``: GrowModel is, and counts steps right."""
+    import threading
+
+    from growth_helpers import small_data
+    from growth_helpers import small_model
+
+    threads = set()
+
+    class Probe(kn.GrowModel):
+        def on_train_batch_end(self, batch, logs=None):
+            threads.add(threading.get_ident())
+            super().on_train_batch_end(batch, logs)
+
+    model = small_model("functional")
+    x, y = small_data(72)  # 9 steps per epoch at batch 8
+    grow = Probe({kn.AtStep(12): kn.Widen("fc1", 9), kn.AtStep(20): kn.Deepen("fc1")})
+    model.fit(x, y, epochs=3, batch_size=8, verbose=0, callbacks=[grow])
+    assert threads and threading.get_ident() not in threads
+    assert [r.step for r in grow.records] == [12, 20]
+    assert [r.epoch for r in grow.records] == [1, 2]

@@ -3,6 +3,7 @@
 import dataclasses
 import gc
 import math
+import threading
 import warnings
 from typing import Any
 
@@ -27,6 +28,9 @@ from keras_net2net.growth.schedule import OnPlateau
 from keras_net2net.growth.schedule import parse_schedule
 from keras_net2net.growth.weight_lists import WeightListConverter
 from keras_net2net.surgery import apply_operations
+
+# One lock for all instances (a lock attribute would stop deep copies).
+_BATCH_END_LOCK = threading.Lock()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,6 +135,12 @@ class GrowModel(keras.callbacks.Callback):
     Attributes:
         records: list of `GrowthRecord`, one per event applied so far.
     """
+
+    # Keras may run ``on_train_batch_end`` in a worker thread when every
+    # callback allows it (JAX, PyTorch); without this, a callback with that
+    # hook makes ``fit`` wait for each step's logs, which stalls an
+    # accelerator's queue. Ours only counts steps, under a lock.
+    async_safe = True
 
     def __init__(
         self,
@@ -296,7 +306,10 @@ class GrowModel(keras.callbacks.Callback):
         self._grow(self._order(self._due(AtStep, self._step)))
 
     def on_train_batch_end(self, batch: int, logs: Logs = None) -> None:
-        self._steps_in_epoch = batch + 1
+        # Possibly in a worker thread, out of order; Keras waits for them all
+        # before on_epoch_end.
+        with _BATCH_END_LOCK:
+            self._steps_in_epoch = max(self._steps_in_epoch, batch + 1)
 
     def on_epoch_end(self, epoch: int, logs: Logs = None) -> None:
         self._epoch_first_step += self._steps_in_epoch

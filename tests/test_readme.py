@@ -20,6 +20,10 @@ def test_readme_example_runs(index, capsys):
         "keras_hub"
     ):
         pytest.skip("keras-hub is not installed (the keras-hub extra)")
+    if "keras_net2net.tuner" in BLOCKS[index] and not importlib.util.find_spec(
+        "keras_tuner"
+    ):
+        pytest.skip("keras-tuner is not installed (the tuner extra)")
     exec(compile(BLOCKS[index], f"README.md[python block {index}]", "exec"), {})
     out = capsys.readouterr().out
     for value in re.findall(r"^(\d\.\d+e-\d+)$", out, flags=re.M):

@@ -1,0 +1,305 @@
+"""Architecture search by growth on MNIST: GrowthTuner vs RandomSearch, Hyperband.
+
+One family of architectures, the MNIST CNN of `mnist_net2net.py` with
+conv1 of 16 to 128 filters, fc1 of 32 to 256 units, and optionally one more
+conv layer after conv2 and one more dense layer after fc1. Three searches:
+
+* grow-search (`keras_net2net.tuner.GrowthTuner`): fresh models of the
+  smallest member, then successive halving in which the best are grown
+  (Net2Net) rather than retrained;
+* KerasTuner's RandomSearch and Hyperband over the same family, every
+  candidate trained from scratch.
+
+Compute is counted as training examples x parameters over every epoch of
+every trial (a CNN's training FLOPs are proportional to it for a fixed
+input), and wall time beside it. The report gives the best validation
+accuracy reached against compute spent, and the compute each search needed
+to reach the best accuracy RandomSearch found.
+
+    python examples/grow_search_mnist.py --quick          # bundled subset, ~2 min
+    python examples/grow_search_mnist.py --data ../shared/data/mnist.npz --seeds 3
+
+Outputs (in --out): results.json, results.md, lineage.json and
+best_vs_compute.png (if matplotlib is installed).
+"""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import keras_tuner as kt  # noqa: E402
+
+from keras_net2net.tuner import GrowthSpace  # noqa: E402
+from keras_net2net.tuner import GrowthTuner  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mnist_net2net import load_data  # noqa: E402
+
+CONV1 = [16, 24, 32, 48, 64, 96, 128]
+FC1 = [32, 48, 64, 96, 128, 192, 256]
+L = keras.layers
+
+
+def cnn(conv1, fc1, deep_conv, deep_fc, learning_rate=0.01):
+    layers = [
+        keras.Input((28, 28, 1)),
+        L.Conv2D(conv1, 3, padding="same", activation="relu", name="conv1"),
+        L.MaxPooling2D(2),
+        L.Conv2D(32, 3, padding="same", activation="relu", name="conv2"),
+    ]
+    if deep_conv:
+        layers.append(L.Conv2D(32, 3, padding="same", activation="relu"))
+    layers += [
+        L.MaxPooling2D(2),
+        L.Flatten(),
+        L.Dense(fc1, activation="relu", name="fc1"),
+    ]
+    if deep_fc:
+        layers.append(L.Dense(fc1, activation="relu"))
+    layers.append(L.Dense(10, activation="softmax", name="out"))
+    model = keras.Sequential(layers)
+    model.compile(
+        keras.optimizers.SGD(learning_rate, momentum=0.9),
+        "sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def family(hp):
+    """The whole family, for the from-scratch searches."""
+    return cnn(
+        hp.Choice("conv1", CONV1),
+        hp.Choice("fc1", FC1),
+        hp.Boolean("deep_conv"),
+        hp.Boolean("deep_fc"),
+    )
+
+
+def smallest(hp):
+    """Grow-search's starting point: the smallest member."""
+    return cnn(CONV1[0], FC1[0], False, False)
+
+
+class Meter(keras.callbacks.Callback):
+    """Compute (examples x parameters), wall time and validation accuracy per epoch.
+
+    The tuner deep-copies callbacks for every trial: the log is shared by
+    all copies through a class attribute.
+    """
+
+    log: list = []
+    examples = 0
+    started = 0.0
+
+    def on_epoch_end(self, epoch, logs=None):
+        Meter.log.append(
+            {
+                "compute": self.model.count_params() * Meter.examples,
+                "seconds": time.perf_counter() - Meter.started,
+                "val_accuracy": float((logs or {}).get("val_accuracy", 0.0)),
+            }
+        )
+
+
+def run_search(name, args, seed, train, test):
+    directory = args.out / "searches" / f"seed{seed}"
+    keras.utils.set_random_seed(seed)
+    common = dict(
+        objective="val_accuracy",
+        seed=seed + 1,  # KerasTuner draws a random seed for a falsy one
+        directory=str(directory),
+        project_name=name,
+        overwrite=True,
+    )
+    if name == "grow-search":
+        tuner = GrowthTuner(
+            smallest,
+            GrowthSpace(
+                widen={"conv1": CONV1[-1], "fc1": FC1[-1]},
+                deepen=["conv2", "fc1"],
+                max_inserted=1,
+            ),
+            max_trials=args.trials,
+            initial_trials=args.initial_trials,
+            eta=2,
+            children=2,
+            **common,
+        )
+        epochs = args.epochs
+    elif name == "random-search":
+        tuner = kt.RandomSearch(family, max_trials=args.trials, **common)
+        epochs = args.epochs
+    else:
+        tuner = kt.Hyperband(
+            family, max_epochs=args.hyperband_epochs, factor=3, **common
+        )
+        epochs = args.hyperband_epochs
+    Meter.log, Meter.examples, Meter.started = [], len(train[0]), time.perf_counter()
+    tuner.search(
+        *train,
+        epochs=epochs,
+        batch_size=args.batch_size,
+        validation_data=test,
+        callbacks=[Meter()],
+        verbose=0,
+    )
+    curve, best, total = [], 0.0, 0.0
+    for point in Meter.log:
+        total += point["compute"]
+        best = max(best, point["val_accuracy"])
+        curve.append({**point, "compute": total, "best_val_accuracy": best})
+    result = {
+        "trials": len(tuner.oracle.trials),
+        "curve": curve,
+        "best_val_accuracy": best,
+        "compute": total,
+        "seconds": curve[-1]["seconds"] if curve else 0.0,
+    }
+    if name == "grow-search":
+        result["lineage"] = tuner.lineage(tuner.oracle.get_best_trials(1)[0].trial_id)
+        print(tuner.lineage_summary(), flush=True)
+    if not args.keep_searches:
+        shutil.rmtree(directory / name, ignore_errors=True)
+    return result
+
+
+def compute_to(curve, accuracy):
+    for point in curve:
+        if point["best_val_accuracy"] >= accuracy:
+            return point["compute"], point["seconds"]
+    return None, None
+
+
+def summarize(runs):
+    rows = []
+    for run in runs:
+        target = run["random-search"]["best_val_accuracy"]
+        for name in ("grow-search", "random-search", "hyperband"):
+            result = run[name]
+            compute, seconds = compute_to(result["curve"], target)
+            rows.append(
+                {
+                    "seed": run["seed"],
+                    "search": name,
+                    "trials": result["trials"],
+                    "best_val_accuracy": result["best_val_accuracy"],
+                    "compute": result["compute"],
+                    "target": target,
+                    "compute_to_target": compute,
+                    "seconds_to_target": seconds,
+                }
+            )
+    return rows
+
+
+def markdown(rows):
+    lines = [
+        "| seed | search | trials | best val accuracy | compute (examples x params) "
+        "| compute to RandomSearch's best | seconds to it |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        compute, seconds = r["compute_to_target"], r["seconds_to_target"]
+        to = "never" if compute is None else f"{compute:.3g}"
+        secs = "-" if seconds is None else f"{seconds:.0f}"
+        lines.append(
+            f"| {r['seed']} | {r['search']} | {r['trials']} | "
+            f"{r['best_val_accuracy']:.4f} | {r['compute']:.3g} | {to} "
+            f"(target {r['target']:.4f}) | {secs} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(runs, out):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for index, run in enumerate(runs):
+        for color, name in enumerate(("grow-search", "random-search", "hyperband")):
+            curve = run[name]["curve"]
+            ax.step(
+                [p["compute"] for p in curve],
+                [p["best_val_accuracy"] for p in curve],
+                where="post",
+                color=f"C{color}",
+                alpha=0.8,
+                label=name if index == 0 else None,
+            )
+    ax.set_xlabel("compute spent (examples x parameters)")
+    ax.set_ylabel("best validation accuracy so far")
+    ax.set_xscale("log")
+    ax.legend()
+    fig.tight_layout()
+    path = out / "best_vs_compute.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=None, help="MNIST .npz")
+    parser.add_argument("--quick", action="store_true", help="bundled subset, tiny")
+    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--trials", type=int, default=None, help="grow/random trials")
+    parser.add_argument("--initial-trials", type=int, default=None)
+    parser.add_argument("--epochs", type=int, default=None, help="epochs per trial")
+    parser.add_argument("--hyperband-epochs", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--keep-searches", action="store_true")
+    parser.add_argument("--out", type=Path, default=Path("grow_search_results"))
+    args = parser.parse_args(argv)
+    args.trials = args.trials or (5 if args.quick else 14)
+    args.initial_trials = args.initial_trials or (2 if args.quick else 4)
+    args.epochs = args.epochs or 1
+    args.hyperband_epochs = args.hyperband_epochs or (2 if args.quick else 4)
+    if not args.quick and args.data is None:
+        parser.error("give --data (an .npz in keras.datasets.mnist layout) or --quick")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    train, test = load_data(argparse.Namespace(quick=args.quick, data=args.data))
+    runs = []
+    for seed in range(args.seed, args.seed + args.seeds):
+        run = {"seed": seed}
+        for name in ("grow-search", "random-search", "hyperband"):
+            print(f"== seed {seed}: {name}", flush=True)
+            run[name] = run_search(name, args, seed, train, test)
+        runs.append(run)
+    rows = summarize(runs)
+    table = markdown(rows)
+    print(table)
+    report = {
+        "config": {k: str(v) for k, v in vars(args).items()},
+        "backend": keras.backend.backend(),
+        "runs": runs,
+        "rows": rows,
+    }
+    (args.out / "results.json").write_text(json.dumps(report, indent=2))
+    (args.out / "results.md").write_text(table + "\n")
+    (args.out / "lineage.json").write_text(
+        json.dumps([run["grow-search"]["lineage"] for run in runs], indent=2)
+    )
+    plot(runs, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -61,9 +61,11 @@ class GrowthTuner(keras_tuner.Tuner):
             std) to break their symmetry; 0 keeps the function exactly.
             Defaults to 1e-3.
         seed: random seed of the search (hyperparameters, proposals, noise).
-        hyperparameters, tune_new_entries, allow_new_entries,
-        max_retries_per_trial, max_consecutive_failed_trials: as for the
-            KerasTuner oracles.
+        hyperparameters: as for the KerasTuner oracles.
+        tune_new_entries: as for the KerasTuner oracles.
+        allow_new_entries: as for the KerasTuner oracles.
+        max_retries_per_trial: as for the KerasTuner oracles.
+        max_consecutive_failed_trials: as for the KerasTuner oracles.
         **kwargs: `keras_tuner.Tuner` arguments (``directory``,
             ``project_name``, ``overwrite``, ...).
 

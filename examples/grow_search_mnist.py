@@ -16,7 +16,7 @@ input), and wall time beside it. The report gives the best validation
 accuracy reached against compute spent, and the compute each search needed
 to reach the best accuracy RandomSearch found.
 
-    python examples/grow_search_mnist.py --quick          # bundled subset, ~2 min
+    python examples/grow_search_mnist.py --quick          # bundled subset, < 1 min
     python examples/grow_search_mnist.py --data ../shared/data/mnist.npz --seeds 3
 
 Outputs (in --out): results.json, results.md, lineage.json and

@@ -61,7 +61,8 @@ import mnist_net2net as mx  # noqa: E402
 
 import keras_net2net as kn  # noqa: E402
 
-LR, STUDENT_LR, MOMENTUM = 0.01, 0.001, 0.9
+# The example's rates: SGD(0.01, momentum 0.9); students at 1/10 (the paper).
+LR, STUDENT_LR = mx.TEACHER_LR, mx.STUDENT_LR
 TX_LR = 2e-3  # the Transformer example's AdamW rate (cosine-decayed over the run)
 PROTOCOL = mx.PROTOCOLS["keras-net2net"]  # ReLU convs; the library's defaults
 TARGETS = {"mnist": (0.98, 0.985), "transformer": (0.95, 0.97)}
@@ -177,13 +178,15 @@ def cnn(conv1=64, fc1=64, deep=False, seed=0):
     return keras.Sequential(layers, name="cnn")
 
 
-def sgd(model, learning_rate):
-    model.compile(
-        optimizer=keras.optimizers.SGD(learning_rate, momentum=MOMENTUM),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    return model
+def path_record(clock, model, **extra):
+    """What one path's run leaves: its targets' points and the whole curve."""
+    return {
+        "reached": {str(t): p for t, p in clock.reached.items()},
+        "points": clock.points,
+        "seconds_total": clock.seconds,
+        "params": int(model.count_params()),
+        **extra,
+    }
 
 
 def mnist_paths(args, seed, train, test):
@@ -206,29 +209,20 @@ def mnist_paths(args, seed, train, test):
         )
         return clock
 
-    def record(clock, model, **extra):
-        return {
-            "reached": {str(t): p for t, p in clock.reached.items()},
-            "points": clock.points,
-            "seconds_total": clock.seconds,
-            "params": int(model.count_params()),
-            **extra,
-        }
-
     paths = {}
     shapes = {}
     for arch, build in (
         ("wide", lambda: cnn(128, 128, seed=seed)),
         ("deep", lambda: cnn(deep=True, seed=seed)),
     ):
-        model = sgd(build(), LR)
+        model = mx.compile_model(build(), LR)
         shapes[arch] = [tuple(w.shape) for w in model.weights]
         clock = Clock(accuracy, every, targets, steps_per_epoch)
-        paths[f"{arch}: scratch"] = record(fit(model, args.epochs, clock), model)
+        paths[f"{arch}: scratch"] = path_record(fit(model, args.epochs, clock), model)
         log(f"  {arch}: scratch", paths[f"{arch}: scratch"])
 
     # The teacher's own times to the targets are kept for reference only.
-    teacher = sgd(cnn(seed=seed), LR)
+    teacher = mx.compile_model(cnn(seed=seed), LR)
     clock = Clock(accuracy, every, targets, steps_per_epoch, stop=False)
     fit(teacher, args.teacher_epochs, clock)
     teacher_record = {
@@ -248,7 +242,7 @@ def mnist_paths(args, seed, train, test):
     student_epochs = args.epochs - args.teacher_epochs
     for name, grow in growths.items():
         start = time.perf_counter()
-        student = sgd(grow(), STUDENT_LR)
+        student = mx.compile_model(grow(), STUDENT_LR)
         growth_s = time.perf_counter() - start
         assert [tuple(w.shape) for w in student.weights] == shapes[name[:4]], name
         clock = Clock(
@@ -258,7 +252,7 @@ def mnist_paths(args, seed, train, test):
             steps_per_epoch,
             offset=(teacher_record["seconds"] + growth_s, teacher_record["steps"]),
         )
-        paths[f"{name} (two-stage)"] = record(
+        paths[f"{name} (two-stage)"] = path_record(
             fit(student, student_epochs, clock), student, growth_s=growth_s
         )
         log(f"  {name} (two-stage)", paths[f"{name} (two-stage)"])
@@ -280,7 +274,7 @@ def mnist_paths(args, seed, train, test):
             ],
         ),
     ):
-        model = sgd(cnn(seed=seed), LR)  # the same initial teacher
+        model = mx.compile_model(cnn(seed=seed), LR)  # the same initial teacher
         grow = kn.GrowModel(
             {kn.AtEpoch(args.teacher_epochs): events}, lr_scale=STUDENT_LR / LR
         )
@@ -293,7 +287,7 @@ def mnist_paths(args, seed, train, test):
         )
         fit(model, args.epochs, clock, [grow])
         assert [tuple(w.shape) for w in model.weights] == shapes[name[:4]], name
-        paths[f"{name} (GrowModel, one fit)"] = record(clock, model)
+        paths[f"{name} (GrowModel, one fit)"] = path_record(clock, model)
         log(f"  {name} (GrowModel, one fit)", paths[f"{name} (GrowModel, one fit)"])
     return {"paths": paths, "teacher": teacher_record}
 
@@ -335,12 +329,7 @@ def transformer_paths(args, seed):
         tx.transformer(seed=seed + 1000, **tx.BIG), TX_LR, args.steps
     )
     clock = fit(scratch, Clock(accuracy, every, targets, args.steps))
-    paths["big: scratch"] = {
-        "reached": {str(t): p for t, p in clock.reached.items()},
-        "points": clock.points,
-        "seconds_total": clock.seconds,
-        "params": int(scratch.count_params()),
-    }
+    paths["big: scratch"] = path_record(clock, scratch)
     log("  big: scratch", paths["big: scratch"])
 
     model = tx.compile_model(tx.transformer(seed=seed, **tx.SMALL), TX_LR, args.steps)
@@ -360,15 +349,13 @@ def transformer_paths(args, seed):
         [grow],
     )
     assert model.count_params() == scratch.count_params()
-    paths["big: grown from small (GrowModel, one fit)"] = {
-        "reached": {str(t): p for t, p in clock.reached.items()},
-        "points": clock.points,
-        "seconds_total": clock.seconds,
-        "params": int(model.count_params()),
-        "small_val_accuracy_at_growth": next(
+    paths["big: grown from small (GrowModel, one fit)"] = path_record(
+        clock,
+        model,
+        small_val_accuracy_at_growth=next(
             p["val_accuracy"] for p in reversed(clock.points) if not p["counts"]
         ),
-    }
+    )
     log(
         "  big: grown from small (GrowModel, one fit)",
         paths["big: grown from small (GrowModel, one fit)"],

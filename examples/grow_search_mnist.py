@@ -12,9 +12,12 @@ conv layer after conv2 and one more dense layer after fc1. Three searches:
 
 Compute is counted as training examples x parameters over every epoch of
 every trial (a CNN's training FLOPs are proportional to it for a fixed
-input), and wall time beside it. The report gives the best validation
-accuracy reached against compute spent, and the compute each search needed
-to reach the best accuracy RandomSearch found.
+input), and wall time beside it. Every search gets the same compute budget
+(`--budget`): once a search has spent it, its running trial stops at the
+end of the epoch and no new trial starts. The report gives, per seed and
+as mean +- std over seeds, the best validation accuracy each search reached
+within the budget and the compute it needed to reach the best accuracy
+RandomSearch found within it.
 
     python examples/grow_search_mnist.py --quick          # bundled subset, < 1 min
     python examples/grow_search_mnist.py --data ../shared/data/mnist.npz --seeds 3
@@ -35,6 +38,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import keras_tuner as kt  # noqa: E402
+import numpy as np  # noqa: E402
 
 from keras_net2net.tuner import GrowthSpace  # noqa: E402
 from keras_net2net.tuner import GrowthTuner  # noqa: E402
@@ -42,6 +46,7 @@ from keras_net2net.tuner import GrowthTuner  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mnist_net2net import load_data  # noqa: E402
 
+SEARCHES = ("grow-search", "random-search", "hyperband")
 CONV1 = [16, 24, 32, 48, 64, 96, 128]
 FC1 = [32, 48, 64, 96, 128, 192, 256]
 L = keras.layers
@@ -91,22 +96,38 @@ def smallest(hp):
 class Meter(keras.callbacks.Callback):
     """Compute (examples x parameters), wall time and validation accuracy per epoch.
 
-    The tuner deep-copies callbacks for every trial: the log is shared by
-    all copies through a class attribute.
+    Ends the search once it has spent `budget`: the running trial stops at
+    the end of its epoch and the oracle starts no new trial. The tuner
+    deep-copies callbacks for every trial: the state is shared by all
+    copies through class attributes (one search at a time).
     """
 
     log: list = []
     examples = 0
     started = 0.0
+    spent = 0.0
+    budget = float("inf")
+    tuner = None
+
+    @classmethod
+    def start(cls, tuner, examples, budget):
+        cls.log, cls.examples, cls.spent = [], examples, 0.0
+        cls.tuner, cls.budget, cls.started = tuner, budget, time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
+        compute = self.model.count_params() * Meter.examples
+        Meter.spent += compute
         Meter.log.append(
             {
-                "compute": self.model.count_params() * Meter.examples,
+                "compute": compute,
                 "seconds": time.perf_counter() - Meter.started,
                 "val_accuracy": float((logs or {}).get("val_accuracy", 0.0)),
             }
         )
+        if Meter.spent >= Meter.budget:
+            self.model.stop_training = True
+            oracle = Meter.tuner.oracle
+            oracle.max_trials = len(oracle.trials)  # no new trial after this one
 
 
 def run_search(name, args, seed, train, test):
@@ -139,10 +160,15 @@ def run_search(name, args, seed, train, test):
         epochs = args.epochs
     else:
         tuner = kt.Hyperband(
-            family, max_epochs=args.hyperband_epochs, factor=3, **common
+            family,
+            max_epochs=args.hyperband_epochs,
+            factor=3,
+            # Hyperband's brackets repeat until the budget is spent.
+            hyperband_iterations=1000,
+            **common,
         )
         epochs = args.hyperband_epochs
-    Meter.log, Meter.examples, Meter.started = [], len(train[0]), time.perf_counter()
+    Meter.start(tuner, len(train[0]), args.budget)
     tuner.search(
         *train,
         epochs=epochs,
@@ -158,6 +184,7 @@ def run_search(name, args, seed, train, test):
         curve.append({**point, "compute": total, "best_val_accuracy": best})
     result = {
         "trials": len(tuner.oracle.trials),
+        "epochs": len(curve),
         "curve": curve,
         "best_val_accuracy": best,
         "compute": total,
@@ -171,6 +198,11 @@ def run_search(name, args, seed, train, test):
     return result
 
 
+def within(curve, budget):
+    """The epochs that ended within the compute budget."""
+    return [p for p in curve if p["compute"] <= budget]
+
+
 def compute_to(curve, accuracy):
     for point in curve:
         if point["best_val_accuracy"] >= accuracy:
@@ -178,20 +210,27 @@ def compute_to(curve, accuracy):
     return None, None
 
 
-def summarize(runs):
+def best_of(curve):
+    return max((p["val_accuracy"] for p in curve), default=0.0)
+
+
+def summarize(runs, budget):
+    """One row per seed and search, at the common budget."""
     rows = []
     for run in runs:
-        target = run["random-search"]["best_val_accuracy"]
-        for name in ("grow-search", "random-search", "hyperband"):
+        target = best_of(within(run["random-search"]["curve"], budget))
+        for name in SEARCHES:
             result = run[name]
-            compute, seconds = compute_to(result["curve"], target)
+            curve = within(result["curve"], budget)
+            compute, seconds = compute_to(curve, target)
             rows.append(
                 {
                     "seed": run["seed"],
                     "search": name,
                     "trials": result["trials"],
-                    "best_val_accuracy": result["best_val_accuracy"],
+                    "epochs": result["epochs"],
                     "compute": result["compute"],
+                    "best_val_accuracy": best_of(curve),
                     "target": target,
                     "compute_to_target": compute,
                     "seconds_to_target": seconds,
@@ -200,25 +239,86 @@ def summarize(runs):
     return rows
 
 
-def markdown(rows):
+def aggregate(rows, budget):
+    """Mean and spread over seeds, per search."""
+    summary = []
+    for name in SEARCHES:
+        mine = [r for r in rows if r["search"] == name]
+        reached = [r for r in mine if r["compute_to_target"] is not None]
+        best = np.array([r["best_val_accuracy"] for r in mine])
+        entry = {
+            "search": name,
+            "seeds": len(mine),
+            "best_val_accuracy_mean": float(best.mean()),
+            "best_val_accuracy_std": float(best.std()),
+            "best_val_accuracy_min": float(best.min()),
+            "best_val_accuracy_max": float(best.max()),
+            "reached_target": len(reached),
+        }
+        if reached:
+            compute = np.array([r["compute_to_target"] for r in reached])
+            seconds = np.array([r["seconds_to_target"] for r in reached])
+            compute = compute / budget
+            entry.update(
+                compute_to_target_mean=float(compute.mean()),
+                compute_to_target_std=float(compute.std()),
+                compute_to_target_min=float(compute.min()),
+                compute_to_target_max=float(compute.max()),
+                seconds_to_target_mean=float(seconds.mean()),
+                seconds_to_target_std=float(seconds.std()),
+            )
+        summary.append(entry)
+    return summary
+
+
+def markdown(rows, summary, budget):
     lines = [
-        "| seed | search | trials | best val accuracy | compute (examples x params) "
-        "| compute to RandomSearch's best | seconds to it |",
-        "|---|---|---|---|---|---|---|",
+        f"Budget: {budget:.3g} examples x parameters per search.",
+        "",
+        "| search | seeds | best val accuracy within the budget, mean ± std (range) "
+        "| reached RandomSearch's best "
+        "| compute to it (of the budget), mean ± std (range) "
+        "| seconds to it, mean ± std |",
+        "|---|---|---|---|---|---|",
+    ]
+    for e in summary:
+        accuracy = (
+            f"{e['best_val_accuracy_mean']:.4f} ± {e['best_val_accuracy_std']:.4f} "
+            f"({e['best_val_accuracy_min']:.4f}-{e['best_val_accuracy_max']:.4f})"
+        )
+        if e["reached_target"]:
+            compute = (
+                f"{e['compute_to_target_mean']:.3g} ± {e['compute_to_target_std']:.2g} "
+                f"({e['compute_to_target_min']:.3g}-{e['compute_to_target_max']:.3g})"
+            )
+            seconds = (
+                f"{e['seconds_to_target_mean']:.0f} ± {e['seconds_to_target_std']:.0f}"
+            )
+        else:
+            compute = seconds = "-"
+        lines.append(
+            f"| {e['search']} | {e['seeds']} | {accuracy} | "
+            f"{e['reached_target']} of {e['seeds']} | {compute} | {seconds} |"
+        )
+    lines += [
+        "",
+        "| seed | search | trials | epochs | compute spent | best val accuracy "
+        "within the budget | RandomSearch's best | compute to it | seconds to it |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         compute, seconds = r["compute_to_target"], r["seconds_to_target"]
         to = "never" if compute is None else f"{compute:.3g}"
         secs = "-" if seconds is None else f"{seconds:.0f}"
         lines.append(
-            f"| {r['seed']} | {r['search']} | {r['trials']} | "
-            f"{r['best_val_accuracy']:.4f} | {r['compute']:.3g} | {to} "
-            f"(target {r['target']:.4f}) | {secs} |"
+            f"| {r['seed']} | {r['search']} | {r['trials']} | {r['epochs']} | "
+            f"{r['compute']:.3g} | {r['best_val_accuracy']:.4f} | "
+            f"{r['target']:.4f} | {to} | {secs} |"
         )
     return "\n".join(lines)
 
 
-def plot(runs, out):
+def plot(runs, out, budget):
     try:
         import matplotlib
 
@@ -228,7 +328,7 @@ def plot(runs, out):
         return None
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for index, run in enumerate(runs):
-        for color, name in enumerate(("grow-search", "random-search", "hyperband")):
+        for color, name in enumerate(SEARCHES):
             curve = run[name]["curve"]
             ax.step(
                 [p["compute"] for p in curve],
@@ -238,6 +338,7 @@ def plot(runs, out):
                 alpha=0.8,
                 label=name if index == 0 else None,
             )
+    ax.axvline(budget, color="grey", linestyle=":", label="budget")
     ax.set_xlabel("compute spent (examples x parameters)")
     ax.set_ylabel("best validation accuracy so far")
     ax.set_xscale("log")
@@ -255,7 +356,19 @@ def parse_args(argv=None):
     parser.add_argument("--quick", action="store_true", help="bundled subset, tiny")
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--trials", type=int, default=None, help="grow/random trials")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="compute per search, examples x parameters (default 2e11, "
+        "or 1.5e9 with --quick)",
+    )
+    parser.add_argument(
+        "--trials",
+        type=int,
+        default=None,
+        help="most grow/random trials (default 100, or 5 with --quick)",
+    )
     parser.add_argument("--initial-trials", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=None, help="epochs per trial")
     parser.add_argument("--hyperband-epochs", type=int, default=None)
@@ -263,7 +376,11 @@ def parse_args(argv=None):
     parser.add_argument("--keep-searches", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("grow_search_results"))
     args = parser.parse_args(argv)
-    args.trials = args.trials or (5 if args.quick else 14)
+    if args.budget is None:
+        args.budget = 1.5e9 if args.quick else 2e11
+    if args.budget <= 0:
+        parser.error(f"--budget must be positive; received {args.budget}")
+    args.trials = args.trials or (5 if args.quick else 100)
     args.initial_trials = args.initial_trials or (2 if args.quick else 4)
     args.epochs = args.epochs or 1
     args.hyperband_epochs = args.hyperband_epochs or (2 if args.quick else 4)
@@ -279,26 +396,44 @@ def main(argv=None):
     runs = []
     for seed in range(args.seed, args.seed + args.seeds):
         run = {"seed": seed}
-        for name in ("grow-search", "random-search", "hyperband"):
+        for name in SEARCHES:
             print(f"== seed {seed}: {name}", flush=True)
             run[name] = run_search(name, args, seed, train, test)
+            print(
+                f"   {run[name]['trials']} trials, {run[name]['epochs']} epochs, "
+                f"compute {run[name]['compute']:.3g}, "
+                f"best {run[name]['best_val_accuracy']:.4f}, "
+                f"{run[name]['seconds']:.0f} s",
+                flush=True,
+            )
         runs.append(run)
-    rows = summarize(runs)
-    table = markdown(rows)
-    print(table)
+        write_report(args, runs)  # after every seed: a long run keeps what it has
+    print((args.out / "results.md").read_text())
+    return 0
+
+
+def write_report(args, runs):
+    rows = summarize(runs, args.budget)
+    summary = aggregate(rows, args.budget)
+    table = markdown(rows, summary, args.budget)
     report = {
         "config": {k: str(v) for k, v in vars(args).items()},
-        "backend": keras.backend.backend(),
+        "environment": {
+            "backend": keras.backend.backend(),
+            "keras": keras.__version__,
+            "keras_tuner": kt.__version__,
+            "cpus": os.cpu_count(),
+        },
         "runs": runs,
         "rows": rows,
+        "summary": summary,
     }
     (args.out / "results.json").write_text(json.dumps(report, indent=2))
     (args.out / "results.md").write_text(table + "\n")
     (args.out / "lineage.json").write_text(
         json.dumps([run["grow-search"]["lineage"] for run in runs], indent=2)
     )
-    plot(runs, args.out)
-    return 0
+    plot(runs, args.out, args.budget)
 
 
 if __name__ == "__main__":

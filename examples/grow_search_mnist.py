@@ -1,8 +1,9 @@
 """Architecture search by growth on MNIST: GrowthTuner vs RandomSearch, Hyperband.
 
-One family of architectures, the MNIST CNN of `mnist_net2net.py` with
-conv1 of 16 to 128 filters, fc1 of 32 to 256 units, and optionally one more
-conv layer after conv2 and one more dense layer after fc1. Three searches:
+One family of architectures, a CNN like the one of `mnist_net2net.py`
+(conv1, pool, conv2 of 32 filters, pool, fc1, softmax) with conv1 of 16 to
+128 filters, fc1 of 32 to 256 units, and optionally one more conv layer
+after conv2 and one more dense layer after fc1. Three searches:
 
 * grow-search (`keras_net2net.tuner.GrowthTuner`): fresh models of the
   smallest member, then successive halving in which the best are grown
@@ -11,19 +12,26 @@ conv layer after conv2 and one more dense layer after fc1. Three searches:
   candidate trained from scratch.
 
 Compute is counted as training examples x parameters over every epoch of
-every trial (a CNN's training FLOPs are proportional to it for a fixed
-input), and wall time beside it. Every search gets the same compute budget
-(`--budget`): once a search has spent it, its running trial stops at the
-end of the epoch and no new trial starts. The report gives, per seed and
-as mean +- std over seeds, the best validation accuracy each search reached
-within the budget and the compute it needed to reach the best accuracy
-RandomSearch found within it.
+every trial, and wall time beside it. Examples x parameters is in
+proportion to a dense layer's multiply-adds but counts a convolution's only
+once per output position (conv1's weights are used 784 times per image,
+fc1's once); wall time is the cost on the machine at hand, the searches'
+own work (saving, loading, growing, evaluating) included.
+
+Every search gets the same compute budget (`--budget`): once a search has
+spent it, its running trial stops at the end of the epoch and no new trial
+starts. The report gives, per seed and as mean +- std over seeds, the best
+validation accuracy each search reached within the budget, the compute and
+wall time it needed to reach the best accuracy RandomSearch found within
+it, and the best accuracy each search had when the quickest search of the
+seed ended (equal wall time).
 
     python examples/grow_search_mnist.py --quick          # bundled subset, < 1 min
     python examples/grow_search_mnist.py --data ../shared/data/mnist.npz --seeds 3
 
 Outputs (in --out): results.json, results.md, lineage.json and
-best_vs_compute.png (if matplotlib is installed).
+best_vs_compute.png (if matplotlib is installed); `--report results.json`
+renders the tables and plot of a saved run again.
 """
 
 import argparse
@@ -219,10 +227,13 @@ def summarize(runs, budget):
     rows = []
     for run in runs:
         target = best_of(within(run["random-search"]["curve"], budget))
+        # Equal wall time: what each search had by the time the quickest ended.
+        shortest = min(run[name]["seconds"] for name in SEARCHES)
         for name in SEARCHES:
             result = run[name]
             curve = within(result["curve"], budget)
             compute, seconds = compute_to(curve, target)
+            by_time = [p for p in result["curve"] if p["seconds"] <= shortest]
             rows.append(
                 {
                     "seed": run["seed"],
@@ -230,7 +241,10 @@ def summarize(runs, budget):
                     "trials": result["trials"],
                     "epochs": result["epochs"],
                     "compute": result["compute"],
+                    "seconds": result["seconds"],
                     "best_val_accuracy": best_of(curve),
+                    "shortest_seconds": shortest,
+                    "best_val_accuracy_by_shortest": best_of(by_time),
                     "target": target,
                     "compute_to_target": compute,
                     "seconds_to_target": seconds,
@@ -246,6 +260,7 @@ def aggregate(rows, budget):
         mine = [r for r in rows if r["search"] == name]
         reached = [r for r in mine if r["compute_to_target"] is not None]
         best = np.array([r["best_val_accuracy"] for r in mine])
+        by_time = np.array([r["best_val_accuracy_by_shortest"] for r in mine])
         entry = {
             "search": name,
             "seeds": len(mine),
@@ -253,6 +268,8 @@ def aggregate(rows, budget):
             "best_val_accuracy_std": float(best.std()),
             "best_val_accuracy_min": float(best.min()),
             "best_val_accuracy_max": float(best.max()),
+            "best_val_accuracy_by_shortest_mean": float(by_time.mean()),
+            "best_val_accuracy_by_shortest_std": float(by_time.std()),
             "reached_target": len(reached),
         }
         if reached:
@@ -278,8 +295,9 @@ def markdown(rows, summary, budget):
         "| search | seeds | best val accuracy within the budget, mean ± std (range) "
         "| reached RandomSearch's best "
         "| compute to it (of the budget), mean ± std (range) "
-        "| seconds to it, mean ± std |",
-        "|---|---|---|---|---|---|",
+        "| seconds to it, mean ± std "
+        "| best val accuracy by the quickest search's wall time, mean ± std |",
+        "|---|---|---|---|---|---|---|",
     ]
     for e in summary:
         accuracy = (
@@ -296,15 +314,21 @@ def markdown(rows, summary, budget):
             )
         else:
             compute = seconds = "-"
+        by_time = (
+            f"{e['best_val_accuracy_by_shortest_mean']:.4f} ± "
+            f"{e['best_val_accuracy_by_shortest_std']:.4f}"
+        )
         lines.append(
             f"| {e['search']} | {e['seeds']} | {accuracy} | "
-            f"{e['reached_target']} of {e['seeds']} | {compute} | {seconds} |"
+            f"{e['reached_target']} of {e['seeds']} | {compute} | {seconds} "
+            f"| {by_time} |"
         )
     lines += [
         "",
-        "| seed | search | trials | epochs | compute spent | best val accuracy "
-        "within the budget | RandomSearch's best | compute to it | seconds to it |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| seed | search | trials | epochs | compute spent | seconds | "
+        "best val accuracy within the budget | RandomSearch's best | compute to it "
+        "| seconds to it | best val accuracy by the quickest search's end |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         compute, seconds = r["compute_to_target"], r["seconds_to_target"]
@@ -312,8 +336,10 @@ def markdown(rows, summary, budget):
         secs = "-" if seconds is None else f"{seconds:.0f}"
         lines.append(
             f"| {r['seed']} | {r['search']} | {r['trials']} | {r['epochs']} | "
-            f"{r['compute']:.3g} | {r['best_val_accuracy']:.4f} | "
-            f"{r['target']:.4f} | {to} | {secs} |"
+            f"{r['compute']:.3g} | {r['seconds']:.0f} | "
+            f"{r['best_val_accuracy']:.4f} | {r['target']:.4f} | {to} | {secs} | "
+            f"{r['best_val_accuracy_by_shortest']:.4f} "
+            f"({r['shortest_seconds']:.0f} s) |"
         )
     return "\n".join(lines)
 
@@ -375,6 +401,12 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--keep-searches", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("grow_search_results"))
+    parser.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        help="re-render the tables and plot of a saved results.json (no training)",
+    )
     args = parser.parse_args(argv)
     if args.budget is None:
         args.budget = 1.5e9 if args.quick else 2e11
@@ -384,15 +416,33 @@ def parse_args(argv=None):
     args.initial_trials = args.initial_trials or (2 if args.quick else 4)
     args.epochs = args.epochs or 1
     args.hyperband_epochs = args.hyperband_epochs or (2 if args.quick else 4)
-    if not args.quick and args.data is None:
+    if not args.quick and args.data is None and args.report is None:
         parser.error("give --data (an .npz in keras.datasets.mnist layout) or --quick")
     return args
 
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.report is not None:  # re-render the tables of a finished run
+        saved = json.loads(args.report.read_text())
+        write_report(
+            args.report.parent,
+            saved["config"],
+            saved["environment"],
+            saved["runs"],
+            float(saved["config"]["budget"]),
+        )
+        print((args.report.parent / "results.md").read_text())
+        return 0
     args.out.mkdir(parents=True, exist_ok=True)
     train, test = load_data(argparse.Namespace(quick=args.quick, data=args.data))
+    config = {k: str(v) for k, v in vars(args).items()}
+    environment = {
+        "backend": keras.backend.backend(),
+        "keras": keras.__version__,
+        "keras_tuner": kt.__version__,
+        "cpus": os.cpu_count(),
+    }
     runs = []
     for seed in range(args.seed, args.seed + args.seeds):
         run = {"seed": seed}
@@ -407,33 +457,29 @@ def main(argv=None):
                 flush=True,
             )
         runs.append(run)
-        write_report(args, runs)  # after every seed: a long run keeps what it has
+        # After every seed: a long run keeps what it has.
+        write_report(args.out, config, environment, runs, args.budget)
     print((args.out / "results.md").read_text())
     return 0
 
 
-def write_report(args, runs):
-    rows = summarize(runs, args.budget)
-    summary = aggregate(rows, args.budget)
-    table = markdown(rows, summary, args.budget)
+def write_report(out, config, environment, runs, budget):
+    rows = summarize(runs, budget)
+    summary = aggregate(rows, budget)
+    table = markdown(rows, summary, budget)
     report = {
-        "config": {k: str(v) for k, v in vars(args).items()},
-        "environment": {
-            "backend": keras.backend.backend(),
-            "keras": keras.__version__,
-            "keras_tuner": kt.__version__,
-            "cpus": os.cpu_count(),
-        },
+        "config": config,
+        "environment": environment,
         "runs": runs,
         "rows": rows,
         "summary": summary,
     }
-    (args.out / "results.json").write_text(json.dumps(report, indent=2))
-    (args.out / "results.md").write_text(table + "\n")
-    (args.out / "lineage.json").write_text(
+    (out / "results.json").write_text(json.dumps(report, indent=2))
+    (out / "results.md").write_text(table + "\n")
+    (out / "lineage.json").write_text(
         json.dumps([run["grow-search"]["lineage"] for run in runs], indent=2)
     )
-    plot(runs, args.out, args.budget)
+    plot(runs, out, budget)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,11 @@ after conv2 and one more dense layer after fc1. Three searches:
   smallest member, then successive halving in which the best are grown
   (Net2Net) rather than retrained;
 * KerasTuner's RandomSearch and Hyperband over the same family, every
-  candidate trained from scratch.
+  candidate built from scratch (Hyperband continues its promoted candidates
+  from their own checkpoints).
+
+Grow-search's widths are the parents' times 1.5 or 2 within the same
+bounds, so it also reaches widths between the family's choices.
 
 Compute is counted as training examples x parameters over every epoch of
 every trial, and wall time beside it. Examples x parameters is in

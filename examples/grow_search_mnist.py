@@ -106,7 +106,8 @@ def smallest(hp):
 
 
 class Meter(keras.callbacks.Callback):
-    """Compute (examples x parameters), wall time and validation accuracy per epoch.
+    """Compute spent so far (examples x parameters), wall time and validation
+    accuracy, at the end of every epoch.
 
     Ends the search once it has spent `budget`: the running trial stops at
     the end of its epoch and the oracle starts no new trial. The tuner
@@ -117,26 +118,25 @@ class Meter(keras.callbacks.Callback):
     log: list = []
     examples = 0
     started = 0.0
-    spent = 0.0
     budget = float("inf")
     tuner = None
 
     @classmethod
     def start(cls, tuner, examples, budget):
-        cls.log, cls.examples, cls.spent = [], examples, 0.0
+        cls.log, cls.examples = [], examples
         cls.tuner, cls.budget, cls.started = tuner, budget, time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        compute = self.model.count_params() * Meter.examples
-        Meter.spent += compute
+        spent = Meter.log[-1]["compute"] if Meter.log else 0.0
+        spent += self.model.count_params() * Meter.examples
         Meter.log.append(
             {
-                "compute": compute,
+                "compute": spent,
                 "seconds": time.perf_counter() - Meter.started,
                 "val_accuracy": float((logs or {}).get("val_accuracy", 0.0)),
             }
         )
-        if Meter.spent >= Meter.budget:
+        if spent >= Meter.budget:
             self.model.stop_training = True
             oracle = Meter.tuner.oracle
             oracle.max_trials = len(oracle.trials)  # no new trial after this one
@@ -189,11 +189,11 @@ def run_search(name, args, seed, train, test):
         callbacks=[Meter()],
         verbose=0,
     )
-    curve, best, total = [], 0.0, 0.0
+    curve, best = [], 0.0
     for point in Meter.log:
-        total += point["compute"]
         best = max(best, point["val_accuracy"])
-        curve.append({**point, "compute": total, "best_val_accuracy": best})
+        curve.append({**point, "best_val_accuracy": best})
+    total = curve[-1]["compute"] if curve else 0.0
     result = {
         "trials": len(tuner.oracle.trials),
         "epochs": len(curve),
@@ -263,33 +263,33 @@ def aggregate(rows, budget):
     for name in SEARCHES:
         mine = [r for r in rows if r["search"] == name]
         reached = [r for r in mine if r["compute_to_target"] is not None]
-        best = np.array([r["best_val_accuracy"] for r in mine])
-        by_time = np.array([r["best_val_accuracy_by_shortest"] for r in mine])
-        entry = {
-            "search": name,
-            "seeds": len(mine),
-            "best_val_accuracy_mean": float(best.mean()),
-            "best_val_accuracy_std": float(best.std()),
-            "best_val_accuracy_min": float(best.min()),
-            "best_val_accuracy_max": float(best.max()),
-            "best_val_accuracy_by_shortest_mean": float(by_time.mean()),
-            "best_val_accuracy_by_shortest_std": float(by_time.std()),
-            "reached_target": len(reached),
-        }
+        entry = {"search": name, "seeds": len(mine), "reached_target": len(reached)}
+        entry.update(spread("best_val_accuracy", mine))
+        entry.update(spread("best_val_accuracy_by_shortest", mine))
         if reached:
-            compute = np.array([r["compute_to_target"] for r in reached])
-            seconds = np.array([r["seconds_to_target"] for r in reached])
-            compute = compute / budget
-            entry.update(
-                compute_to_target_mean=float(compute.mean()),
-                compute_to_target_std=float(compute.std()),
-                compute_to_target_min=float(compute.min()),
-                compute_to_target_max=float(compute.max()),
-                seconds_to_target_mean=float(seconds.mean()),
-                seconds_to_target_std=float(seconds.std()),
-            )
+            entry.update(spread("compute_to_target", reached, scale=1 / budget))
+            entry.update(spread("seconds_to_target", reached))
         summary.append(entry)
     return summary
+
+
+def spread(key, rows, scale=1.0):
+    """``{key}_mean``, ``_std`` (over seeds, ddof=0), ``_min``, ``_max`` of ``rows``."""
+    values = np.array([r[key] for r in rows]) * scale
+    return {
+        f"{key}_{stat}": float(getattr(values, stat)())
+        for stat in ("mean", "std", "min", "max")
+    }
+
+
+def spread_text(entry, key, digits):
+    """``mean ± std (min-max)`` of an `aggregate` entry, or "-" without one."""
+    if f"{key}_mean" not in entry:
+        return "-"
+    mean, std, low, high = (
+        entry[f"{key}_{stat}"] for stat in ("mean", "std", "min", "max")
+    )
+    return f"{mean:{digits}} ± {std:{digits}} ({low:{digits}}-{high:{digits}})"
 
 
 def markdown(rows, summary, budget):
@@ -299,33 +299,19 @@ def markdown(rows, summary, budget):
         "| search | seeds | best val accuracy within the budget, mean ± std (range) "
         "| reached RandomSearch's best "
         "| compute to it (of the budget), mean ± std (range) "
-        "| seconds to it, mean ± std "
-        "| best val accuracy by the quickest search's wall time, mean ± std |",
+        "| seconds to it, mean ± std (range) "
+        "| best val accuracy by the quickest search's wall time, "
+        "mean ± std (range) |",
         "|---|---|---|---|---|---|---|",
     ]
     for e in summary:
-        accuracy = (
-            f"{e['best_val_accuracy_mean']:.4f} ± {e['best_val_accuracy_std']:.4f} "
-            f"({e['best_val_accuracy_min']:.4f}-{e['best_val_accuracy_max']:.4f})"
-        )
-        if e["reached_target"]:
-            compute = (
-                f"{e['compute_to_target_mean']:.3g} ± {e['compute_to_target_std']:.2g} "
-                f"({e['compute_to_target_min']:.3g}-{e['compute_to_target_max']:.3g})"
-            )
-            seconds = (
-                f"{e['seconds_to_target_mean']:.0f} ± {e['seconds_to_target_std']:.0f}"
-            )
-        else:
-            compute = seconds = "-"
-        by_time = (
-            f"{e['best_val_accuracy_by_shortest_mean']:.4f} ± "
-            f"{e['best_val_accuracy_by_shortest_std']:.4f}"
-        )
         lines.append(
-            f"| {e['search']} | {e['seeds']} | {accuracy} | "
-            f"{e['reached_target']} of {e['seeds']} | {compute} | {seconds} "
-            f"| {by_time} |"
+            f"| {e['search']} | {e['seeds']} | "
+            f"{spread_text(e, 'best_val_accuracy', '.4f')} | "
+            f"{e['reached_target']} of {e['seeds']} | "
+            f"{spread_text(e, 'compute_to_target', '.3g')} | "
+            f"{spread_text(e, 'seconds_to_target', '.0f')} | "
+            f"{spread_text(e, 'best_val_accuracy_by_shortest', '.4f')} |"
         )
     lines += [
         "",

@@ -41,6 +41,7 @@ def test_quick_run_compares_three_searches(tmp_path):
         stopped += computes[-1] >= budget
     assert stopped >= 1  # the quick budget is small enough to bind
     rows = {r["search"]: r for r in report["rows"]}
+    assert set(rows) == {"grow-search", "random-search", "hyperband"}
     target = rows["random-search"]["target"]
     assert rows["random-search"]["compute_to_target"] <= budget
     for name, row in rows.items():

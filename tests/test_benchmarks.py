@@ -43,13 +43,23 @@ def test_growth_cost_quick(tmp_path, capsys):
 
 def test_step_speed_quick(tmp_path, capsys):
     speed = load("step_speed")
-    out = tmp_path / "speed.json"
+    out, out_fixed = tmp_path / "speed.json", tmp_path / "fixed.json"
     assert speed.main(["--quick", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
-    for key in ("grown_vs_fresh", "growmodel_overhead"):
-        ratio = result[key]["ratio"]
+    fixed = result["fixed_costs"]
+    for ratio in (
+        result["grown_vs_fresh"]["ratio"],
+        result["growmodel_overhead"]["ratio"],
+        fixed["fit"]["ratio"],
+        fixed["event_vs_widen"]["ratio"],
+        fixed["event_with_heap"]["ratio"],
+    ):
         assert ratio["pairs"] == 3 and ratio["min"] <= ratio["median"] <= ratio["max"]
-    assert "| comparison |" in capsys.readouterr().out
+    assert fixed["event_with_heap"]["extra_objects"] == 200_000
+    out = capsys.readouterr().out
+    assert "| comparison |" in out and "extra Python objects alive" in out
+    assert speed.main(["--quick", "--fixed-only", "--out", str(out_fixed)]) == 0
+    assert set(json.loads(out_fixed.read_text())) == {"environment", "fixed_costs"}
 
 
 def test_time_to_accuracy_quick(tmp_path, capsys):

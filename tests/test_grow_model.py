@@ -328,3 +328,40 @@ def test_growmodel_leaves_keras_batch_end_hooks_asynchronous():
     assert threads and threading.get_ident() not in threads
     assert [r.step for r in grow.records] == [12, 20]
     assert [r.epoch for r in grow.records] == [1, 2]
+
+
+def test_fixed_costs_walk_no_heap(kind, monkeypatch):
+    """Neither the fit-start check nor an event walks or collects the heap.
+
+    `gc.get_referrers` and a full `gc.collect` cost O(Python heap), not
+    O(change): a process with a large data pipeline would pay them at every
+    `fit` call and every growth.
+    """
+    from keras_net2net.surgery import operations
+
+    model = mnist_model(kind, size=12)
+    x, y = data(16, size=12)
+    model.fit(x, y, epochs=1, verbose=0)
+    built = []
+    apply_plan = operations.apply_plan
+    monkeypatch.setattr(
+        operations,
+        "apply_plan",
+        lambda *a, **k: built.append(a[1]) or apply_plan(*a, **k),
+    )
+
+    def heap_walk(*args):
+        raise AssertionError("a heap-wide gc call")
+
+    monkeypatch.setattr(gc, "get_referrers", heap_walk)
+    monkeypatch.setattr(gc, "collect", heap_walk)
+    grow = kn.GrowModel({10**6: [kn.Widen("fc1", 70), kn.Deepen(after="fc1")]})
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[grow])
+    # The check builds what a later operation is checked against, not the
+    # last operation's model.
+    assert len(built) == 1
+    bad = kn.GrowModel({10**6: [kn.Widen("fc1", 70), kn.Widen("fc1", 40)]})
+    with pytest.raises(ValueError, match="is invalid.*Widen"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[bad])
+    kn.grow_in_place(model, [kn.Widen("fc1", 80)])
+    assert model.get_layer("fc1").units == 80

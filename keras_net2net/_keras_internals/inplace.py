@@ -1,8 +1,7 @@
 """Changing a model's graph in place, with an exact undo (private Keras attributes)."""
 
 import contextlib
-import gc
-import types
+import sys
 from typing import Any
 
 import keras
@@ -180,39 +179,49 @@ def _graph_operations(operations):
 
 
 def _nodes_used_elsewhere(candidates, operations, own_graphs, own_lists=()):
-    """Ids of the candidate nodes that some other graph still lists.
+    """Ids of the candidate nodes that something outside the known graphs holds.
 
     A node is referred to by its operation's ``_inbound_nodes``, by the
     ``_outbound_nodes`` of the operations that produced its inputs, and by the
     ``_nodes_by_depth`` lists of every graph (model) that contains it. A
-    referrer outside these, and outside the graphs this growth made or
-    replaced (``own_graphs``), is another model (or a user's reference) that
-    still needs the node.
+    reference outside these, and outside the graphs this growth made or
+    replaced (``own_graphs``) and its undo snapshot (``own_lists``), is
+    another model (or a user's reference) that still needs the node.
+
+    The references are counted, not searched for: a node's reference count
+    (`sys.getrefcount`) above the number of places the known lists hold it
+    means someone else holds it too. This costs O(candidates + known lists),
+    not a walk of the whole Python heap (`gc.get_referrers`). A reference that
+    is ours but not counted (a caller's local variable) only keeps a node, so
+    the error is on the safe side: another model is never broken.
     """
     if not candidates:
         return set()
-    known = set()
+    lists: dict[int, Any] = {}
     every_op = list(operations)
     for attrs in own_graphs:
         every_op.extend(_graph_operations(attrs["_operations"]))
         for nodes in attrs["_nodes_by_depth"].values():
-            known.add(id(nodes))
+            lists[id(nodes)] = nodes
     for op in every_op:
-        known.add(id(_storage(op._inbound_nodes)))
-        known.add(id(_storage(op._outbound_nodes)))
-    known.update(id(lst) for lst in own_lists)
-    candidate_ids = {id(n) for n in candidates}
-    used: set[int] = set()
-    for referrer in gc.get_referrers(*candidates):
-        if isinstance(referrer, types.FrameType) or id(referrer) in known:
-            continue
-        if referrer is candidates:
-            continue
-        if isinstance(referrer, list):
-            used.update(id(n) for n in referrer if id(n) in candidate_ids)
-        elif isinstance(referrer, dict):
-            used.update(id(n) for n in referrer.values() if id(n) in candidate_ids)
-        # Other referrers (keras-net2net's own graph views) hold no graph.
+        for nodes in (_storage(op._inbound_nodes), _storage(op._outbound_nodes)):
+            lists[id(nodes)] = nodes
+    for nodes in own_lists:
+        lists[id(nodes)] = nodes
+    held: dict[int, int] = {}
+    for nodes in lists.values():
+        for node in nodes:
+            held[id(node)] = held.get(id(node), 0) + 1
+    used = set()
+    # The references this loop itself holds (the list, the loop variable and
+    # getrefcount's argument, which depend on the interpreter), measured on an
+    # object held the same way.
+    ours = 0
+    for probe in [object()]:
+        ours = sys.getrefcount(probe)
+    for node in candidates:
+        if sys.getrefcount(node) - ours > held.get(id(node), 0):
+            used.add(id(node))
     return used
 
 

@@ -1,7 +1,6 @@
 """`GrowModel`: grow a model in place while `model.fit` runs."""
 
 import dataclasses
-import gc
 import math
 import threading
 import warnings
@@ -28,6 +27,7 @@ from keras_net2net.growth.schedule import OnPlateau
 from keras_net2net.growth.schedule import parse_schedule
 from keras_net2net.growth.weight_lists import WeightListConverter
 from keras_net2net.surgery import apply_operations
+from keras_net2net.surgery import check_operation
 
 # One lock for all instances (a lock attribute would stop deep copies).
 _BATCH_END_LOCK = threading.Lock()
@@ -224,30 +224,36 @@ class GrowModel(keras.callbacks.Callback):
         state = internals.ModelState(model)
         temporaries: list[Any] = []
         simulated = model
+        order = self._order(pending)
         try:
-            for index in self._order(pending):
+            for index in order:
                 event = self.events[index]
+                operations = list(event.operations)
+                # The last operation is only planned (planning checks it): no
+                # later one needs the model it would build.
+                last = operations.pop() if index == order[-1] and operations else None
                 try:
                     result = apply_operations(
                         simulated,
-                        list(event.operations),
+                        operations,
                         reuse_layers=True,
                         name_failures=True,
                         compile=False,
                     )
+                    if last is not None:
+                        check_operation(result.model, last)
                 except (ValueError, TypeError) as error:
                     raise type(error)(
                         f"GrowModel: the growth event at {event.trigger.describe()} "
                         f"is invalid for model '{model.name}' as it will be then: "
                         f"{error}"
                     ) from error
-                temporaries += [result.model, *result.graphs]
-                simulated = result.model
+                if result.model is not simulated:
+                    temporaries += [result.model, *result.graphs]
+                    simulated = result.model
         finally:
             state.restore()
             internals.release_graphs(model, temporaries, state.operations)
-            del simulated, temporaries
-            gc.collect()
 
     # -- callback hooks -----------------------------------------------------
 

@@ -21,6 +21,7 @@ from keras_net2net.surgery.operations import Deepen
 from keras_net2net.surgery.operations import GrowthResult
 from keras_net2net.surgery.operations import Widen
 from keras_net2net.surgery.operations import apply_operations
+from keras_net2net.surgery.operations import check_operation
 from keras_net2net.surgery.operations import coupled_layers
 from keras_net2net.surgery.operations import deepen
 from keras_net2net.surgery.operations import describe_growth
@@ -39,6 +40,7 @@ __all__ = [
     "UnitsHandler",
     "Widen",
     "apply_operations",
+    "check_operation",
     "coupled_layers",
     "deepen",
     "describe_growth",

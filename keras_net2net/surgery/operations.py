@@ -1,5 +1,6 @@
 """Public model operations: `widen`, `deepen`, their composition, and inspection."""
 
+import contextlib
 import dataclasses
 import numbers
 from typing import Any
@@ -297,15 +298,11 @@ def apply_operations(
     result = GrowthResult(model, [], origins, state_origins=state)
     current = model
     for operation in operations:
-        try:
+        with _naming_failures(operation, name_failures):
             plan = operation.plan(current)
             new_model, pairs = apply_plan(
                 current, plan, reuse_layers=reuse_layers, compile=compile
             )
-        except (ValueError, TypeError) as error:
-            if not name_failures:
-                raise
-            raise type(error)(f"{operation} failed: {error}") from error
         if current is not model:
             result.graphs.append(current)
         result.descriptions.append(plan.description)
@@ -319,6 +316,31 @@ def apply_operations(
     result.origins = origins
     result.state_origins = state
     return result
+
+
+def check_operation(model: Model, operation: "Widen | Deepen") -> None:
+    """Check that ``operation`` applies to ``model``, without building anything.
+
+    Planning is where every request is checked (layers found, widths valid,
+    coupling groups growable); this stops there. Use `apply_operations` when
+    the grown model is needed, e.g. to check a later operation against it.
+
+    Raises:
+        ValueError, TypeError: the operation does not apply; the message
+            starts with the operation.
+    """
+    with _naming_failures(operation, True):
+        operation.plan(model)
+
+
+@contextlib.contextmanager
+def _naming_failures(operation, name_failures):
+    try:
+        yield
+    except (ValueError, TypeError) as error:
+        if not name_failures:
+            raise
+        raise type(error)(f"{operation} failed: {error}") from error
 
 
 def _check_widen_args(method, noise, seed, noise_on, pad_std, pad_bias):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 from pathlib import Path
 from typing import Any
@@ -168,8 +167,10 @@ class GrowthTuner(keras_tuner.Tuner):
         parent that cannot be loaded is a `keras_tuner.errors.FatalError`.
         """
         if self._measured is None or self._measured[0] != parent:
+            # The previous parent's model is dropped here and collected by
+            # the next trial's `clear_session` (no heap-wide collection per
+            # proposal).
             self._measured = None
-            gc.collect()
             try:
                 model = self.load_model(self.oracle.trials[parent])
             except Exception as error:
@@ -245,8 +246,9 @@ class GrowthTuner(keras_tuner.Tuner):
         operations = json.loads(hp.values.get(OPERATIONS, "[]"))
         self._measured = None
         if parent:
+            # As KerasTuner does before building a trial's model:
+            # `clear_session` also runs Python's garbage collector (once).
             keras.backend.clear_session()
-            gc.collect()
             model = self.load_model(self.oracle.trials[parent])
             grow_in_place(model, self._requests(trial.trial_id, operations))
         else:

@@ -11,8 +11,8 @@ from keras_net2net.growth import ScaledSchedule
 from keras_net2net.growth import grow_in_place
 from keras_net2net.initializers import IdentityConvInit
 from keras_net2net.initializers import Net2WiderInit
-from keras_net2net.surgery import Deepen
-from keras_net2net.surgery import Widen
+from keras_net2net.requests import Deepen
+from keras_net2net.requests import Widen
 from keras_net2net.surgery import coupled_layers
 from keras_net2net.surgery import deepen
 from keras_net2net.surgery import describe_growth

@@ -11,7 +11,6 @@ import keras
 from keras_net2net import _keras_internals as internals
 from keras_net2net._types import Logs
 from keras_net2net._types import Model
-from keras_net2net._types import Schedule
 from keras_net2net._validation import check_bool
 from keras_net2net._validation import check_int
 from keras_net2net._validation import check_real
@@ -24,6 +23,7 @@ from keras_net2net.growth.inplace import grow_in_place
 from keras_net2net.growth.schedule import AtEpoch
 from keras_net2net.growth.schedule import AtStep
 from keras_net2net.growth.schedule import OnPlateau
+from keras_net2net.growth.schedule import Schedule
 from keras_net2net.growth.schedule import parse_schedule
 from keras_net2net.growth.weight_lists import WeightListConverter
 from keras_net2net.surgery import apply_operations

@@ -6,11 +6,11 @@ import keras
 
 from keras_net2net import _keras_internals as internals
 from keras_net2net._types import Model
-from keras_net2net._types import Operations
 from keras_net2net.growth import optimizer_state
+from keras_net2net.requests import Requests
+from keras_net2net.requests import as_requests
 from keras_net2net.surgery import apply_operations
 from keras_net2net.surgery.operations import GrowthResult
-from keras_net2net.surgery.operations import as_operations
 
 
 def check_growable_in_place(model: Model) -> None:
@@ -36,7 +36,7 @@ def check_growable_in_place(model: Model) -> None:
         )
 
 
-def grow_in_place(model: Model, operations: Operations) -> GrowthResult:
+def grow_in_place(model: Model, operations: Requests) -> GrowthResult:
     """Apply ``operations`` to ``model`` itself, carrying optimizer state over.
 
     The model object (and its compiled optimizer) stay the same Python objects:
@@ -62,7 +62,7 @@ def grow_in_place(model: Model, operations: Operations) -> GrowthResult:
     Returns:
         The `GrowthResult` (its ``model`` is ``model``).
     """
-    operations = as_operations(operations)
+    operations = as_requests(operations)
     if not isinstance(model, keras.Model):
         raise TypeError(
             "`model` must be a Keras Sequential or Functional model. "

@@ -2,17 +2,20 @@
 
 import dataclasses
 import numbers
+from collections.abc import Mapping
+from collections.abc import Sequence
 from typing import Any
+from typing import Union
 
 import numpy as np
 
-from keras_net2net._types import Schedule
 from keras_net2net._validation import check_choice
 from keras_net2net._validation import check_int
 from keras_net2net._validation import check_name
 from keras_net2net._validation import check_real
-from keras_net2net.surgery import Deepen
-from keras_net2net.surgery import Widen
+from keras_net2net.requests import Deepen
+from keras_net2net.requests import Requests
+from keras_net2net.requests import Widen
 
 _MAX_WORDS = ("acc", "auc", "precision", "recall", "f1", "iou")
 
@@ -139,6 +142,12 @@ class OnPlateau:
 
     def describe(self) -> str:
         return f"plateau of {self.monitor} (patience {self.patience})"
+
+
+Trigger = Union[int, AtEpoch, AtStep, OnPlateau]  # noqa: UP007
+Schedule = Union[  # noqa: UP007
+    Mapping[Trigger, Requests], Sequence[tuple[Trigger, Requests]]
+]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,9 +5,17 @@
 * `groups`: coupling groups, every operation that shares a channel axis.
 * `plan`: turning `widen`/`deepen` requests into changes, all validated.
 * `apply`: building the grown model from a plan.
-* `operations`: the public functions and growth requests.
+* `operations`: applying growth requests (`keras_net2net.requests`).
+* `api`: the public functions (`widen`, `deepen`, `describe_growth`, ...).
 """
 
+from keras_net2net.requests import Deepen
+from keras_net2net.requests import Widen
+from keras_net2net.surgery.api import coupled_layers
+from keras_net2net.surgery.api import deepen
+from keras_net2net.surgery.api import describe_growth
+from keras_net2net.surgery.api import max_output_difference
+from keras_net2net.surgery.api import widen
 from keras_net2net.surgery.graph import LayerGraph
 from keras_net2net.surgery.groups import ChannelGroup
 from keras_net2net.surgery.handlers import Handler
@@ -17,16 +25,9 @@ from keras_net2net.surgery.handlers import PassThroughHandler
 from keras_net2net.surgery.handlers import UnitsHandler
 from keras_net2net.surgery.handlers import get_handler
 from keras_net2net.surgery.handlers import register_handler
-from keras_net2net.surgery.operations import Deepen
 from keras_net2net.surgery.operations import GrowthResult
-from keras_net2net.surgery.operations import Widen
 from keras_net2net.surgery.operations import apply_operations
 from keras_net2net.surgery.operations import check_operation
-from keras_net2net.surgery.operations import coupled_layers
-from keras_net2net.surgery.operations import deepen
-from keras_net2net.surgery.operations import describe_growth
-from keras_net2net.surgery.operations import max_output_difference
-from keras_net2net.surgery.operations import widen
 
 __all__ = [
     "ChannelGroup",

@@ -19,6 +19,7 @@ import keras
 import numpy as np
 
 from keras_net2net import _keras_internals as internals
+from keras_net2net.requests import COPY
 from keras_net2net.surgery import handlers as H
 from keras_net2net.surgery.graph import LayerGraph
 from keras_net2net.surgery.groups import find_group
@@ -28,9 +29,6 @@ from keras_net2net.surgery.handlers.merging import is_residual_add
 from keras_net2net.transforms import padding_mapping
 from keras_net2net.transforms import random_mapping
 from keras_net2net.transforms import tiled_mapping
-
-COPY = "copy"
-BLOCK_INITS = (COPY, H.RANDOM)
 
 
 @dataclasses.dataclass

@@ -10,8 +10,8 @@ import keras
 import keras_tuner
 
 from keras_net2net.growth import grow_in_place
-from keras_net2net.surgery import Deepen
-from keras_net2net.surgery import Widen
+from keras_net2net.requests import Deepen
+from keras_net2net.requests import Widen
 from keras_net2net.surgery import apply_operations
 from keras_net2net.surgery.handlers import handler_for
 from keras_net2net.tuner.oracle import OPERATIONS

@@ -31,6 +31,16 @@ from typing import Any
 import keras
 import numpy as np
 
+# The request options, re-exported for the handlers (`H.NET2WIDER`, ...).
+from keras_net2net.requests import CONSUMERS as CONSUMERS
+from keras_net2net.requests import COPIES as COPIES
+from keras_net2net.requests import DEEPEN_METHODS as DEEPEN_METHODS
+from keras_net2net.requests import IDENTITY as IDENTITY
+from keras_net2net.requests import NET2WIDER as NET2WIDER
+from keras_net2net.requests import NOISE_TARGETS as NOISE_TARGETS
+from keras_net2net.requests import RANDOM as RANDOM
+from keras_net2net.requests import RANDOM_PAD as RANDOM_PAD
+from keras_net2net.requests import WIDEN_METHODS as WIDEN_METHODS
 from keras_net2net.transforms import WidthMapping
 from keras_net2net.transforms import WidthTransform
 
@@ -39,16 +49,6 @@ if TYPE_CHECKING:
     from keras_net2net.surgery.graph import Node
 
 Seeds = Iterator[int]
-
-NET2WIDER = "net2wider"
-RANDOM_PAD = "random-pad"
-WIDEN_METHODS = (NET2WIDER, RANDOM_PAD)
-COPIES = "copies"
-CONSUMERS = "consumers"
-NOISE_TARGETS = (COPIES, CONSUMERS)
-IDENTITY = "identity"
-RANDOM = "random"
-DEEPEN_METHODS = (IDENTITY, RANDOM)
 
 UNITS = "units"
 SAME = "same"

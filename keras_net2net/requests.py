@@ -1,0 +1,183 @@
+"""Growth requests: what to grow, as plain data.
+
+`Widen` and `Deepen` say what a growth should do; they know nothing of how it
+is planned or built. `keras_net2net.surgery` plans a request against a model
+(`keras_net2net.surgery.operations.plan_request`), `grow_in_place` and
+`GrowModel` apply lists of them. This module is on the bottom floor of the
+package: it imports nothing of keras-net2net but argument validation, so every
+other layer can use it.
+
+The option values are constants here too, so that callers can name them
+(``Widen("fc1", 128, method=RANDOM_PAD)``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from collections.abc import Sequence
+from typing import Union
+
+import keras
+import numpy as np
+
+from keras_net2net._types import LayerRef
+from keras_net2net._validation import check_bool
+from keras_net2net._validation import check_choice
+from keras_net2net._validation import check_int
+from keras_net2net._validation import check_name
+from keras_net2net._validation import check_real
+from keras_net2net._validation import check_seed
+
+# `Widen(method=...)`: copy channels (Net2WiderNet) or add random ones.
+NET2WIDER = "net2wider"
+RANDOM_PAD = "random-pad"
+WIDEN_METHODS = (NET2WIDER, RANDOM_PAD)
+# `Widen(noise_on=...)`: where symmetry-breaking noise goes.
+COPIES = "copies"
+CONSUMERS = "consumers"
+NOISE_TARGETS = (COPIES, CONSUMERS)
+# `Deepen(method=...)`: an identity layer (Net2DeeperNet) or a random one.
+IDENTITY = "identity"
+RANDOM = "random"
+DEEPEN_METHODS = (IDENTITY, RANDOM)
+# `Deepen(init=...)` of a copied residual block: the copied block's weights, or
+# fresh ones (the branch output starts at zero either way).
+COPY = "copy"
+BLOCK_INITS = (COPY, RANDOM)
+
+
+def _layer_name(value, name, owner):
+    if isinstance(value, keras.Operation):
+        return value.name
+    return check_name(value, name, owner=owner, allow_none=False)
+
+
+def _check_kernel_size(kernel_size, owner):
+    if kernel_size is None:
+        return None
+    if isinstance(kernel_size, numbers.Integral) and not isinstance(
+        kernel_size, (bool, np.bool_)
+    ):
+        return check_int(kernel_size, "kernel_size", minimum=1, owner=owner)
+    if isinstance(kernel_size, (tuple, list)) and kernel_size:
+        return tuple(
+            check_int(k, "kernel_size", minimum=1, owner=owner) for k in kernel_size
+        )
+    raise TypeError(
+        f"{owner}(`kernel_size`) must be None, a positive integer or a non-empty "
+        f"tuple of positive integers. Received: kernel_size={kernel_size!r}"
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Widen:
+    """A request to widen one layer (see `widen` for the arguments).
+
+    Arguments are checked when the request is made. A layer object is
+    recorded by its name (a schedule refers to the layer as it will be then).
+
+    Example:
+
+    ```python
+    keras_net2net.grow_in_place(model, [keras_net2net.Widen("fc1", 128)])
+    ```
+    """
+
+    layer: LayerRef
+    units: int
+    method: str = NET2WIDER
+    noise: float = 0.0
+    seed: int | None = None
+    noise_on: str = COPIES
+    pad_std: float | None = None
+    pad_bias: float = 0.0
+
+    def __post_init__(self) -> None:
+        owner = "Widen"
+        object.__setattr__(self, "layer", _layer_name(self.layer, "layer", owner))
+        object.__setattr__(
+            self, "units", check_int(self.units, "units", minimum=1, owner=owner)
+        )
+        check_choice(self.method, WIDEN_METHODS, "method", owner=owner)
+        object.__setattr__(
+            self, "noise", check_real(self.noise, "noise", minimum=0.0, owner=owner)
+        )
+        object.__setattr__(self, "seed", check_seed(self.seed, owner=owner))
+        check_choice(self.noise_on, NOISE_TARGETS, "noise_on", owner=owner)
+        if self.pad_std is not None:
+            object.__setattr__(
+                self,
+                "pad_std",
+                check_real(self.pad_std, "pad_std", positive=True, owner=owner),
+            )
+        object.__setattr__(
+            self, "pad_bias", check_real(self.pad_bias, "pad_bias", owner=owner)
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Deepen:
+    """A request to deepen after one layer (see `deepen` for the arguments).
+
+    Arguments are checked when the request is made. A layer object is
+    recorded by its name.
+
+    Example:
+
+    ```python
+    keras_net2net.grow_in_place(model, [keras_net2net.Deepen(after="fc1")])
+    ```
+    """
+
+    after: LayerRef
+    method: str = IDENTITY
+    kernel_size: int | tuple[int, ...] | None = None
+    seed: int | None = None
+    name: str | None = None
+    residual: bool = False
+    init: str = COPY
+    blocks: int = 1
+
+    def __post_init__(self) -> None:
+        owner = "Deepen"
+        object.__setattr__(self, "after", _layer_name(self.after, "after", owner))
+        check_choice(self.method, DEEPEN_METHODS, "method", owner=owner)
+        object.__setattr__(
+            self, "kernel_size", _check_kernel_size(self.kernel_size, owner)
+        )
+        object.__setattr__(self, "seed", check_seed(self.seed, owner=owner))
+        check_name(self.name, "name", owner=owner)
+        object.__setattr__(
+            self, "residual", check_bool(self.residual, "residual", owner=owner)
+        )
+        check_choice(self.init, BLOCK_INITS, "init", owner=owner)
+        object.__setattr__(
+            self, "blocks", check_int(self.blocks, "blocks", minimum=1, owner=owner)
+        )
+
+
+Request = Union[Widen, Deepen]  # noqa: UP007 - a runtime alias on Python 3.10
+Requests = Union[Request, Sequence[Request]]  # noqa: UP007
+
+
+def as_requests(requests: Requests, argument: str = "operations") -> list[Request]:
+    """A list of `Widen`/`Deepen` from one request or a list of them.
+
+    Raises:
+        TypeError: ``requests`` is neither (the message names ``argument``).
+    """
+    if isinstance(requests, (Widen, Deepen)):
+        return [requests]
+    if not isinstance(requests, (list, tuple)):
+        raise TypeError(
+            f"`{argument}` must be a Widen, a Deepen, or a list of them. "
+            f"Received: {requests!r} of type {type(requests).__name__}"
+        )
+    for request in requests:
+        if not isinstance(request, (Widen, Deepen)):
+            raise TypeError(
+                f"`{argument}` must contain only keras_net2net.Widen or Deepen. "
+                f"Received: {request!r} of type {type(request).__name__}"
+            )
+    return list(requests)

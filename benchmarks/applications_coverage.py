@@ -195,13 +195,19 @@ def table(rows):
     return "\n".join(lines)
 
 
+GUIDE = "docs/guides/coupling-groups.md (results: docs/guides/results.md)"
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], epilog=f"Guide: {GUIDE}"
+    )
     parser.add_argument("--quick", action="store_true", help="a small sample only")
     parser.add_argument("--size", type=int, default=64, help="input height/width")
     parser.add_argument("--out", default=None, help="JSON file for the results")
     parser.add_argument("--models", nargs="*", default=None, help="subset of models")
     args = parser.parse_args(argv)
+    print(f"Guide: {GUIDE}", file=sys.stderr)
     models = QUICK if args.quick else MODELS
     if args.models:
         models = {k: v for k, v in models.items() if k in args.models}

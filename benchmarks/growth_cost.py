@@ -410,8 +410,13 @@ def environment():
     }
 
 
+GUIDE = "docs/guides/backends-and-distribution.md (results: benchmarks/README.md)"
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], epilog=f"Guide: {GUIDE}"
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes only")
     parser.add_argument(
         "--repeats", type=int, default=None, help="timed events per row (median)"
@@ -427,6 +432,8 @@ def main(argv=None):
     )
     parser.add_argument("--task", help=argparse.SUPPRESS)  # one isolated measure
     args = parser.parse_args(argv)
+    if not args.task:  # not in the isolated measuring subprocess
+        print(f"Guide: {GUIDE}", file=sys.stderr)
     if args.task:
         task = json.loads(args.task)
         print("RESULT " + json.dumps(MEASURES[task["what"]](**task["args"])))

@@ -341,8 +341,13 @@ def table(result):
     return "\n".join(rows)
 
 
+GUIDE = "docs/guides/backends-and-distribution.md (results: benchmarks/README.md)"
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], epilog=f"Guide: {GUIDE}"
+    )
     parser.add_argument("--quick", action="store_true", help="tiny and short")
     parser.add_argument("--pairs", type=int, default=None)
     parser.add_argument("--steps", type=int, default=None)
@@ -362,6 +367,7 @@ def main(argv=None):
         "--out", default=str(ROOT / "benchmarks/results/step_speed.json")
     )
     args = parser.parse_args(argv)
+    print(f"Guide: {GUIDE}", file=sys.stderr)
     size = 12 if args.quick else 28
     pairs = args.pairs or (3 if args.quick else 30)
     steps = args.steps or (3 if args.quick else 20)

@@ -480,8 +480,13 @@ def environment():
     }
 
 
+GUIDE = "docs/guides/growing-during-fit.md (results: benchmarks/README.md)"
+
+
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], epilog=f"Guide: {GUIDE}"
+    )
     parser.add_argument(
         "--task",
         choices=("mnist", "transformer", "both"),
@@ -537,6 +542,7 @@ def print_report(path):
 
 def main(argv=None):
     args = parse_args(argv)
+    print(f"Guide: {GUIDE}", file=sys.stderr)
     if args.report is not None:
         return print_report(args.report)
     tasks = ("mnist", "transformer") if args.task == "both" else (args.task,)

@@ -366,8 +366,13 @@ def plot(runs, out, budget):
     return path
 
 
+GUIDE = "docs/guides/search.md (results: docs/guides/results.md)"
+
+
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], epilog=f"Guide: {GUIDE}"
+    )
     parser.add_argument("--data", type=Path, default=None, help="MNIST .npz")
     parser.add_argument("--quick", action="store_true", help="bundled subset, tiny")
     parser.add_argument("--seeds", type=int, default=1)
@@ -413,6 +418,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    print(f"Guide: {GUIDE}", file=sys.stderr)
     if args.report is not None:  # re-render the tables of a finished run
         saved = json.loads(args.report.read_text())
         write_report(

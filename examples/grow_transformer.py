@@ -28,6 +28,7 @@ matplotlib is installed).
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -188,8 +189,13 @@ def run_scratch(args, data, val, seed, compute):
     return model, log, steps
 
 
+GUIDE = "docs/guides/transformers.md (results: docs/guides/results.md)"
+
+
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], epilog=f"Guide: {GUIDE}"
+    )
     parser.add_argument("--quick", action="store_true", help="a short run (< 2 min)")
     parser.add_argument(
         "--steps", type=int, default=None, help="steps of the grown run"
@@ -349,6 +355,7 @@ def write_outputs(report, out):
 
 def main(argv=None):
     args = parse_args(argv)
+    print(f"Guide: {GUIDE}", file=sys.stderr)
     report = run(args)
     table, plot = write_outputs(report, args.out)
     print("\n" + table)

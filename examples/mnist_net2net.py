@@ -91,8 +91,13 @@ CLAIMS = {
 }
 
 
+GUIDE = "docs/guides/getting-started.md (results: docs/guides/results.md)"
+
+
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], epilog=f"Guide: {GUIDE}"
+    )
     parser.add_argument(
         "--data",
         type=Path,
@@ -520,6 +525,7 @@ def write_outputs(report, out):
 
 def main(argv=None):
     args = parse_args(argv)
+    print(f"Guide: {GUIDE}", file=sys.stderr)
     report = run(args)
     table, plot = write_outputs(report, args.out)
     print("\n" + table)

@@ -1,4 +1,4 @@
-"""Reading weights onto the host without copying them (where a backend allows).
+"""Weights on the host without copies, and exact transforms where they live.
 
 Growth reads each changed weight (and its optimizer slots) once, transforms it
 in numpy (which always writes a new array) and creates the new variable from
@@ -14,6 +14,8 @@ from typing import Any
 
 import keras
 import numpy as np
+
+from keras_net2net.transforms import Chain
 
 
 def host_view(value: Any) -> np.ndarray:
@@ -50,40 +52,35 @@ def host_copy(value: Any) -> np.ndarray:
     return np.array(host_view(value), copy=True)
 
 
-def exact_on_device(chain: Any, kind: str = "weight") -> bool:
-    """True if every transform of ``chain`` can run with backend ops.
+def apply_on_device(value: Any, chain: Chain, kind: str = "weight") -> Any:
+    """Apply an exact ``chain`` with ``keras.ops``, where ``value`` lives.
 
-    That is the exact Net2Net case: every new unit copies an old one and no
-    noise is added (noise and random fill are drawn in numpy).
-    """
-    for transform in chain:
-        if transform.mapping.fresh.any():
-            return False
-        if kind == "weight" and transform.noise:
-            return False
-    return True
-
-
-def transform_on_device(value: Any, chain: Any, kind: str = "weight") -> Any:
-    """Apply `exact_on_device` transforms with ``keras.ops`` (no host copy).
-
-    The same result as ``WidthTransform.apply`` in numpy, computed where the
-    value lives (on an accelerator, without a transfer to the host and back).
+    The same result as ``chain.apply`` in numpy, without a transfer to the
+    host and back. Only for chains that are ``chain.exact(kind)`` (every new
+    unit copies an old one, no noise: noise and random fills are drawn in
+    numpy).
 
     Args:
         value: a variable or backend tensor.
-        chain: `keras_net2net.transforms.WidthTransform`s, in order.
+        chain: a `keras_net2net.transforms.Chain`.
         kind: ``"weight"``, ``"linear"`` or ``"squared"`` (see
-            ``WidthTransform.apply``).
+            ``WidthTransform.apply``). Defaults to ``"weight"``.
 
     Returns:
-        A backend tensor.
+        A backend tensor (a copy of ``value`` for an empty chain).
     """
+    if not chain.exact(kind):
+        raise ValueError(
+            "apply_on_device needs an exact chain (no fresh units, no noise); "
+            "apply it on the host with Chain.apply."
+        )
     ops = keras.ops
     x = value.value if isinstance(value, keras.Variable) else value
+    if not len(chain):
+        return ops.copy(x)
     for transform in chain:
         mapping = transform.mapping
-        axis = transform.axis
+        axis = -1 if transform.axis is None else transform.axis
         indices = np.asarray(mapping.indices, dtype="int32")
         x = ops.take(x, indices, axis=axis)
         shape = [1] * len(x.shape)

@@ -6,6 +6,7 @@ inserted layers with them, and users can write them into ordinary layer
 definitions.
 """
 
+from collections.abc import Iterable
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +20,7 @@ from keras_net2net._validation import check_choice
 from keras_net2net._validation import check_int
 from keras_net2net._validation import check_real
 from keras_net2net._validation import check_seed
+from keras_net2net.transforms import Chain
 
 _SIDES = transforms.wider.SIDES
 _DEFAULT_AXIS = {"out": -1, "in": -2}
@@ -85,6 +87,8 @@ class Net2WiderInit(keras.initializers.Initializer):
             ``side="in"`` (a kernel's output and input axes).
         fill_std: standard deviation of ``fill="random"``. Defaults to None
             (the source's standard deviation).
+        scale: a factor applied to the whole result (see
+            `keras_net2net.transforms.WidthTransform`). Defaults to 1.
     """
 
     def __init__(
@@ -98,8 +102,10 @@ class Net2WiderInit(keras.initializers.Initializer):
         fallback: Any = "zeros",
         axis: int | None = None,
         fill_std: float | None = None,
+        scale: float = 1.0,
     ) -> None:
         owner = "Net2WiderInit"
+        self.scale = check_real(scale, "scale", positive=True, owner=owner)
         self.side = check_choice(side, _SIDES, "side", owner=owner)
         self.noise = check_real(noise, "noise", minimum=0.0, owner=owner)
         if isinstance(fill, str):
@@ -158,7 +164,7 @@ class Net2WiderInit(keras.initializers.Initializer):
     def chained(
         cls,
         source: Any,
-        transforms: Sequence[transforms.WidthTransform],
+        transforms: Iterable[transforms.WidthTransform],
         fallback: Any = "zeros",
     ) -> "Net2WiderInit":
         """An initializer that applies several `WidthTransform`s in order.
@@ -175,10 +181,15 @@ class Net2WiderInit(keras.initializers.Initializer):
         Returns:
             A `Net2WiderInit`.
         """
-        value = host_view(source)  # the transforms write new arrays
-        for step in transforms[:-1]:
-            value = step.apply(value)
-        last = transforms[-1]
+        steps = Chain(transforms)
+        if not len(steps):
+            raise ValueError("Net2WiderInit.chained needs at least one transform.")
+        *first, last = steps
+        # The earlier steps write a new array; the last one runs when the layer
+        # is built (a view of ``source`` is read then, within the growth).
+        value = host_view(source)
+        if first:
+            value = Chain(first).apply(value)
         return cls(
             value,
             last.mapping,
@@ -189,6 +200,7 @@ class Net2WiderInit(keras.initializers.Initializer):
             fallback=fallback,
             axis=last.axis,
             fill_std=last.fill_std,
+            scale=last.scale,
         )
 
     @property
@@ -204,6 +216,7 @@ class Net2WiderInit(keras.initializers.Initializer):
             self.fill,
             self.seed,
             self.fill_std,
+            self.scale,
         )
 
     def transform(self, value: Any, kind: str = "weight") -> np.ndarray:
@@ -226,7 +239,7 @@ class Net2WiderInit(keras.initializers.Initializer):
             )
         transform = self.width_transform
         assert transform is not None
-        return transform.apply(np.asarray(value), kind=kind)
+        return Chain([transform]).apply(value, kind=kind)
 
     def __call__(self, shape: Sequence[int], dtype: Any = None) -> Any:
         if self.source is None:
@@ -250,6 +263,7 @@ class Net2WiderInit(keras.initializers.Initializer):
             "fallback": keras.initializers.serialize(self.fallback),
             "axis": self.axis,
             "fill_std": self.fill_std,
+            "scale": self.scale,
         }
 
 

@@ -21,10 +21,9 @@ import keras
 import numpy as np
 
 from keras_net2net import _keras_internals as internals
-from keras_net2net._arrays import exact_on_device
-from keras_net2net._arrays import host_copy
+from keras_net2net._arrays import apply_on_device
 from keras_net2net._arrays import host_view
-from keras_net2net._arrays import transform_on_device
+from keras_net2net.transforms import Chain
 
 # (optimizer class, {slot attribute: kind}). Keras' own backend variants (e.g.
 # the torch SGD) resolve to their public class; user subclasses are refused.
@@ -106,24 +105,17 @@ class SlotValue:
     """
 
     def __init__(self, source, chain, kind):
-        self.source, self.chain, self.kind = source, chain, kind
+        self.source, self.chain, self.kind = source, Chain(chain), kind
 
     def value(self):
-        if not self.chain:
-            return host_copy(self.source)
-        value = host_view(self.source)  # the transforms write new arrays
-        for transform in self.chain:
-            value = transform.apply(value, kind=self.kind)
-        return value
+        # A new array: a copy of the source for an empty chain.
+        return self.chain.apply(host_view(self.source), kind=self.kind)
 
     def __call__(self, shape, dtype=None):
         dtype = keras.backend.standardize_dtype(dtype or self.source.dtype)
-        if exact_on_device(self.chain, self.kind):
+        if self.chain.exact(self.kind):
             # Computed where the slot lives: no host round trip.
-            if self.chain:
-                tensor = transform_on_device(self.source, self.chain, self.kind)
-            else:
-                tensor = keras.ops.copy(self.source.value)
+            tensor = apply_on_device(self.source, self.chain, self.kind)
             if tuple(tensor.shape) == tuple(shape):
                 return keras.ops.cast(tensor, dtype)
         value = self.value()

@@ -12,6 +12,8 @@ function-preserving value.
 import keras
 import numpy as np
 
+from keras_net2net.transforms import Chain
+
 
 class WeightListConverter:
     """Turns a weight list of the model before a growth into one after it.
@@ -47,8 +49,5 @@ class WeightListConverter:
             if position is None:
                 out.append(np.array(keras.ops.convert_to_numpy(variable)))
                 continue
-            value = np.asarray(values[position])
-            for step in chain:
-                value = step.apply(value)
-            out.append(value)
+            out.append(Chain(chain).apply(values[position]))
         return out

@@ -18,12 +18,12 @@ import keras
 import numpy as np
 
 from keras_net2net import _keras_internals as internals
-from keras_net2net._arrays import exact_on_device
+from keras_net2net._arrays import apply_on_device
 from keras_net2net._arrays import host_copy
 from keras_net2net._arrays import host_view
-from keras_net2net._arrays import transform_on_device
 from keras_net2net.initializers import Net2WiderInit
 from keras_net2net.surgery import handlers as H
+from keras_net2net.transforms import Chain
 
 
 class _OnDevice:
@@ -37,7 +37,7 @@ class _OnDevice:
         self.source, self.chain = source, chain
 
     def __call__(self, shape, dtype=None):
-        value = transform_on_device(self.source, self.chain)
+        value = apply_on_device(self.source, self.chain)
         if tuple(value.shape) != tuple(shape):
             raise ValueError(
                 f"The widened weight has shape {tuple(value.shape)}, but the "
@@ -97,13 +97,14 @@ class _Builder:
         weights = list(getattr(old, "weights", []))
         transforms, values = change.by_position(old)
         values, keys = dict(values), []  # values: {position in weights: array}
-        for position, chain in transforms.items():
+        for position, steps in transforms.items():
             variable = weights[position]
+            chain = Chain(steps)
             key = None
             if handler is not None and variable.name in change.transforms:
                 key = handler.init_key(old, variable.name)
             if key is not None and key in config:
-                if exact_on_device(chain):
+                if chain.exact():
                     config[key] = _OnDevice(variable, chain)
                 else:
                     fallback = getattr(old, key, None) or "zeros"
@@ -112,10 +113,7 @@ class _Builder:
                     )
                 keys.append(key)
             else:
-                value = host_view(variable)  # the transforms write new arrays
-                for step in chain:
-                    value = step.apply(value)
-                values[position] = value
+                values[position] = chain.apply(host_view(variable))
         new = type(old).from_config(config)
         if values:
             self.assign.append((new, values))

@@ -1,5 +1,6 @@
 """Pure Net2Net weight math: numpy arrays in, numpy arrays out, no Keras."""
 
+from keras_net2net.transforms.chain import Chain
 from keras_net2net.transforms.deeper import check_identity_kernel_size
 from keras_net2net.transforms.deeper import identity_conv_kernel
 from keras_net2net.transforms.deeper import identity_dense_kernel
@@ -15,6 +16,7 @@ from keras_net2net.transforms.wider import wider_in
 from keras_net2net.transforms.wider import wider_out
 
 __all__ = [
+    "Chain",
     "FRESH",
     "RANDOM",
     "WidthMapping",

@@ -37,6 +37,13 @@ from keras_net2net._keras_internals.inplace import graph_attrs
 from keras_net2net._keras_internals.inplace import prune_nodes
 from keras_net2net._keras_internals.inplace import release_graphs
 from keras_net2net._keras_internals.inplace import set_untracked_attribute
+from keras_net2net._keras_internals.libraries import CHECKED_ON
+from keras_net2net._keras_internals.libraries import hub_cross_attention
+from keras_net2net._keras_internals.libraries import hub_self_attention
+from keras_net2net._keras_internals.optimizers import LINEAR
+from keras_net2net._keras_internals.optimizers import SLOT_ATTRIBUTES
+from keras_net2net._keras_internals.optimizers import SQUARED
+from keras_net2net._keras_internals.optimizers import slot_lists
 from keras_net2net._keras_internals.training import after_variables_changed
 from keras_net2net._keras_internals.training import backup_paths
 from keras_net2net._keras_internals.training import distribution_scope
@@ -51,7 +58,14 @@ from keras_net2net._keras_internals.training import sync_training_state
 SUPPORTED_KERAS = ">=3.13,<3.16"
 
 __all__ = [
+    "CHECKED_ON",
     "KerasInternalsError",
+    "LINEAR",
+    "SLOT_ATTRIBUTES",
+    "SQUARED",
+    "hub_cross_attention",
+    "hub_self_attention",
+    "slot_lists",
     "ModelState",
     "SUPPORTED_KERAS",
     "adopt_graph",
@@ -92,13 +106,25 @@ class KerasInternalsError(RuntimeError):
     """Raised when the installed Keras lacks an internal that growth needs."""
 
 
-def _require(obj, attr, what):
-    if not hasattr(obj, attr):
-        raise KerasInternalsError(
-            f"keras-net2net relies on the private Keras attribute `{attr}` of "
-            f"{what}, which this Keras ({keras.version()}) does not have. "
-            f"Supported Keras versions: {SUPPORTED_KERAS}."
-        )
+def _require(obj, attr, what, library=None):
+    """Raise `KerasInternalsError` if ``obj`` lacks the private ``attr``.
+
+    ``library`` names a library other than Keras (``"keras-hub"``, ...).
+    """
+    if hasattr(obj, attr):
+        return
+    if library is None:
+        installed = f"this Keras ({keras.version()})"
+        supported = f"Supported Keras versions: {SUPPORTED_KERAS}."
+    else:
+        from importlib.metadata import version
+
+        installed = f"this {library} ({version(library)})"
+        supported = f"Checked on {library} {CHECKED_ON[library]}."
+    raise KerasInternalsError(
+        f"keras-net2net relies on the private attribute `{attr}` of {what}, "
+        f"which {installed} does not have. {supported}"
+    )
 
 
 def check_supported():
@@ -134,3 +160,8 @@ def check_supported():
     for attr in ("_weights_path", "_prev_weights_path"):
         _require(backup, attr, "a BackupAndRestore callback")
     # `_compiled_trainable_state` (Keras >= 3.14) is optional: used if present.
+    from keras_net2net._keras_internals.libraries import check_libraries
+    from keras_net2net._keras_internals.optimizers import check_slot_attributes
+
+    check_slot_attributes(_require, KerasInternalsError)
+    check_libraries(_require)

@@ -25,31 +25,9 @@ from keras_net2net._arrays import apply_on_device
 from keras_net2net._arrays import host_view
 from keras_net2net.transforms import Chain
 
-# (optimizer class, {slot attribute: kind}). Keras' own backend variants (e.g.
-# the torch SGD) resolve to their public class; user subclasses are refused.
-SLOT_REGISTRY = [
-    (
-        keras.optimizers.AdamW,
-        {"_momentums": "linear", "_velocities": "squared", "_velocity_hats": "squared"},
-    ),
-    (
-        keras.optimizers.Adam,
-        {"_momentums": "linear", "_velocities": "squared", "_velocity_hats": "squared"},
-    ),
-    (
-        keras.optimizers.RMSprop,
-        {
-            "_velocities": "squared",
-            "_momentums": "linear",
-            "_average_gradients": "linear",
-        },
-    ),
-    (keras.optimizers.SGD, {"momentums": "linear"}),
-]
-
 
 def _supported_names():
-    return ", ".join(cls.__name__ for cls, _ in SLOT_REGISTRY)
+    return ", ".join(cls.__name__ for cls, _ in internals.SLOT_ATTRIBUTES)
 
 
 def slot_kinds(optimizer):
@@ -67,7 +45,7 @@ def slot_kinds(optimizer):
                 f"Received: {type(optimizer).__name__}({option}="
                 f"{getattr(optimizer, option)!r})."
             )
-    registry = dict(SLOT_REGISTRY)
+    registry = dict(internals.SLOT_ATTRIBUTES)
     for cls in type(optimizer).__mro__:
         if cls in registry:
             return registry[cls]
@@ -85,10 +63,6 @@ def _state_owner(optimizer):
     if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
         return optimizer.inner_optimizer
     return optimizer
-
-
-def _slots(optimizer, kinds):
-    return {attr: list(getattr(optimizer, attr, None) or []) for attr in kinds}
 
 
 def _unchanged(variable, origins):
@@ -166,7 +140,7 @@ def plan_state(optimizer, new_variables, origins):
     old_variables = internals.optimizer_trainable_variables(optimizer)
     old_index = {id(v): i for i, v in enumerate(old_variables)}
     slots, leftovers = {}, {}
-    for attr, old_slots in _slots(optimizer, kinds).items():
+    for attr, old_slots in internals.slot_lists(optimizer, kinds).items():
         if not old_slots:
             continue
         values = {}

@@ -46,6 +46,7 @@ import numbers
 import keras
 import numpy as np
 
+from keras_net2net import _keras_internals as internals
 from keras_net2net.surgery.handlers.attention import EmbeddingHandler
 from keras_net2net.surgery.handlers.base import LayerChange
 from keras_net2net.surgery.handlers.base import PassThroughHandler
@@ -99,13 +100,13 @@ class TransformerBlockHandler(PassThroughHandler):
 
     def check(self, layer):
         check_plain_float(layer)
-        if getattr(layer, "_cross_attention_layer", None) is not None:
+        if internals.hub_cross_attention(layer) is not None:
             raise unsupported(
                 layer,
                 "has cross-attention (it reads an encoder sequence); only "
                 "blocks with self-attention alone are supported.",
             )
-        attention = getattr(layer, "_self_attention_layer", None)
+        attention = internals.hub_self_attention(layer)
         if attention is None:
             raise unsupported(layer, "is not built.")
         value_dim = attention.get_config().get("value_dim")
@@ -131,7 +132,7 @@ class TransformerBlockHandler(PassThroughHandler):
     def follow(self, layer, mapping, options, seeds):
         """Widen the stream the block reads and writes (and so every head)."""
         self.check(layer)
-        attention = layer._self_attention_layer
+        attention = internals.hub_self_attention(layer)
         heads = int(layer.num_heads)
         new_heads = dict(options.heads).get(layer.name, heads)
         old_key = int(attention.get_config()["key_dim"])
@@ -231,7 +232,8 @@ class TransformerBlockHandler(PassThroughHandler):
                 "LayerNormalizations need a multiple of the old width. "
                 f"Received: units={units!r}"
             )
-        return int(units) * int(layer._self_attention_layer.get_config()["key_dim"])
+        attention = internals.hub_self_attention(layer)
+        return int(units) * int(attention.get_config()["key_dim"])
 
     def widen_part(self, layer, part, mapping, options, seeds):
         self.check(layer)

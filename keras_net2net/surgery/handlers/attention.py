@@ -28,7 +28,6 @@ import numpy as np
 from keras_net2net.surgery.handlers.base import LayerChange
 from keras_net2net.surgery.handlers.base import UnitsHandler
 from keras_net2net.surgery.handlers.base import copy_transform
-from keras_net2net.surgery.handlers.base import divide_transform
 from keras_net2net.surgery.handlers.base import unsupported
 from keras_net2net.surgery.handlers.core import check_plain_float
 
@@ -52,13 +51,7 @@ class EmbeddingHandler(UnitsHandler):
         change = LayerChange(config={"output_dim": mapping.new_width})
         return change.add(
             "embeddings",
-            copy_transform(
-                mapping,
-                fill=options.fill(),
-                noise=options.copy_noise(),
-                seed=next(seeds),
-                fill_std=options.pad_std,
-            ),
+            options.writer(mapping, seeds),
         )
 
 
@@ -108,13 +101,7 @@ class MultiHeadAttentionHandler(UnitsHandler):
         change = LayerChange(config={"output_shape": mapping.new_width})
         change.add(
             "attention_output/kernel",
-            copy_transform(
-                mapping,
-                fill=options.fill(),
-                noise=options.copy_noise(),
-                seed=next(seeds),
-                fill_std=options.pad_std,
-            ),
+            options.writer(mapping, seeds),
         )
         if layer.use_bias:
             change.add(
@@ -141,14 +128,7 @@ class MultiHeadAttentionHandler(UnitsHandler):
         for name in projections:
             change.add(
                 f"{name}/kernel",
-                divide_transform(
-                    mapping,
-                    -3,
-                    fill=options.fill(),
-                    noise=options.consumer_noise(),
-                    seed=next(seeds),
-                    fill_std=options.pad_std,
-                ),
+                options.reader(mapping, seeds, -3),
             )
         return change
 
@@ -163,14 +143,7 @@ class MultiHeadAttentionHandler(UnitsHandler):
         for name in ("query", "key", "value"):
             change.add(
                 f"{name}/kernel",
-                copy_transform(
-                    mapping,
-                    -2,
-                    fill=options.fill(),
-                    noise=options.copy_noise(),
-                    seed=next(seeds),
-                    fill_std=options.pad_std,
-                ),
+                options.writer(mapping, seeds, -2),
             )
             if layer.use_bias:
                 change.add(
@@ -178,14 +151,7 @@ class MultiHeadAttentionHandler(UnitsHandler):
                 )
         change.add(
             "attention_output/kernel",
-            divide_transform(
-                mapping,
-                -3,
-                fill=options.fill(),
-                noise=options.consumer_noise(),
-                seed=next(seeds),
-                fill_std=options.pad_std,
-            ),
+            options.reader(mapping, seeds, -3),
         )
         return change
 
@@ -234,14 +200,8 @@ class MultiHeadAttentionHandler(UnitsHandler):
                 change.add(f"key/{name}", copies(name))
                 change.add(
                     f"query/{name}",
-                    divide_transform(
-                        mapping,
-                        -1,
-                        fill=options.fill(),
-                        noise=options.consumer_noise() if name == "kernel" else 0.0,
-                        seed=next(seeds),
-                        fill_std=options.pad_std,
-                        scale=scale,
+                    options.reader(
+                        mapping, seeds, -1, noise=name == "kernel", scale=scale
                     ),
                 )
             return change
@@ -253,14 +213,7 @@ class MultiHeadAttentionHandler(UnitsHandler):
             change.add(f"value/{name}", copies(name))
         change.add(
             "attention_output/kernel",
-            divide_transform(
-                mapping,
-                -2,
-                fill=options.fill(),
-                noise=options.consumer_noise(),
-                seed=next(seeds),
-                fill_std=options.pad_std,
-            ),
+            options.reader(mapping, seeds, -2),
         )
 
     def init_key(self, layer, variable):

@@ -23,7 +23,6 @@ handler cannot take part in a widening: growth fails and names it.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 from typing import Any
@@ -41,8 +40,16 @@ from keras_net2net.requests import NOISE_TARGETS as NOISE_TARGETS
 from keras_net2net.requests import RANDOM as RANDOM
 from keras_net2net.requests import RANDOM_PAD as RANDOM_PAD
 from keras_net2net.requests import WIDEN_METHODS as WIDEN_METHODS
+
+# What handlers return, re-exported for them (`H.LayerChange`, ...).
+from keras_net2net.surgery.handlers.change import LayerChange as LayerChange
+from keras_net2net.surgery.handlers.change import WidenOptions as WidenOptions
+from keras_net2net.surgery.handlers.change import copy_transform as copy_transform
+from keras_net2net.surgery.handlers.change import divide_transform as divide_transform
+from keras_net2net.surgery.handlers.change import (
+    variable_positions as variable_positions,
+)
 from keras_net2net.transforms import WidthMapping
-from keras_net2net.transforms import WidthTransform
 
 if TYPE_CHECKING:
     from keras_net2net.surgery.graph import LayerGraph
@@ -53,198 +60,6 @@ Seeds = Iterator[int]
 UNITS = "units"
 SAME = "same"
 DERIVED = "derived"
-
-# Activations that act on every channel independently (elementwise). Only
-# these may receive widened channels: any other (softmax, sparsemax, glu, a
-# custom callable, ...) is refused by name.
-ELEMENTWISE_ACTIVATIONS = frozenset(
-    {
-        "linear",
-        "relu",
-        "relu6",
-        "leaky_relu",
-        "elu",
-        "selu",
-        "celu",
-        "gelu",
-        "silu",
-        "swish",
-        "sigmoid",
-        "hard_sigmoid",
-        "hard_silu",
-        "hard_swish",
-        "tanh",
-        "hard_tanh",
-        "softplus",
-        "softsign",
-        "exponential",
-        "mish",
-        "log_sigmoid",
-        "squareplus",
-        "sparse_plus",
-        "sparse_sigmoid",
-        "hard_shrink",
-        "soft_shrink",
-        "tanh_shrink",
-        "threshold",
-    }
-)
-# Activations a for which a(a(x)) == a(x): an identity layer with the same
-# activation inserted after such a layer keeps the function.
-IDEMPOTENT_ACTIVATIONS = frozenset({"linear", "relu"})
-# Elementwise activations with a(0) == 0 (a zero residual branch stays zero).
-ZERO_PRESERVING_ACTIVATIONS = frozenset(
-    {
-        "linear",
-        "relu",
-        "relu6",
-        "leaky_relu",
-        "elu",
-        "selu",
-        "celu",
-        "gelu",
-        "silu",
-        "swish",
-        "tanh",
-        "hard_tanh",
-        "softsign",
-        "mish",
-        "hard_silu",
-        "hard_swish",
-        "hard_shrink",
-        "soft_shrink",
-        "tanh_shrink",
-    }
-)
-
-
-def variable_positions(layer: Any) -> dict[str, int]:
-    """The keys by which a `LayerChange` names ``layer``'s variables.
-
-    A variable is named by every ending of its path that no other variable
-    of the layer shares (``"kernel"`` in a Dense layer; ``"query/kernel"`` or
-    ``"self_attention/query/kernel"`` in a composite layer), and always by
-    the last two parts of its path (``"attention_output/bias"``).
-
-    Returns:
-        ``{key: position in layer.weights}``.
-    """
-    weights = list(getattr(layer, "weights", []))
-    paths = [variable.path.split("/") for variable in weights]
-    positions = {}
-    for position, parts in enumerate(paths):
-        positions["/".join(parts[-2:])] = position
-    for position, parts in enumerate(paths):
-        for length in range(1, len(parts) + 1):
-            key = "/".join(parts[-length:])
-            if sum(p[-length:] == parts[-length:] for p in paths) == 1:
-                positions[key] = position
-    return positions
-
-
-@dataclasses.dataclass
-class LayerChange:
-    """What one growth changes in one layer.
-
-    Example:
-
-    ```python
-    change = LayerChange(config={"units": 8}).add("kernel", copy_transform(g))
-    ```
-
-    Attributes:
-        config: entries of the layer config to replace (e.g. ``units``).
-        transforms: variable name -> list of `WidthTransform` that turn the
-            old variable into the new one (several when the layer is widened
-            along several axes, e.g. read and written in one group).
-        values: variable name -> numpy array to assign after building (for
-            variables that are set rather than transformed, e.g. zeros).
-        defaults: config entries applied unless ``config`` sets them (another
-            change of the same layer may).
-
-    Variables are named as `variable_positions` says.
-    """
-
-    config: dict[str, Any] = dataclasses.field(default_factory=dict)
-    transforms: dict[str, list[WidthTransform]] = dataclasses.field(
-        default_factory=dict
-    )
-    values: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
-    defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-    def add(self, variable: str, transform: WidthTransform) -> LayerChange:
-        """Append ``transform`` to ``variable``'s chain; returns ``self``."""
-        self.transforms.setdefault(variable, []).append(transform)
-        return self
-
-    def merge(self, other: LayerChange | None) -> LayerChange:
-        """Combine with another change of the same layer (transforms compose)."""
-        if other is None:
-            return self
-        for key, value in other.config.items():
-            if key in self.config and self.config[key] != value:
-                raise ValueError(
-                    f"Conflicting changes of config entry '{key}': "
-                    f"{self.config[key]!r} and {value!r}."
-                )
-            self.config[key] = value
-        for variable, chain in other.transforms.items():
-            self.transforms.setdefault(variable, []).extend(chain)
-        self.values.update(other.values)
-        self.defaults.update(other.defaults)
-        return self
-
-    def full_config(self) -> dict[str, Any]:
-        """``defaults`` overridden by ``config``."""
-        return {**self.defaults, **self.config}
-
-    def by_position(
-        self, layer: Any
-    ) -> tuple[dict[int, list[WidthTransform]], dict[int, np.ndarray]]:
-        """``(transforms, values)`` keyed by position in ``layer.weights``."""
-        positions = variable_positions(layer)
-
-        def position(key):
-            if key not in positions:
-                raise ValueError(
-                    f"Layer '{layer.name}' has no variable '{key}'. Its variables: "
-                    f"{sorted(positions)}"
-                )
-            return positions[key]
-
-        transforms = {position(k): chain for k, chain in self.transforms.items()}
-        values = {position(k): value for k, value in self.values.items()}
-        return transforms, values
-
-
-@dataclasses.dataclass(frozen=True)
-class WidenOptions:
-    """Options of one widening, shared by every handler it reaches."""
-
-    method: str = NET2WIDER
-    noise: float = 0.0
-    noise_on: str = COPIES
-    pad_std: float | None = None
-    pad_bias: float = 0.0
-    # (layer name, new number of heads): attention blocks that get more heads
-    # of the same size while their stream widens (see `Handler.parts`).
-    heads: tuple[tuple[str, int], ...] = ()
-
-    @property
-    def random_pad(self) -> bool:
-        return self.method == RANDOM_PAD
-
-    def fill(self) -> float | str:
-        """What fresh (random-pad) kernel entries get: ``"random"`` or 0."""
-        return RANDOM if self.random_pad else 0.0
-
-    def copy_noise(self) -> float:
-        """Noise on the new copies' incoming weights (the widened layer)."""
-        return self.noise if self.noise_on == COPIES else 0.0
-
-    def consumer_noise(self) -> float:
-        """Noise on the new copies' outgoing weights (the consumers)."""
-        return self.noise if self.noise_on == CONSUMERS else 0.0
 
 
 def describe(layer):
@@ -259,60 +74,6 @@ def unsupported(layer, reason):
     return ValueError(f"{describe(layer)} {reason}")
 
 
-def activation_name(activation):
-    """Serialised name of an activation function ('?' for custom callables)."""
-    if activation is None:
-        return "linear"
-    # Keras's own functions by name: serialize() may import optional modules
-    # (TensorFlow, seconds) the first time it runs.
-    name = getattr(activation, "__name__", None)
-    if isinstance(name, str):
-        try:
-            if keras.activations.get(name) is activation:
-                return name
-        except (ValueError, TypeError):
-            pass
-    try:
-        name = keras.activations.serialize(activation)
-    except (ValueError, TypeError):
-        name = None
-    if isinstance(name, str):
-        return name
-    if isinstance(name, dict):
-        name = name.get("config", name.get("class_name"))
-        if isinstance(name, str):
-            return name
-    return getattr(activation, "__name__", "?")
-
-
-_CHANNEL_MIXING = ("softmax", "log_softmax", "sparsemax", "glu")
-
-
-def check_elementwise_activation(layer, activation, consequence):
-    """Refuse ``activation`` unless it is known to be elementwise.
-
-    Args:
-        layer: the layer applying it (named in the error).
-        activation: the activation function.
-        consequence: what cannot be done, e.g. ``"its output cannot be
-            widened"``.
-    """
-    name = activation_name(activation)
-    if name not in ELEMENTWISE_ACTIVATIONS:
-        why = (
-            "which mixes channels"
-            if name in _CHANNEL_MIXING
-            else "which is not known to act on each channel independently"
-        )
-        raise unsupported(
-            layer,
-            f"applies the activation '{name}', {why}, so {consequence}. "
-            "Elementwise activations: "
-            f"{', '.join(sorted(ELEMENTWISE_ACTIVATIONS))}.",
-        )
-    return name
-
-
 def check_channels_last(layer):
     data_format = getattr(layer, "data_format", "channels_last")
     if data_format not in (None, "channels_last"):
@@ -321,34 +82,6 @@ def check_channels_last(layer):
             f"uses data_format='{data_format}'; keras-net2net supports "
             "channels_last only.",
         )
-
-
-def copy_transform(
-    mapping: WidthMapping,
-    axis: int = -1,
-    *,
-    fill: float | str = 0.0,
-    noise: float = 0.0,
-    seed: int | None = None,
-    fill_std: float | None = None,
-    scale: float = 1.0,
-) -> WidthTransform:
-    """A transform that copies entries along ``axis`` (see `WidthTransform`)."""
-    return WidthTransform(mapping, "out", axis, noise, fill, seed, fill_std, scale)
-
-
-def divide_transform(
-    mapping: WidthMapping,
-    axis: int = -2,
-    *,
-    fill: float | str = 0.0,
-    noise: float = 0.0,
-    seed: int | None = None,
-    fill_std: float | None = None,
-    scale: float = 1.0,
-) -> WidthTransform:
-    """A transform that copies and divides by the copy count along ``axis``."""
-    return WidthTransform(mapping, "in", axis, noise, fill, seed, fill_std, scale)
 
 
 class Handler:

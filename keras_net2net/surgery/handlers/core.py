@@ -5,20 +5,19 @@ import keras
 import numpy as np
 
 from keras_net2net.initializers import IdentityConvInit
-from keras_net2net.surgery.handlers.base import IDEMPOTENT_ACTIVATIONS
 from keras_net2net.surgery.handlers.base import IDENTITY
 from keras_net2net.surgery.handlers.base import SAME
 from keras_net2net.surgery.handlers.base import UNITS
-from keras_net2net.surgery.handlers.base import ZERO_PRESERVING_ACTIVATIONS
 from keras_net2net.surgery.handlers.base import LayerChange
 from keras_net2net.surgery.handlers.base import PassThroughHandler
 from keras_net2net.surgery.handlers.base import UnitsHandler
-from keras_net2net.surgery.handlers.base import activation_name
 from keras_net2net.surgery.handlers.base import check_channels_last
-from keras_net2net.surgery.handlers.base import check_elementwise_activation
 from keras_net2net.surgery.handlers.base import copy_transform
-from keras_net2net.surgery.handlers.base import divide_transform
 from keras_net2net.surgery.handlers.base import unsupported
+from keras_net2net.surgery.handlers.elementwise import IDEMPOTENT_ACTIVATIONS
+from keras_net2net.surgery.handlers.elementwise import ZERO_PRESERVING_ACTIVATIONS
+from keras_net2net.surgery.handlers.elementwise import activation_name
+from keras_net2net.surgery.handlers.elementwise import check_elementwise_activation
 from keras_net2net.transforms import check_identity_kernel_size
 
 
@@ -53,13 +52,7 @@ class DenseHandler(UnitsHandler):
         change = LayerChange(config={self.width_key: mapping.new_width})
         change.add(
             "kernel",
-            copy_transform(
-                mapping,
-                fill=options.fill(),
-                noise=options.copy_noise(),
-                seed=next(seeds),
-                fill_std=options.pad_std,
-            ),
+            options.writer(mapping, seeds),
         )
         if layer.use_bias:
             change.add("bias", copy_transform(mapping, fill=options.pad_bias))
@@ -71,13 +64,7 @@ class DenseHandler(UnitsHandler):
         # noise_on="consumers" it goes on the copies' rows here instead.
         return LayerChange().add(
             "kernel",
-            divide_transform(
-                mapping,
-                fill=options.fill(),
-                noise=options.consumer_noise(),
-                seed=next(seeds),
-                fill_std=options.pad_std,
-            ),
+            options.reader(mapping, seeds),
         )
 
     def zero_change(self, layer):
@@ -216,9 +203,7 @@ class ConvHandler(DenseHandler, PassThroughHandler):
         change = LayerChange(config={"filters": width, "groups": width})
         change.add(
             "kernel",
-            copy_transform(
-                mapping, fill=options.fill(), seed=next(seeds), fill_std=options.pad_std
-            ),
+            options.writer(mapping, seeds, noise=False),
         )
         if layer.use_bias:
             change.add("bias", copy_transform(mapping, fill=options.pad_bias))

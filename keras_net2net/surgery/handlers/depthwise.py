@@ -15,21 +15,20 @@ import keras
 import numpy as np
 
 from keras_net2net.surgery.handlers.base import DERIVED
-from keras_net2net.surgery.handlers.base import IDEMPOTENT_ACTIVATIONS
 from keras_net2net.surgery.handlers.base import IDENTITY
 from keras_net2net.surgery.handlers.base import SAME
-from keras_net2net.surgery.handlers.base import ZERO_PRESERVING_ACTIVATIONS
 from keras_net2net.surgery.handlers.base import LayerChange
 from keras_net2net.surgery.handlers.base import LayoutHandler
 from keras_net2net.surgery.handlers.base import PassThroughHandler
 from keras_net2net.surgery.handlers.base import UnitsHandler
-from keras_net2net.surgery.handlers.base import activation_name
 from keras_net2net.surgery.handlers.base import check_channels_last
-from keras_net2net.surgery.handlers.base import check_elementwise_activation
 from keras_net2net.surgery.handlers.base import copy_transform
-from keras_net2net.surgery.handlers.base import divide_transform
 from keras_net2net.surgery.handlers.base import unsupported
 from keras_net2net.surgery.handlers.core import check_plain_float
+from keras_net2net.surgery.handlers.elementwise import IDEMPOTENT_ACTIVATIONS
+from keras_net2net.surgery.handlers.elementwise import ZERO_PRESERVING_ACTIVATIONS
+from keras_net2net.surgery.handlers.elementwise import activation_name
+from keras_net2net.surgery.handlers.elementwise import check_elementwise_activation
 from keras_net2net.transforms import check_identity_kernel_size
 
 
@@ -107,13 +106,7 @@ class DepthwiseHandler(PassThroughHandler, LayoutHandler):
         change = LayerChange()
         change.add(
             "kernel",
-            copy_transform(
-                mapping,
-                -2,
-                fill=options.fill(),
-                seed=next(seeds),
-                fill_std=options.pad_std,
-            ),
+            options.writer(mapping, seeds, -2, noise=False),
         )
         if layer.use_bias:
             change.add(
@@ -180,13 +173,7 @@ class SeparableHandler(UnitsHandler):
         change = LayerChange(config={"filters": mapping.new_width})
         change.add(
             "pointwise_kernel",
-            copy_transform(
-                mapping,
-                fill=options.fill(),
-                noise=options.copy_noise(),
-                seed=next(seeds),
-                fill_std=options.pad_std,
-            ),
+            options.writer(mapping, seeds),
         )
         if layer.use_bias:
             change.add("bias", copy_transform(mapping, fill=options.pad_bias))
@@ -197,23 +184,11 @@ class SeparableHandler(UnitsHandler):
         change = LayerChange()
         change.add(
             "depthwise_kernel",
-            copy_transform(
-                mapping,
-                -2,
-                fill=options.fill(),
-                seed=next(seeds),
-                fill_std=options.pad_std,
-            ),
+            options.writer(mapping, seeds, -2, noise=False),
         )
         change.add(
             "pointwise_kernel",
-            divide_transform(
-                expanded,
-                fill=options.fill(),
-                noise=options.consumer_noise(),
-                seed=next(seeds),
-                fill_std=options.pad_std,
-            ),
+            options.reader(expanded, seeds),
         )
         return change
 

@@ -50,38 +50,18 @@ from keras_net2net import _keras_internals as internals
 from keras_net2net.surgery.handlers.attention import EmbeddingHandler
 from keras_net2net.surgery.handlers.base import LayerChange
 from keras_net2net.surgery.handlers.base import PassThroughHandler
-from keras_net2net.surgery.handlers.base import activation_name
-from keras_net2net.surgery.handlers.base import check_elementwise_activation
 from keras_net2net.surgery.handlers.base import copy_transform
 from keras_net2net.surgery.handlers.base import divide_transform
 from keras_net2net.surgery.handlers.base import unsupported
 from keras_net2net.surgery.handlers.core import check_plain_float
+from keras_net2net.surgery.handlers.elementwise import activation_name
+from keras_net2net.surgery.handlers.elementwise import check_elementwise_activation
 from keras_net2net.transforms import random_mapping
 from keras_net2net.transforms import tiled_mapping
 
 FFN = "feedforward_intermediate_dense"
 # KerasHub's own elementwise activations (GPT-2's tanh-approximated GELU).
 _HUB_ELEMENTWISE = frozenset({"keras_hub>gelu_approximate"})
-
-
-def _writer(options, seeds):
-    """Transform options for a kernel whose new units are copies (written)."""
-    return dict(
-        fill=options.fill(),
-        noise=options.copy_noise(),
-        seed=next(seeds),
-        fill_std=options.pad_std,
-    )
-
-
-def _reader(options, seeds):
-    """Transform options for a kernel reading new units (divided)."""
-    return dict(
-        fill=options.fill(),
-        noise=options.consumer_noise(),
-        seed=next(seeds),
-        fill_std=options.pad_std,
-    )
 
 
 def _key_mapping(old, new):
@@ -150,18 +130,16 @@ class TransformerBlockHandler(PassThroughHandler):
         for name in ("query", "key", "value"):
             change.add(
                 f"{att}/{name}/kernel",
-                divide_transform(mapping, -3, **_reader(options, seeds)),
+                options.reader(mapping, seeds, -3),
             )
-        change.add(
-            f"{FFN}/kernel", divide_transform(mapping, -2, **_reader(options, seeds))
-        )
+        change.add(f"{FFN}/kernel", options.reader(mapping, seeds, -2))
         change.add(
             f"{att}/attention_output/kernel",
-            copy_transform(mapping, **_writer(options, seeds)),
+            options.writer(mapping, seeds),
         )
         change.add(
             "feedforward_output_dense/kernel",
-            copy_transform(mapping, **_writer(options, seeds)),
+            options.writer(mapping, seeds),
         )
         bias = copy_transform(mapping, fill=options.pad_bias)
         if attention.use_bias:
@@ -242,11 +220,11 @@ class TransformerBlockHandler(PassThroughHandler):
                 layer, layer.activation, "its feed-forward width cannot be widened"
             )
         change = LayerChange(config={"intermediate_dim": mapping.new_width})
-        change.add(f"{FFN}/kernel", copy_transform(mapping, **_writer(options, seeds)))
+        change.add(f"{FFN}/kernel", options.writer(mapping, seeds))
         change.add(f"{FFN}/bias", copy_transform(mapping, fill=options.pad_bias))
         change.add(
             "feedforward_output_dense/kernel",
-            divide_transform(mapping, -2, **_reader(options, seeds)),
+            options.reader(mapping, seeds, -2),
         )
         return change
 
@@ -353,13 +331,7 @@ class TokenAndPositionEmbeddingHandler(EmbeddingHandler):
         for part in ("token_embedding", "position_embedding"):
             change.add(
                 f"{part}/embeddings",
-                copy_transform(
-                    mapping,
-                    fill=options.fill(),
-                    noise=options.copy_noise(),
-                    seed=next(seeds),
-                    fill_std=options.pad_std,
-                ),
+                options.writer(mapping, seeds),
             )
         if not layer.token_embedding.tie_weights:
             change.add(

@@ -1,0 +1,228 @@
+"""What a handler returns: the change of one layer, and the options of a widening.
+
+A `LayerChange` lists the config entries, weight transforms and values one
+growth gives one layer; `WidenOptions` carries the request's options to every
+handler a widening reaches; `copy_transform` and `divide_transform` are the two
+transforms handlers build (a writer's copies, a reader's copied-and-divided
+rows).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from keras_net2net.requests import CONSUMERS
+from keras_net2net.requests import COPIES
+from keras_net2net.requests import NET2WIDER
+from keras_net2net.requests import RANDOM
+from keras_net2net.requests import RANDOM_PAD
+from keras_net2net.transforms import WidthMapping
+from keras_net2net.transforms import WidthTransform
+
+
+def variable_positions(layer: Any) -> dict[str, int]:
+    """The keys by which a `LayerChange` names ``layer``'s variables.
+
+    A variable is named by every ending of its path that no other variable
+    of the layer shares (``"kernel"`` in a Dense layer; ``"query/kernel"`` or
+    ``"self_attention/query/kernel"`` in a composite layer), and always by
+    the last two parts of its path (``"attention_output/bias"``).
+
+    Returns:
+        ``{key: position in layer.weights}``.
+    """
+    weights = list(getattr(layer, "weights", []))
+    paths = [variable.path.split("/") for variable in weights]
+    positions = {}
+    for position, parts in enumerate(paths):
+        positions["/".join(parts[-2:])] = position
+    for position, parts in enumerate(paths):
+        for length in range(1, len(parts) + 1):
+            key = "/".join(parts[-length:])
+            if sum(p[-length:] == parts[-length:] for p in paths) == 1:
+                positions[key] = position
+    return positions
+
+
+@dataclasses.dataclass
+class LayerChange:
+    """What one growth changes in one layer.
+
+    Example:
+
+    ```python
+    change = LayerChange(config={"units": 8}).add("kernel", copy_transform(g))
+    ```
+
+    Attributes:
+        config: entries of the layer config to replace (e.g. ``units``).
+        transforms: variable name -> list of `WidthTransform` that turn the
+            old variable into the new one (several when the layer is widened
+            along several axes, e.g. read and written in one group).
+        values: variable name -> numpy array to assign after building (for
+            variables that are set rather than transformed, e.g. zeros).
+        defaults: config entries applied unless ``config`` sets them (another
+            change of the same layer may).
+
+    Variables are named as `variable_positions` says.
+    """
+
+    config: dict[str, Any] = dataclasses.field(default_factory=dict)
+    transforms: dict[str, list[WidthTransform]] = dataclasses.field(
+        default_factory=dict
+    )
+    values: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def add(self, variable: str, transform: WidthTransform) -> LayerChange:
+        """Append ``transform`` to ``variable``'s chain; returns ``self``."""
+        self.transforms.setdefault(variable, []).append(transform)
+        return self
+
+    def merge(self, other: LayerChange | None) -> LayerChange:
+        """Combine with another change of the same layer (transforms compose)."""
+        if other is None:
+            return self
+        for key, value in other.config.items():
+            if key in self.config and self.config[key] != value:
+                raise ValueError(
+                    f"Conflicting changes of config entry '{key}': "
+                    f"{self.config[key]!r} and {value!r}."
+                )
+            self.config[key] = value
+        for variable, chain in other.transforms.items():
+            self.transforms.setdefault(variable, []).extend(chain)
+        self.values.update(other.values)
+        self.defaults.update(other.defaults)
+        return self
+
+    def full_config(self) -> dict[str, Any]:
+        """``defaults`` overridden by ``config``."""
+        return {**self.defaults, **self.config}
+
+    def by_position(
+        self, layer: Any
+    ) -> tuple[dict[int, list[WidthTransform]], dict[int, np.ndarray]]:
+        """``(transforms, values)`` keyed by position in ``layer.weights``."""
+        positions = variable_positions(layer)
+
+        def position(key):
+            if key not in positions:
+                raise ValueError(
+                    f"Layer '{layer.name}' has no variable '{key}'. Its variables: "
+                    f"{sorted(positions)}"
+                )
+            return positions[key]
+
+        transforms = {position(k): chain for k, chain in self.transforms.items()}
+        values = {position(k): value for k, value in self.values.items()}
+        return transforms, values
+
+
+@dataclasses.dataclass(frozen=True)
+class WidenOptions:
+    """Options of one widening, shared by every handler it reaches."""
+
+    method: str = NET2WIDER
+    noise: float = 0.0
+    noise_on: str = COPIES
+    pad_std: float | None = None
+    pad_bias: float = 0.0
+    # (layer name, new number of heads): attention blocks that get more heads
+    # of the same size while their stream widens (see `Handler.parts`).
+    heads: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def random_pad(self) -> bool:
+        return self.method == RANDOM_PAD
+
+    def fill(self) -> float | str:
+        """What fresh (random-pad) kernel entries get: ``"random"`` or 0."""
+        return RANDOM if self.random_pad else 0.0
+
+    def copy_noise(self) -> float:
+        """Noise on the new copies' incoming weights (the widened layer)."""
+        return self.noise if self.noise_on == COPIES else 0.0
+
+    def consumer_noise(self) -> float:
+        """Noise on the new copies' outgoing weights (the consumers)."""
+        return self.noise if self.noise_on == CONSUMERS else 0.0
+
+    def writer(
+        self,
+        mapping: WidthMapping,
+        seeds: Iterator[int],
+        axis: int = -1,
+        *,
+        noise: bool = True,
+        scale: float = 1.0,
+    ) -> WidthTransform:
+        """The transform of a weight that writes the widened units: a copy.
+
+        Fresh (random-pad) entries get `fill` with ``pad_std``; copies get
+        the request's noise where it goes on copies (``noise=False``: never,
+        e.g. for a depthwise kernel). Draws one seed from ``seeds``.
+        """
+        return copy_transform(
+            mapping,
+            axis,
+            fill=self.fill(),
+            noise=self.copy_noise() if noise else 0.0,
+            seed=next(seeds),
+            fill_std=self.pad_std,
+            scale=scale,
+        )
+
+    def reader(
+        self,
+        mapping: WidthMapping,
+        seeds: Iterator[int],
+        axis: int = -2,
+        *,
+        noise: bool = True,
+        scale: float = 1.0,
+    ) -> WidthTransform:
+        """The transform of a weight that reads the widened units: copied rows
+        divided by their copy count, with the request's noise where it goes
+        on consumers. Draws one seed from ``seeds``."""
+        return divide_transform(
+            mapping,
+            axis,
+            fill=self.fill(),
+            noise=self.consumer_noise() if noise else 0.0,
+            seed=next(seeds),
+            fill_std=self.pad_std,
+            scale=scale,
+        )
+
+
+def copy_transform(
+    mapping: WidthMapping,
+    axis: int = -1,
+    *,
+    fill: float | str = 0.0,
+    noise: float = 0.0,
+    seed: int | None = None,
+    fill_std: float | None = None,
+    scale: float = 1.0,
+) -> WidthTransform:
+    """A transform that copies entries along ``axis`` (see `WidthTransform`)."""
+    return WidthTransform(mapping, "out", axis, noise, fill, seed, fill_std, scale)
+
+
+def divide_transform(
+    mapping: WidthMapping,
+    axis: int = -2,
+    *,
+    fill: float | str = 0.0,
+    noise: float = 0.0,
+    seed: int | None = None,
+    fill_std: float | None = None,
+    scale: float = 1.0,
+) -> WidthTransform:
+    """A transform that copies and divides by the copy count along ``axis``."""
+    return WidthTransform(mapping, "in", axis, noise, fill, seed, fill_std, scale)

@@ -1,0 +1,218 @@
+"""Copying residual blocks: find a block from the Add that closes it, copy it
+with its branch output zeroed (so the copy starts as the identity).
+"""
+
+from typing import Any
+
+import keras
+
+from keras_net2net import _keras_internals as internals
+from keras_net2net.requests import COPY
+from keras_net2net.surgery import handlers as H
+from keras_net2net.surgery.handlers.merging import is_residual_add
+from keras_net2net.surgery.plan.data import Insertion
+from keras_net2net.surgery.plan.data import Plan
+from keras_net2net.surgery.plan.data import insert_after
+from keras_net2net.surgery.plan.data import output_swap
+from keras_net2net.surgery.plan.data import unique_name
+
+
+def _ancestors(graph, key):
+    """Keys of every tensor ``key`` depends on (itself included)."""
+    seen, stack = set(), [key]
+    while stack:
+        k = stack.pop()
+        if k in seen:
+            continue
+        seen.add(k)
+        node = graph.producer(k)
+        if node is not None:
+            stack.extend(node.inputs)
+    return seen
+
+
+def _descendants(graph, key):
+    """Keys of every tensor that depends on ``key`` (itself included)."""
+    seen, stack = set(), [key]
+    while stack:
+        k = stack.pop()
+        if k in seen:
+            continue
+        seen.add(k)
+        for consumer, _ in graph.consumers(k):
+            stack.extend(consumer.outputs)
+    return seen
+
+
+def _residual_block(graph, add_node):
+    """``(shortcut, end, branch, zeroed)`` of the block ``x + f(x)`` an Add closes."""
+    target = add_node.op
+    tensors = add_node.inputs
+    if len(tensors) != 2 or graph.width(tensors[0]) != graph.width(tensors[1]):
+        raise H.unsupported(
+            target,
+            "does not add exactly two tensors of the same shape; only such "
+            "residual Adds close a block that deepen() can copy.",
+        )
+    a, b = tensors
+    if a in _ancestors(graph, b):
+        shortcut, end = a, b
+    elif b in _ancestors(graph, a):
+        shortcut, end = b, a
+    else:
+        raise H.unsupported(
+            target,
+            "does not close an identity-shortcut residual block (neither input "
+            "is the block's input); deepen() can copy blocks of the form "
+            "x + f(x). Projection shortcuts are not copied.",
+        )
+    # The branch: every call on a path from the shortcut to the other input.
+    below = _ancestors(graph, end)
+    above = _descendants(graph, shortcut) - {shortcut}
+    branch = [
+        n
+        for n in graph.nodes
+        if n.index < add_node.index
+        and any(k in below for k in n.outputs)
+        and any(k in above for k in n.outputs)
+    ]
+    inside = {k for n in branch for k in n.outputs}
+    for member in branch:
+        for key in member.inputs:
+            if key != shortcut and key not in inside:
+                raise H.unsupported(
+                    member.op,
+                    f"is in the residual branch closed by '{target.name}' but "
+                    "also reads a tensor from outside the block; such a branch "
+                    "cannot be copied.",
+                )
+        if member.path or internals.has_graph(member.op):
+            raise H.unsupported(
+                member.op,
+                f"is a nested model in the residual branch closed by "
+                f"'{target.name}'; such a branch cannot be copied.",
+            )
+    if not branch:
+        raise H.unsupported(target, "closes an empty residual branch.")
+    return shortcut, end, branch, _zero_point(graph, branch, end, target)
+
+
+def plan_block(graph, target, node, taken, name, init, seed, blocks=1):
+    """Copy the ``blocks`` residual blocks that end at the Add ``node``.
+
+    With ``blocks > 1`` the blocks must follow each other directly (each one's
+    shortcut is the previous one's Add), as the attention and feed-forward
+    sub-blocks of a pre-LN Transformer block do.
+    """
+    chain = [_residual_block(graph, node)]
+    while len(chain) < blocks:
+        shortcut = chain[0][0]
+        previous = graph.producer(shortcut)
+        if previous is None or not is_residual_add(previous.op):
+            raise H.unsupported(
+                chain[0][2][0].op,
+                f"starts a residual block whose input does not come straight "
+                f"from another residual Add, so {blocks} consecutive blocks "
+                f"ending at '{target.name}' cannot be copied as one (a "
+                "normalisation between blocks, as in post-LN Transformers, "
+                "would not be the identity); copy fewer blocks.",
+            )
+        chain.insert(0, _residual_block(graph, previous))
+    base = name or f"{target.name}_block"
+    layers, steps, sources = [], [], {}
+    for index, (shortcut, end, branch, zeroed) in enumerate(chain):
+        prefix = base if blocks == 1 else f"{base}{index + 1}"
+        copies = {}
+        for member in branch:
+            op = member.op
+            config = op.get_config()
+            config["name"] = unique_name(f"{prefix}_{op.name}", taken)
+            clone = type(op).from_config(config)
+            copies[member.index] = clone
+            values = block_values(op, member is zeroed, H.get_handler(op), init)
+            layers.append((clone, values))
+            if init == COPY and isinstance(op, keras.layers.Layer):
+                sources[id(clone)] = op
+        last = index == len(chain) - 1
+        add_name = unique_name(f"{prefix}_add", taken)
+        rename = None
+        if last:
+            add_name, rename = output_swap(graph, node, add_name)
+        add = keras.layers.Add(
+            name=add_name, dtype=getattr(target, "dtype_policy", None)
+        )
+        layers.append((add, None))
+        steps.append((shortcut, end, branch, copies, add))
+
+    def build(out, _):
+        for shortcut, end, branch, copies, add in steps:
+            mapped = {shortcut: out}
+            for member in branch:
+                raw_inputs = internals.node_inputs(member.raw)
+                fill = {id(t): mapped[graph.key_of(t)] for t in raw_inputs}
+                args, kwargs = internals.fill_arguments(member.raw, fill)
+                result = copies[member.index](*args, **kwargs)
+                for key, tensor in zip(member.outputs, keras.tree.flatten(result)):
+                    mapped[key] = tensor
+            out = add([out, mapped[end]])
+        return out
+
+    zeroed = ", ".join(f"'{z.op.name}'" for *_, z in chain)
+    operations = sum(len(b) for _, _, b, _ in chain)
+    plan = Plan(
+        f"deepen after '{target.name}': insert a copy of {len(chain)} residual "
+        f"block(s) ({operations} operations, {zeroed} zeroed)"
+    )
+    plan.copies.update(sources)
+    insert_after(plan, node, Insertion(build, layers), rename)
+    return plan
+
+
+def block_values(op, zero, handler, init):
+    """What a copied branch layer's variables are set to once built."""
+    if not isinstance(op, keras.layers.Layer) or not op.weights:
+        return None
+    source = [keras.ops.convert_to_numpy(v) for v in op.weights]
+    positions = H.variable_positions(op)
+    zeros = handler.zero_change(op) if zero else {}
+    zeroed = {positions[key]: value for key, value in (zeros or {}).items()}
+
+    def values(built):
+        # The copy creates its variables in the same order as the original.
+        out = {}
+        for position, value in enumerate(source):
+            if position in zeroed:
+                out[position] = zeroed[position]
+            elif init == COPY:
+                out[position] = value
+        return out
+
+    return values
+
+
+def _zero_point(graph, branch, end, target):
+    """The branch layer whose zeroed weights make the branch output zero."""
+    members = {k: n for n in branch for k in n.outputs}
+    key = end
+    while key in members:
+        node = members[key]
+        handler: Any = H.get_handler(node.op)
+        if handler is None:
+            break
+        zero = getattr(handler, "zero_change", lambda op: None)(node.op)
+        if zero:
+            return node
+        if not handler.zero_preserving(node.op) or node.positional != 1:
+            raise H.unsupported(
+                node.op,
+                f"ends the residual branch closed by '{target.name}' but does "
+                "not map zeros to zeros, and no layer before it can be zeroed; "
+                "the copied block could not start as the identity.",
+            )
+        key = node.inputs[0]
+    raise H.unsupported(
+        target,
+        "closes a residual branch with no layer that can be zeroed (a "
+        "Dense/Conv, normalisation or LayerScale followed only by layers that "
+        "map zeros to zeros).",
+    )

@@ -1,0 +1,160 @@
+"""Planning a deepening: an identity layer, a zero residual branch, or a block.
+
+`plan_deepen` inserts an identity copy of a layer (Net2DeeperNet), a residual
+branch that starts at zero (``residual=True``), or a copy of a whole residual
+block whose branch output is zero (``after=`` an Add: `blocks`).
+"""
+
+import keras
+
+from keras_net2net import _keras_internals as internals
+from keras_net2net.requests import COPY
+from keras_net2net.surgery import handlers as H
+from keras_net2net.surgery.graph import LayerGraph
+from keras_net2net.surgery.handlers.merging import is_residual_add
+from keras_net2net.surgery.plan.blocks import block_values
+from keras_net2net.surgery.plan.blocks import plan_block
+from keras_net2net.surgery.plan.data import Insertion
+from keras_net2net.surgery.plan.data import Plan
+from keras_net2net.surgery.plan.data import insert_after
+from keras_net2net.surgery.plan.data import output_swap
+from keras_net2net.surgery.plan.data import single_call
+from keras_net2net.surgery.plan.data import unique_name
+
+
+def plan_deepen(
+    model,
+    after,
+    *,
+    method=H.IDENTITY,
+    kernel_size=None,
+    seed=None,
+    name=None,
+    residual=False,
+    init=COPY,
+    blocks=1,
+):
+    """Plan `deepen` (see there); raises before anything is changed."""
+    graph = LayerGraph(model)
+    target = graph.get(after, argument="after")
+    handler = H.get_handler(target)
+    if handler is not None:
+        handler.check(target)
+    node = single_call(graph, target, "be followed by a new layer")
+    taken = graph.names()
+    if name is not None and name in taken:
+        raise ValueError(
+            f"`name`: model '{model.name}' already has a layer named '{name}'."
+        )
+    if residual or is_residual_add(target):
+        if isinstance(model, keras.Sequential):
+            raise H.unsupported(
+                target,
+                "is in a Sequential model, which cannot hold the Add of a "
+                "residual branch; build the model with the Functional API to "
+                "deepen it with residual branches or blocks.",
+            )
+        if node.path:
+            raise H.unsupported(
+                target,
+                f"is inside the nested model '{node.path[-1].name}'; residual "
+                "branches and blocks are inserted in the top-level graph only.",
+            )
+    if is_residual_add(target) and not residual:
+        return plan_block(graph, target, node, taken, name, init, seed, blocks)
+    if hasattr(handler, "check_copy") and not residual:
+        if blocks != 1:
+            raise H.unsupported(
+                target,
+                f"is a Transformer block layer; `blocks`={blocks} is not "
+                "supported for it (deepen after it once per new block).",
+            )
+        return _plan_layer_copy(graph, target, node, handler, taken, name, init)
+    if blocks != 1:
+        raise H.unsupported(
+            target,
+            f"is not a residual Add; `blocks`={blocks} only applies when "
+            "deepening after an Add that closes residual blocks.",
+        )
+    if residual:
+        return _plan_residual(
+            graph, target, node, handler, taken, name, kernel_size, seed
+        )
+    deeper = getattr(handler, "deeper_layer", None)
+    if deeper is None:
+        raise H.unsupported(
+            target,
+            "cannot be followed by an identity layer: deepen() inserts after "
+            "Dense, Conv, DepthwiseConv and SeparableConv layers, and copies "
+            "residual blocks after an Add.",
+        )
+    new_name = unique_name(name or f"{target.name}_deeper", taken)
+    final_name, rename = output_swap(graph, node, new_name)
+    new_layer, values = deeper(
+        target, final_name, method=method, kernel_size=kernel_size, seed=seed
+    )
+    plan = Plan(
+        f"deepen after '{target.name}': insert '{final_name}' "
+        f"({type(new_layer).__name__}, {method})"
+    )
+    insertion = Insertion(
+        lambda out, _: new_layer(out), [(new_layer, values)], [new_layer]
+    )
+    insert_after(plan, node, insertion, rename)
+    return plan
+
+
+def _plan_layer_copy(graph, target, node, handler, taken, name, init):
+    """Insert a copy of a whole-block layer that starts as the identity."""
+    handler.check_copy(target)
+    new_name = unique_name(name or f"{target.name}_copy", taken)
+    final_name, rename = output_swap(graph, node, new_name)
+    config = target.get_config()
+    config["name"] = final_name
+    clone = type(target).from_config(config)
+    values = block_values(target, True, handler, init)
+    raw_inputs = internals.node_inputs(node.raw)
+
+    def build(out, tensors):
+        fill = {id(t): tensors[id(t)] for t in raw_inputs}
+        fill[id(raw_inputs[0])] = out  # the stream; masks stay as they were
+        args, kwargs = internals.fill_arguments(node.raw, fill)
+        return clone(*args, **kwargs)
+
+    zeroed = ", ".join(sorted(handler.zero_change(target)))
+    plan = Plan(
+        f"deepen after '{target.name}': insert '{final_name}' (a copy of the "
+        f"{type(target).__name__}, {init}; {zeroed} zeroed)"
+    )
+    if init == COPY:
+        plan.copies[id(clone)] = target
+    insert_after(plan, node, Insertion(build, [(clone, values)]), rename)
+    return plan
+
+
+def _plan_residual(graph, target, node, handler, taken, name, kernel_size, seed):
+    layers = getattr(handler, "residual_layers", None)
+    if layers is None or handler.role_of(target, node, graph) != H.UNITS:
+        raise H.unsupported(
+            target,
+            "cannot be followed by a residual branch: residual=True inserts "
+            "after Dense and Conv1D/2D/3D layers.",
+        )
+    base = name or f"{target.name}_residual"
+    names = [unique_name(f"{base}_{part}", taken) for part in ("expand", "project")]
+    add_name, rename = output_swap(
+        graph, node, unique_name(base if name else f"{base}_add", taken)
+    )
+    expand, project = layers(target, names, kernel_size=kernel_size, seed=seed)
+    add = keras.layers.Add(name=add_name, dtype=getattr(target, "dtype_policy", None))
+
+    def build(out, _):
+        return add([out, project(expand(out))])
+
+    plan = Plan(
+        f"deepen after '{target.name}': insert residual branch '{names[0]}' -> "
+        f"'{names[1]}' (zero-initialised) and '{add_name}'"
+    )
+    layers = [(expand, None), (project, None), (add, None)]
+    insert_after(plan, node, Insertion(build, layers), rename)
+    return plan

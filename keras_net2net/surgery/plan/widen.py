@@ -1,0 +1,225 @@
+"""Planning a widening: the coupling group, one mapping, each member's change.
+
+`plan_widen` finds the coupling group of the widened layer
+(`keras_net2net.surgery.groups`), chooses one mapping for it and asks each
+member's handler for its change; ``"<layer>/<part>"`` targets widen one part
+of a composite layer.
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+
+from keras_net2net.surgery import handlers as H
+from keras_net2net.surgery.graph import LayerGraph
+from keras_net2net.surgery.groups import find_group
+from keras_net2net.surgery.groups import group_mappings
+from keras_net2net.surgery.groups import identity_if_missing
+from keras_net2net.surgery.plan.data import Plan
+from keras_net2net.surgery.plan.data import seed_stream
+from keras_net2net.surgery.plan.data import single_call
+from keras_net2net.transforms import padding_mapping
+from keras_net2net.transforms import random_mapping
+from keras_net2net.transforms import tiled_mapping
+
+
+def plan_widen(
+    model,
+    layer,
+    units,
+    *,
+    method=H.NET2WIDER,
+    noise=0.0,
+    seed=None,
+    noise_on=H.COPIES,
+    pad_std=None,
+    pad_bias=0.0,
+):
+    """Plan `widen` (see there); raises before anything is built."""
+    graph = LayerGraph(model)
+    target, part = _target_and_part(graph, layer)
+    handler = H.get_handler(target)
+    if handler is None or isinstance(target, keras.layers.InputLayer):
+        raise H.unsupported(
+            target,
+            "cannot be widened: it is not a layer type keras-net2net supports.",
+        )
+    handler.check(target)
+    node = single_call(graph, target, "be widened")
+    options = H.WidenOptions(
+        method=method,
+        noise=float(noise),
+        noise_on=noise_on,
+        pad_std=pad_std,
+        pad_bias=float(pad_bias),
+    )
+    if part is not None:
+        stream = handler.part_stream_width(target, part, units)
+        if stream is None:
+            return _plan_part(target, handler, part, units, seed, options)
+        # More heads of a fixed size: the whole stream grows with them.
+        options = dataclasses.replace(options, heads=((target.name, units),))
+        return _plan_group(graph, target, node, stream, seed, options)
+    role = handler.role_of(target, node, graph)
+    if role == H.DERIVED:
+        raise H.unsupported(
+            target,
+            "cannot be widened: its output channels are a layout of its "
+            "inputs' channels. Widen the layer that produces them.",
+        )
+    if role == H.UNITS and H.handler_for(target).internal_width(target) is not None:
+        return _plan_internal(target, handler, units, seed, options)
+    return _plan_group(graph, target, node, units, seed, options)
+
+
+def _plan_group(graph, target, node, units, seed, options):
+    """Widen the coupling group of ``node``'s output to ``units`` channels."""
+    method = options.method
+    group = find_group(graph, node.outputs[0], target.name)
+    _check_nested_inputs(graph, group, target)
+    old_width = group.width
+    units = _check_units(target, units, old_width)
+    seeds = seed_stream(seed)
+    if method == H.RANDOM_PAD:
+        mapping = padding_mapping(old_width, units)
+    elif group.uniform:
+        if units % old_width:
+            node_names = ", ".join(f"'{n.op.name}'" for n, _ in group.uniform)
+            raise ValueError(
+                f"`units`={units} for layer '{target.name}': its channels pass "
+                f"through {node_names}, which normalise over the channels. "
+                f"{group.uniform[0][1]}, so the new width must be a multiple "
+                f"of {old_width} (e.g. {2 * old_width})."
+            )
+        mapping = tiled_mapping(old_width, units)
+        next(seeds)
+    else:
+        mapping = random_mapping(old_width, units, seed=next(seeds))
+    mappings = group_mappings(group, mapping)
+    plan = Plan(
+        f"widen '{target.name}' {old_width} -> {units} ({method}), "
+        f"{len(group.layers())} coupled operations"
+    )
+    plan.details = [plan.description, group.summary()]
+    for writer in sorted(group.writers, key=lambda n: n.index):
+        plan.change(
+            writer.op,
+            H.handler_for(writer.op).widen_out(writer.op, mapping, options, seeds),
+        )
+    for reader, position in sorted(group.readers, key=lambda r: (r[0].index, r[1])):
+        key = reader.inputs[position]
+        plan.change(
+            reader.op,
+            H.handler_for(reader.op).widen_in(
+                reader.op, mappings[key], options, seeds, position, node=reader
+            ),
+        )
+    for node in sorted(group.passes + group.layouts, key=lambda n: n.index):
+        handler = H.handler_for(node.op)
+        if node in group.layouts:
+            inputs = [mappings.get(k) for k in node.inputs]
+            change = handler.follow(node.op, node, graph, inputs, options, seeds)
+        else:
+            key = next(k for k in node.inputs if k in mappings)
+            change = handler.follow(node.op, mappings[key], options, seeds)
+        plan.change(node.op, change)
+    for node, reason in group.uniform:
+        key = node.inputs[0]
+        counts = identity_if_missing(graph, key, mappings).counts
+        if method != H.RANDOM_PAD and counts.min() != counts.max():
+            raise H.unsupported(
+                node.op,
+                f"receives channels that are not all copied equally often; {reason}.",
+            )
+    return plan
+
+
+def _target_and_part(graph, layer):
+    """``(layer, part or None)`` for ``"layer"`` or ``"layer/part"``.
+
+    A part is an axis of a composite layer that can be widened on its own
+    (a KerasHub Transformer block's ``feedforward_intermediate_dense``).
+    """
+    if not isinstance(layer, str) or "/" not in layer:
+        return graph.get(layer), None
+    if any(op.name == layer for op in graph.layers):
+        return graph.get(layer), None
+    outer, part = layer.split("/", 1)
+    target = graph.get(outer)
+    handler = H.get_handler(target)
+    parts = handler.parts(target) if handler is not None else {}
+    if part not in parts:
+        valid = ", ".join(f"'{outer}/{p}'" for p in parts) or "none"
+        raise ValueError(
+            f"`layer`: {H.describe(target)} has no part '{part}' that can be "
+            f"widened. Received: layer={layer!r}. Parts of this layer: {valid}."
+        )
+    return target, part
+
+
+def _plan_part(target, handler, part, units, seed, options):
+    """Widen one named part of a composite layer (its own axis)."""
+    old_width = handler.parts(target)[part]
+    units = _check_units(target, units, old_width, f"the width of '{part}'")
+    seeds = seed_stream(seed)
+    if options.random_pad:
+        mapping = padding_mapping(old_width, units)
+    else:
+        mapping = random_mapping(old_width, units, seed=next(seeds))
+    plan = Plan(
+        f"widen '{target.name}/{part}' {old_width} -> {units} ({options.method})"
+    )
+    plan.change(target, handler.widen_part(target, part, mapping, options, seeds))
+    plan.details = [plan.description, "changes:"] + plan.describe_changes()
+    return plan
+
+
+def _check_nested_inputs(graph, group, target):
+    """Refuse widening the inputs of a Functional model nested in a Sequential.
+
+    A Sequential model rebuilds its layers without telling a nested
+    Functional model the new width of its input.
+    """
+    widened = group.core | group.derived
+    for nested, owner, keys in graph.nested_inputs.values():
+        nested_functional = not isinstance(nested, keras.Sequential)
+        if nested_functional and isinstance(owner, keras.Sequential):
+            if any(key in widened for key in keys):
+                raise H.unsupported(
+                    nested,
+                    f"is a Functional model inside the Sequential model "
+                    f"'{owner.name}' and receives the channels of '{target.name}'; "
+                    "widening the input of such a nested model is not supported "
+                    "(build the outer model with the Functional API).",
+                )
+
+
+def _check_units(target, units, old_width, what="its current width"):
+    if (
+        isinstance(units, (bool, np.bool_))
+        or not isinstance(units, (int, np.integer))
+        or units <= old_width
+    ):
+        raise ValueError(
+            f"`units` for layer '{target.name}' must be an integer larger than "
+            f"{what} {old_width}. Received: units={units!r}"
+        )
+    return int(units)
+
+
+def _plan_internal(target, handler, units, seed, options):
+    """Widen a layer's own axis (attention heads), not a channel group."""
+    old_width = handler.internal_width(target)
+    units = _check_units(target, units, old_width, "its current number of heads")
+    seeds = seed_stream(seed)
+    if options.random_pad:
+        mapping = padding_mapping(old_width, units)
+    else:
+        mapping = random_mapping(old_width, units, seed=next(seeds))
+    plan = Plan(
+        f"widen '{target.name}' heads {old_width} -> {units} ({options.method})"
+    )
+    plan.change(target, handler.widen_internal(target, mapping, options, seeds))
+    plan.details = [plan.description, "changes:"] + plan.describe_changes()
+    return plan

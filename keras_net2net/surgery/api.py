@@ -16,12 +16,14 @@ from keras_net2net._validation import check_seed
 from keras_net2net.requests import COPY
 from keras_net2net.requests import Deepen
 from keras_net2net.requests import Requests
+from keras_net2net.requests import as_requests
 from keras_net2net.surgery import handlers as H
 from keras_net2net.surgery.apply import apply_plan
 from keras_net2net.surgery.graph import LayerGraph
 from keras_net2net.surgery.groups import ChannelGroup
 from keras_net2net.surgery.groups import find_group
 from keras_net2net.surgery.operations import apply_operations
+from keras_net2net.surgery.operations import plan_request
 from keras_net2net.surgery.plan import plan_deepen
 from keras_net2net.surgery.plan import plan_widen
 
@@ -255,8 +257,9 @@ def coupled_layers(model: Model, layer: LayerRef) -> ChannelGroup:
 def describe_growth(model: Model, operations: Requests) -> str:
     """A dry run: every change that ``operations`` would make, as text.
 
-    Nothing is changed. Operations after the first are planned on a copy of
-    the model as the previous ones leave it.
+    Nothing is changed, and the last operation's model is not built: each
+    operation is planned (where every check happens) on a copy of the model
+    as the previous ones leave it.
 
     Example:
 
@@ -274,7 +277,12 @@ def describe_growth(model: Model, operations: Requests) -> str:
     Raises:
         ValueError: as the operations would.
     """
-    return "\n".join(apply_operations(model, operations, compile=False).details)
+    requests = as_requests(operations)
+    if not requests:
+        return ""
+    before = apply_operations(model, requests[:-1], compile=False)
+    last = plan_request(before.model, requests[-1])
+    return "\n".join(before.details + last.describe())
 
 
 def max_output_difference(model_a: Model, model_b: Model, x: Any) -> float:

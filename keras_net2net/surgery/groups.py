@@ -265,9 +265,7 @@ def find_group(
             core.extend(node.outputs)
 
     def _uniform(handler, node):
-        reason = getattr(handler, "uniform_copies", lambda *a: None)(
-            node.op, node, graph
-        )
+        reason = handler.uniform_copies(node.op, node, graph)
         if reason and check_uniform:
             group.uniform.append((node, reason))
 

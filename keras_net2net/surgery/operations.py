@@ -172,10 +172,7 @@ def apply_operations(
         if current is not model:
             result.graphs.append(current)
         result.descriptions.append(plan.description)
-        result.details.extend(plan.details)
-        if not any(line == "changes:" for line in plan.details):
-            result.details.append("changes:")
-            result.details.extend(plan.describe_changes())
+        result.details.extend(plan.describe())
         origins, state = _origins(plan, pairs, origins, state)
         current = new_model
     result.model = current

@@ -141,7 +141,22 @@ def register_handler(layer_class: type, handler: Handler) -> None:
             "class (UnitsHandler, PassThroughHandler or LayoutHandler). "
             f"Received: handler={handler!r} of type {type(handler).__name__}"
         )
+    for ability, method in _ABILITIES:
+        implemented = getattr(type(handler), method) is not getattr(Handler, method)
+        if getattr(handler, ability) and not implemented:
+            raise TypeError(
+                f"`handler` {type(handler).__name__} declares {ability}=True but "
+                f"does not implement `{method}`. Received: handler={handler!r}"
+            )
     _REGISTRY[layer_class] = handler
+
+
+# Each declared ability of a handler and the method that provides it.
+_ABILITIES = (
+    ("identity_deepening", "deeper_layer"),
+    ("residual_deepening", "residual_layers"),
+    ("copies_itself", "check_copy"),
+)
 
 
 def get_handler(layer: Any) -> Handler | None:

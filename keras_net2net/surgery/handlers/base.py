@@ -105,10 +105,24 @@ class Handler:
             per-layer answer from `role_of`.
         has_state: whether growth may change the layer's weights or config;
             a layer without state may be shared (called several times).
+        identity_deepening: `deeper_layer` builds an identity copy of the
+            layer, so `deepen(after=layer)` can insert one (Net2DeeperNet).
+        residual_deepening: `residual_layers` builds a residual branch that
+            starts at zero (`deepen(after=layer, residual=True)`).
+        copies_itself: `deepen(after=layer)` inserts a copy of the whole layer
+            (a Transformer block) whose output projections start at zero;
+            `check_copy` refuses layers it cannot copy.
+
+    Planning asks a handler only what it declares: the attributes above, and
+    methods with a neutral default here (`uniform_copies`, `zero_change`).
+    `register_handler` checks that each declared ability is implemented.
     """
 
     role: str | None = None
     has_state = True
+    identity_deepening = False
+    residual_deepening = False
+    copies_itself = False
 
     def role_of(
         self, layer: Any, node: Node | None = None, graph: LayerGraph | None = None
@@ -122,6 +136,49 @@ class Handler:
     def init_key(self, layer: Any, variable: str) -> str | None:
         """Config key of the initializer that creates ``variable`` (or None)."""
         return f"{variable}_initializer"
+
+    def uniform_copies(self, layer: Any, node: Node, graph: LayerGraph) -> str | None:
+        """A reason string if every channel must be copied equally often, else None.
+
+        A normalisation over the channels (LayerNormalization) keeps its
+        function only then; the group's mapping is chosen accordingly.
+        """
+        return None
+
+    def zero_change(self, layer: Any) -> dict[str, np.ndarray] | None:
+        """Values that make the layer output zeros (None if it cannot)."""
+        return None
+
+    def deeper_layer(
+        self,
+        layer: Any,
+        name: str,
+        *,
+        method: str,
+        kernel_size: Any = None,
+        seed: int | None = None,
+    ) -> tuple[Any, Any]:
+        """``(new layer, values)``: an identity copy (if `identity_deepening`)."""
+        raise unsupported(
+            layer, "cannot be followed by an identity copy (deepen() after it)."
+        )
+
+    def residual_layers(
+        self,
+        layer: Any,
+        names: list[str],
+        *,
+        kernel_size: Any = None,
+        seed: int | None = None,
+    ) -> tuple[Any, Any]:
+        """``((expand, values), (project, values))``: a branch that starts at
+        zero (if `residual_deepening`)."""
+        raise unsupported(layer, "cannot be followed by a residual branch.")
+
+    def check_copy(self, layer: Any) -> None:
+        """Raise a ValueError naming ``layer`` if it cannot be copied (if
+        `copies_itself`)."""
+        raise unsupported(layer, "cannot be copied as a block.")
 
     def parts(self, layer: Any) -> dict[str, int]:
         """Axes of a composite layer widened by naming them, with their widths.
@@ -221,24 +278,6 @@ class UnitsHandler(Handler):
         """`LayerChange` that widens the axis of `internal_width`."""
         raise unsupported(layer, "has no internal width to widen.")
 
-    def deeper_layer(
-        self,
-        layer: Any,
-        name: str,
-        *,
-        method: str,
-        kernel_size: Any = None,
-        seed: int | None = None,
-    ) -> tuple[Any, Any]:
-        """``(new layer, values)``: an identity copy (see `DenseHandler`)."""
-        raise unsupported(
-            layer, "cannot be followed by an identity copy (deepen() after it)."
-        )
-
-    def zero_change(self, layer: Any) -> dict[str, np.ndarray] | None:
-        """Values that make the layer output zeros (None if it cannot)."""
-        return None
-
     def zero_preserving(self, layer: Any) -> bool:
         """False: a layer with weights does not pass zeros through unchanged."""
         return False
@@ -267,10 +306,6 @@ class PassThroughHandler(Handler):
         """
         return list(range(node.positional))
 
-    def uniform_copies(self, layer: Any, node: Node, graph: LayerGraph) -> str | None:
-        """A reason string if every channel must be copied equally often, else None."""
-        return None
-
     def follow(
         self, layer: Any, mapping: WidthMapping, options: WidenOptions, seeds: Seeds
     ) -> LayerChange | None:
@@ -280,10 +315,6 @@ class PassThroughHandler(Handler):
     def zero_preserving(self, layer: Any) -> bool:
         """True if the layer maps an all-zero input to an all-zero output."""
         return not self.has_state
-
-    def zero_change(self, layer: Any) -> dict[str, np.ndarray] | None:
-        """Values that make the layer output zeros (None if it cannot)."""
-        return None
 
 
 class LayoutHandler(Handler):

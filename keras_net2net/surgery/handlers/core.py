@@ -35,6 +35,9 @@ class DenseHandler(UnitsHandler):
         width_key: config key of the width (``"units"`` or ``"filters"``).
     """
 
+    identity_deepening = True
+    residual_deepening = True
+
     def __init__(self, width_key="units"):
         self.width_key = width_key
 

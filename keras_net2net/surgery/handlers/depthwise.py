@@ -74,6 +74,8 @@ def _check_identity_activation(layer, method):
 class DepthwiseHandler(PassThroughHandler, LayoutHandler):
     """DepthwiseConv1D/2D: a pass-through (m == 1) or a layout (m > 1) with weights."""
 
+    identity_deepening = True
+
     has_state = True
 
     def role_of(self, layer, node=None, graph=None):
@@ -151,6 +153,8 @@ class DepthwiseHandler(PassThroughHandler, LayoutHandler):
 
 class SeparableHandler(UnitsHandler):
     """SeparableConv1D/2D: the depthwise part copies, the pointwise part divides."""
+
+    identity_deepening = True
 
     def check(self, layer):
         check_channels_last(layer)

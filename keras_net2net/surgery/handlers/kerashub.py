@@ -73,6 +73,8 @@ def _key_mapping(old, new):
 class TransformerBlockHandler(PassThroughHandler):
     """KerasHub ``TransformerEncoder`` / ``TransformerDecoder`` (self-attention)."""
 
+    copies_itself = True
+
     has_state = True
 
     def __init__(self, attention):

@@ -199,7 +199,7 @@ def _zero_point(graph, branch, end, target):
         handler: Any = H.get_handler(node.op)
         if handler is None:
             break
-        zero = getattr(handler, "zero_change", lambda op: None)(node.op)
+        zero = handler.zero_change(node.op)
         if zero:
             return node
         if not handler.zero_preserving(node.op) or node.positional != 1:

@@ -54,6 +54,10 @@ class Plan:
         else:
             self.changes[id(op)] = (op, change)
 
+    def describe(self) -> list[str]:
+        """The dry-run lines: what planning found, then one line per change."""
+        return [*self.details, "changes:", *self.describe_changes()]
+
     def describe_changes(self):
         """One line per changed operation: config entries and weight transforms."""
         lines = []

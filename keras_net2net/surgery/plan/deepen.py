@@ -62,7 +62,7 @@ def plan_deepen(
             )
     if is_residual_add(target) and not residual:
         return plan_block(graph, target, node, taken, name, init, seed, blocks)
-    if hasattr(handler, "check_copy") and not residual:
+    if handler is not None and handler.copies_itself and not residual:
         if blocks != 1:
             raise H.unsupported(
                 target,
@@ -80,8 +80,7 @@ def plan_deepen(
         return _plan_residual(
             graph, target, node, handler, taken, name, kernel_size, seed
         )
-    deeper = getattr(handler, "deeper_layer", None)
-    if deeper is None:
+    if handler is None or not handler.identity_deepening:
         raise H.unsupported(
             target,
             "cannot be followed by an identity layer: deepen() inserts after "
@@ -90,7 +89,7 @@ def plan_deepen(
         )
     new_name = unique_name(name or f"{target.name}_deeper", taken)
     final_name, rename = output_swap(graph, node, new_name)
-    new_layer, values = deeper(
+    new_layer, values = handler.deeper_layer(
         target, final_name, method=method, kernel_size=kernel_size, seed=seed
     )
     plan = Plan(
@@ -133,8 +132,11 @@ def _plan_layer_copy(graph, target, node, handler, taken, name, init):
 
 
 def _plan_residual(graph, target, node, handler, taken, name, kernel_size, seed):
-    layers = getattr(handler, "residual_layers", None)
-    if layers is None or handler.role_of(target, node, graph) != H.UNITS:
+    if (
+        handler is None
+        or not handler.residual_deepening
+        or handler.role_of(target, node, graph) != H.UNITS
+    ):
         raise H.unsupported(
             target,
             "cannot be followed by a residual branch: residual=True inserts "
@@ -145,7 +147,9 @@ def _plan_residual(graph, target, node, handler, taken, name, kernel_size, seed)
     add_name, rename = output_swap(
         graph, node, unique_name(base if name else f"{base}_add", taken)
     )
-    expand, project = layers(target, names, kernel_size=kernel_size, seed=seed)
+    expand, project = handler.residual_layers(
+        target, names, kernel_size=kernel_size, seed=seed
+    )
     add = keras.layers.Add(name=add_name, dtype=getattr(target, "dtype_policy", None))
 
     def build(out, _):

@@ -171,7 +171,7 @@ def _plan_part(target, handler, part, units, seed, options):
         f"widen '{target.name}/{part}' {old_width} -> {units} ({options.method})"
     )
     plan.change(target, handler.widen_part(target, part, mapping, options, seeds))
-    plan.details = [plan.description, "changes:"] + plan.describe_changes()
+    plan.details = [plan.description]
     return plan
 
 
@@ -221,5 +221,5 @@ def _plan_internal(target, handler, units, seed, options):
         f"widen '{target.name}' heads {old_width} -> {units} ({options.method})"
     )
     plan.change(target, handler.widen_internal(target, mapping, options, seeds))
-    plan.details = [plan.description, "changes:"] + plan.describe_changes()
+    plan.details = [plan.description]
     return plan

@@ -92,3 +92,17 @@ class StepCounter(keras.callbacks.Callback):
 
 def numpy_weights(layer):
     return {v.name: np.array(keras.ops.convert_to_numpy(v)) for v in layer.weights}
+
+
+def record_builds(monkeypatch):
+    """A list that records the plan of every grown model built from now on."""
+    from keras_net2net.surgery import operations
+
+    built = []
+    apply_plan = operations.apply_plan
+    monkeypatch.setattr(
+        operations,
+        "apply_plan",
+        lambda *a, **k: built.append(a[1]) or apply_plan(*a, **k),
+    )
+    return built

@@ -11,6 +11,7 @@ from growth_helpers import LossProbe
 from growth_helpers import data
 from growth_helpers import mnist_model
 from growth_helpers import numpy_weights
+from growth_helpers import record_builds
 
 import keras_net2net as kn
 from keras_net2net import _keras_internals
@@ -337,18 +338,10 @@ def test_fixed_costs_walk_no_heap(kind, monkeypatch):
     O(change): a process with a large data pipeline would pay them at every
     `fit` call and every growth.
     """
-    from keras_net2net.surgery import operations
-
     model = mnist_model(kind, size=12)
     x, y = data(16, size=12)
     model.fit(x, y, epochs=1, verbose=0)
-    built = []
-    apply_plan = operations.apply_plan
-    monkeypatch.setattr(
-        operations,
-        "apply_plan",
-        lambda *a, **k: built.append(a[1]) or apply_plan(*a, **k),
-    )
+    built = record_builds(monkeypatch)
 
     def heap_walk(*args):
         raise AssertionError("a heap-wide gc call")

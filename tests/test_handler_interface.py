@@ -4,6 +4,7 @@ build nothing they do not need."""
 import keras
 import pytest
 from growth_helpers import mnist_model
+from growth_helpers import record_builds
 
 import keras_net2net as kn
 from keras_net2net.surgery import UnitsHandler
@@ -50,13 +51,7 @@ def test_deepening_after_a_layer_without_identity_copy_is_refused_by_name():
 def test_describe_growth_builds_only_what_later_requests_need(monkeypatch):
     model = mnist_model("functional", size=12)
     requests = [kn.Widen("fc1", 70), kn.Deepen(after="fc1")]
-    built = []
-    apply_plan = operations.apply_plan
-    monkeypatch.setattr(
-        operations,
-        "apply_plan",
-        lambda *a, **k: built.append(a[1]) or apply_plan(*a, **k),
-    )
+    built = record_builds(monkeypatch)
     text = kn.describe_growth(model, requests)
     assert len(built) == 1  # the widened model, to plan the deepening on
     built.clear()

@@ -49,5 +49,7 @@ class WeightListConverter:
             if position is None:
                 out.append(np.array(keras.ops.convert_to_numpy(variable)))
                 continue
-            out.append(Chain(chain).apply(values[position]))
+            value = values[position]
+            # An unchanged weight keeps its stored array (no copy).
+            out.append(Chain(chain).apply(value) if chain else np.asarray(value))
         return out

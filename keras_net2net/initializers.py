@@ -187,9 +187,7 @@ class Net2WiderInit(keras.initializers.Initializer):
         *first, last = steps
         # The earlier steps write a new array; the last one runs when the layer
         # is built (a view of ``source`` is read then, within the growth).
-        value = host_view(source)
-        if first:
-            value = Chain(first).apply(value)
+        value = Chain(first).apply(host_view(source))
         return cls(
             value,
             last.mapping,

@@ -22,6 +22,7 @@ import numpy as np
 
 from keras_net2net import _keras_internals as internals
 from keras_net2net._arrays import apply_on_device
+from keras_net2net._arrays import host_copy
 from keras_net2net._arrays import host_view
 from keras_net2net.transforms import Chain
 
@@ -82,7 +83,8 @@ class SlotValue:
         self.source, self.chain, self.kind = source, Chain(chain), kind
 
     def value(self):
-        # A new array: a copy of the source for an empty chain.
+        if not len(self.chain):
+            return host_copy(self.source)  # the new slot's own copy
         return self.chain.apply(host_view(self.source), kind=self.kind)
 
     def __call__(self, shape, dtype=None):

@@ -49,7 +49,6 @@ class WeightListConverter:
             if position is None:
                 out.append(np.array(keras.ops.convert_to_numpy(variable)))
                 continue
-            value = values[position]
             # An unchanged weight keeps its stored array (no copy).
-            out.append(Chain(chain).apply(value) if chain else np.asarray(value))
+            out.append(Chain(chain).apply(values[position]))
         return out

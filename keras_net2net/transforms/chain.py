@@ -31,7 +31,7 @@ from keras_net2net.transforms.wider import WidthTransform
 
 @dataclasses.dataclass(frozen=True, eq=False, init=False)
 class Chain:
-    """`WidthTransform` steps applied in order (an empty chain copies).
+    """`WidthTransform` steps applied in order (an empty chain changes nothing).
 
     Example:
 
@@ -83,7 +83,7 @@ class Chain:
         return True
 
     def apply(self, value: ArrayLike, kind: str = "weight") -> np.ndarray:
-        """Apply every step to ``value`` in numpy; a new array, never a view.
+        """Apply every step to ``value`` in numpy; each step writes a new array.
 
         Args:
             value: an array shaped like the original weight.
@@ -91,12 +91,13 @@ class Chain:
                 `WidthTransform.apply`). Defaults to ``"weight"``.
 
         Returns:
-            The transformed array (a copy of ``value`` for an empty chain).
+            The transformed array; for an empty chain, ``value`` itself as an
+            array (no copy).
         """
         if kind not in KINDS:
             raise ValueError(f"`kind` must be one of {KINDS}. Received: {kind!r}")
         if not self.steps:
-            return np.array(value, copy=True)
+            return np.asarray(value)
         result = np.asarray(value)
         for step in self.steps:
             result = step.apply(result, kind=kind)  # each step writes a new array

@@ -125,6 +125,36 @@ def sequential_chain():
     )
 
 
+def channels_first():
+    """The couplings above with ``data_format="channels_first"`` (BN axis=1):
+    residual Add, SE gate, depthwise, separable, Concatenate(axis=1), pooling,
+    padding, Flatten and global pooling.
+
+    TensorFlow on CPU runs NCHW convolutions only through oneDNN, whose
+    output mis-broadcasts a per-channel bias when a spatial size equals the
+    number of filters (TF 2.21); no spatial size here equals a channel count.
+    """
+    cf = {"data_format": "channels_first"}
+    inputs = keras.Input((3, 9, 10))
+    x = L.Conv2D(8, 3, padding="same", name="stem", **cf)(inputs)
+    x = L.BatchNormalization(axis=1, name="stem_bn")(x)
+    x = L.ReLU(name="stem_relu")(x)
+    h = L.Conv2D(8, 1, name="b_c1", **cf)(x)
+    h = L.DepthwiseConv2D(3, padding="same", name="b_dw", **cf)(h)
+    x = L.Add(name="b_add")([x, h])
+    g = L.GlobalAveragePooling2D(keepdims=True, name="se_pool", **cf)(x)
+    g = L.Conv2D(8, 1, activation="sigmoid", name="se_expand", **cf)(g)
+    x = L.Multiply(name="se_mul")([x, g])
+    h = L.SeparableConv2D(4, 3, padding="same", name="sep", **cf)(x)
+    x = L.Concatenate(axis=1, name="cat")([x, h])
+    x = L.MaxPooling2D(2, name="pool", **cf)(x)
+    x = L.ZeroPadding2D(1, name="pad", **cf)(x)
+    a = L.Dense(6, name="fc")(L.Flatten(name="flatten", **cf)(x))
+    b = L.Dense(6, name="fc_gap")(L.GlobalAveragePooling2D(name="gap", **cf)(x))
+    x = L.Add(name="fc_add")([a, b])
+    return randomize_weights(keras.Model(inputs, L.Dense(5, name="head")(x)))
+
+
 BUILDERS = {
     "resnet": resnet,
     "inverted_residual": inverted_residual,
@@ -132,4 +162,5 @@ BUILDERS = {
     "squeeze_excitation": squeeze_excitation,
     "convnext_block": convnext_block,
     "sequential_chain": sequential_chain,
+    "channels_first": channels_first,
 }

@@ -28,6 +28,9 @@ REFUSALS = {
     ("convnext_block", "widen", "head"): r"model output",
     ("sequential_chain", "widen", "head"): r"model output",
     ("sequential_chain", "deepen", "fc"): r"'fc'.*'gelu'",
+    ("channels_first", "widen", "head"): r"model output",
+    ("channels_first", "deepen", "se_expand"): r"'se_expand'.*'sigmoid'",
+    ("channels_first", "deepen", "fc_add"): r"'fc_add'.*residual block",
 }
 
 

@@ -2,14 +2,22 @@
 build nothing they do not need."""
 
 import keras
+import numpy as np
 import pytest
+from conftest import TOL
+from conftest import assert_unchanged
+from conftest import randomize_weights
+from conftest import snapshot
 from growth_helpers import mnist_model
 from growth_helpers import record_builds
 
 import keras_net2net as kn
+from keras_net2net.surgery import PassThroughHandler
 from keras_net2net.surgery import UnitsHandler
 from keras_net2net.surgery import get_handler
 from keras_net2net.surgery import operations
+from keras_net2net.surgery.handlers.core import DenseHandler
+from keras_net2net.transforms import MappingRule
 
 
 class Doubler(keras.layers.Layer):
@@ -59,3 +67,91 @@ def test_describe_growth_builds_only_what_later_requests_need(monkeypatch):
     assert len(built) == 2
     assert text == "\n".join(full.details)
     assert text.count("changes:") == 2
+
+
+class PairSwap(keras.layers.Layer):
+    """Swaps channels 2k and 2k+1: exact only if whole pairs are copied."""
+
+    def call(self, x):
+        pairs = keras.ops.reshape(x, (-1, x.shape[-1] // 2, 2))
+        return keras.ops.reshape(keras.ops.flip(pairs, axis=-1), (-1, x.shape[-1]))
+
+
+class PairSwapHandler(PassThroughHandler):
+    def mapping_rule(self, layer, node, graph, axis):
+        return MappingRule(block=2, reason=f"'{layer.name}' swaps channel pairs")
+
+
+def _relative(model, grown, x):
+    scale = np.max(np.abs(keras.ops.convert_to_numpy(model(x))))
+    return kn.max_output_difference(model, grown, x) / scale
+
+
+def test_a_handler_constrains_its_groups_mapping():
+    kn.register_handler(PairSwap, PairSwapHandler())
+    inputs = keras.Input((5,))
+    hidden = keras.layers.Dense(4, name="a")(inputs)
+    swapped = PairSwap(name="swap")(keras.layers.ReLU()(hidden))
+    model = randomize_weights(keras.Model(inputs, keras.layers.Dense(3)(swapped)))
+    assert "copies whole blocks of 2 channels: swap" in str(
+        kn.coupled_layers(model, "a")
+    )
+    x = np.random.default_rng(0).normal(size=(8, 5)).astype("float32")
+    for seed in range(4):  # each seed's plain random mapping splits a pair
+        assert _relative(model, kn.widen(model, "a", 8, seed=seed), x) <= TOL
+    before = snapshot(model)
+    with pytest.raises(ValueError, match=r"`units`=7 for layer 'a': 'swap' swaps"):
+        kn.widen(model, "a", 7)
+    assert_unchanged(model, before)
+
+
+class TwinDense(keras.layers.Dense):
+    """A Dense layer with two outputs on its channels: ``y`` and ``-y``."""
+
+    def call(self, x):
+        y = super().call(x)
+        return y, -y
+
+    def compute_output_shape(self, input_shape):
+        shape = super().compute_output_shape(input_shape)
+        return shape, shape
+
+
+def test_every_output_of_a_writer_joins_the_group():
+    kn.register_handler(TwinDense, DenseHandler("units"))
+    inputs = keras.Input((5,))
+    a, b = TwinDense(4, name="twin")(inputs)
+    out = keras.layers.Add()([keras.layers.Dense(3)(a), keras.layers.Dense(3)(b)])
+    model = randomize_weights(keras.Model(inputs, out))
+    group = kn.coupled_layers(model, "twin")
+    assert len(group.readers) == 2 and len(group.core) == 2
+    x = np.random.default_rng(0).normal(size=(8, 5)).astype("float32")
+    assert _relative(model, kn.widen(model, "twin", 7, seed=0), x) <= TOL
+
+
+def test_attention_scores_are_not_channels():
+    inputs = keras.Input((5, 6))
+    hidden = keras.layers.Dense(8, name="d")(inputs)
+    attended, scores = keras.layers.MultiHeadAttention(2, 4, name="mha")(
+        hidden, hidden, return_attention_scores=True
+    )
+    stream = keras.layers.Add()([hidden, attended])
+    out = keras.layers.Dense(3)(keras.layers.Flatten()(stream))
+    model = randomize_weights(keras.Model(inputs, [out, scores]))
+    grown = kn.widen(model, "d", 12, seed=0)
+    x = np.random.default_rng(0).normal(size=(2, 5, 6)).astype("float32")
+    for before, after in zip(model(x), grown(x)):
+        before = keras.ops.convert_to_numpy(before)
+        after = keras.ops.convert_to_numpy(after)
+        assert np.max(np.abs(before - after)) <= TOL * np.max(np.abs(before))
+
+
+def test_a_layer_reading_channels_on_another_axis_is_refused_by_name():
+    inputs = keras.Input((3, 9, 10))
+    x = keras.layers.Conv2D(4, 3, data_format="channels_first", name="cf")(inputs)
+    x = keras.layers.Conv2D(2, 3, name="cl")(x)  # channels_last: reads axis 3
+    model = keras.Model(inputs, keras.layers.Flatten()(x))
+    before = snapshot(model)
+    with pytest.raises(ValueError, match=r"'cl'.*axis 3.*'cf' are on axis 1"):
+        kn.widen(model, "cf", 6)
+    assert_unchanged(model, before)

@@ -116,3 +116,29 @@ def test_identity_kernels():
     assert np.abs(k).sum() == 4
     with pytest.raises(ValueError, match="odd kernel sizes"):
         T.identity_conv_kernel((2, 3), 4)
+
+
+def test_choose_mapping_follows_every_rule():
+    # no rule: exactly the Net2WiderNet random mapping
+    plain = T.choose_mapping(4, 7, seed=3)
+    assert np.array_equal(plain.indices, T.random_mapping(4, 7, seed=3).indices)
+    heads = T.MappingRule(block=3, reason="'att' has heads of 3")
+    equal = T.MappingRule(uniform=True, reason="'ln' normalises over them")
+    for seed in range(5):
+        blocks = T.choose_mapping(6, 15, [heads], seed=seed)
+        assert T.satisfies(blocks, heads) and blocks.indices[:6].tolist() == list(
+            range(6)
+        )
+        both = T.choose_mapping(6, 12, [heads, equal], seed=seed)
+        assert T.satisfies(both, heads) and T.satisfies(both, equal)
+    assert not T.satisfies(
+        T.WidthMapping(np.array([0, 1, 2, 0, 1, 2, 4, 5, 3]), 6), heads
+    )
+    assert not T.satisfies(T.random_mapping(6, 7, seed=0), equal)
+    assert T.satisfies(T.padding_mapping(6, 7), equal)  # fresh units copy nothing
+    with pytest.raises(ValueError, match="'att' has heads of 3.*multiple of 3"):
+        T.choose_mapping(6, 8, [heads])
+    with pytest.raises(ValueError, match="'ln' normalises.*multiple of 6"):
+        T.choose_mapping(6, 9, [equal])
+    with pytest.raises(ValueError, match="block >= 1"):
+        T.MappingRule(block=0)

@@ -251,7 +251,7 @@ def coupled_layers(model: Model, layer: LayerRef) -> ChannelGroup:
         raise H.unsupported(
             target, "derives its channel layout from its inputs; it has no group."
         )
-    return find_group(graph, node.outputs[0], target.name)
+    return find_group(graph, node, target.name)
 
 
 def describe_growth(model: Model, operations: Requests) -> str:

@@ -173,9 +173,16 @@ class LayerGraph:
         """The shape of tensor ``key`` (batch dimension first)."""
         return tuple(self._tensors[key].shape)
 
-    def width(self, key: int) -> int:
-        """The channel (last) dimension of tensor ``key``."""
-        return self.shape(key)[-1]  # type: ignore[return-value]
+    def width(self, key: int, axis: int = -1) -> int:
+        """The size of axis ``axis`` (counted from the end) of tensor ``key``.
+
+        Defaults to the last axis. An axis the tensor does not have (a
+        lower-rank operand of a broadcast) has size 1.
+        """
+        shape = self.shape(key)
+        if not -len(shape) <= axis < 0:
+            return 1
+        return shape[axis]  # type: ignore[return-value]
 
     def producer(self, key: int) -> Node | None:
         """The node that produced tensor ``key`` (None for a model input)."""

@@ -28,6 +28,7 @@ from typing import Any
 from keras_net2net.surgery import handlers as H
 from keras_net2net.surgery.graph import LayerGraph
 from keras_net2net.surgery.graph import Node
+from keras_net2net.transforms import MappingRule
 from keras_net2net.transforms import WidthMapping
 
 
@@ -47,28 +48,40 @@ class ChannelGroup:
         width: the current width of the shared axis.
         core: keys of the tensors on the shared axis.
         derived: keys of tensors whose axis is a layout of the shared one.
+        axes: ``{tensor key: channel axis}`` of every group tensor, counted
+            from the end (-1: last; ``channels_first`` 4-D tensors: -3).
         writers: nodes whose output units are widened.
         readers: ``(node, position)`` pairs that absorb widened inputs.
         passes: pass-through nodes (merges included) on group tensors.
         layouts: layout nodes (Flatten, Concatenate, ...).
-        uniform: ``(node, reason)`` of layers that need every channel copied
-            equally often (LayerNormalization over the axis).
+        rules: ``(node, MappingRule, key)``: what a layer needs of the mapping
+            of the group tensor ``key`` it reads (`Handler.mapping_rule`).
     """
 
     graph: object
     width: int
     core: set = dataclasses.field(default_factory=set)
     derived: set = dataclasses.field(default_factory=set)
+    axes: dict = dataclasses.field(default_factory=dict)
     writers: list = dataclasses.field(default_factory=list)
     readers: list = dataclasses.field(default_factory=list)
     passes: list = dataclasses.field(default_factory=list)
     layouts: list = dataclasses.field(default_factory=list)
-    uniform: list = dataclasses.field(default_factory=list)
+    rules: list = dataclasses.field(default_factory=list)
 
     @property
     def merges(self) -> list[Node]:
         """Pass-through nodes that merge several group inputs (Add, ...)."""
         return [n for n in self.passes if self._channel_count(n) > 1]
+
+    @property
+    def uniform(self) -> list[tuple[Node, str]]:
+        """``(node, reason)`` of the layers that need equal copies of every channel."""
+        return [(node, rule.reason) for node, rule, _ in self.rules if rule.uniform]
+
+    def core_rules(self) -> list[MappingRule]:
+        """The rules on the shared axis itself (the mapping is chosen by them)."""
+        return [rule for _, rule, key in self.rules if key in self.core]
 
     def _channel_count(self, node):
         return sum(1 for k in node.inputs if k in self.core or k in self.derived)
@@ -109,13 +122,18 @@ class ChannelGroup:
                 "  needs equal copies of every channel (new width a multiple of "
                 f"{self.width}): {names([n for n, _ in self.uniform])}"
             )
+        blocks = [(n, r) for n, r, _ in self.rules if r.block > 1]
+        for node, rule in blocks:
+            lines.append(
+                f"  copies whole blocks of {rule.block} channels: {node.op.name}"
+            )
         return "\n".join(lines)
 
     def __str__(self):
         return self.summary()
 
 
-def _handler(node, source_name, graph):
+def _handler(node, source_name, graph, axis=None):
     op = node.op
     handler = H.get_handler(op)
     if handler is None:
@@ -133,7 +151,7 @@ def _handler(node, source_name, graph):
             f"of the channels of '{source_name}'; shared layers with weights "
             "cannot be widened.",
         )
-    return handler, handler.role_of(op, node, graph)
+    return handler, handler.role_of(op, node, graph, axis=axis)
 
 
 def _producer_name(graph, key):
@@ -141,22 +159,61 @@ def _producer_name(graph, key):
     return node.op.name if node is not None else "the model input"
 
 
-def find_group(
-    graph: LayerGraph, seed: int, source_name: str, *, check_uniform: bool = True
-) -> ChannelGroup:
-    """The `ChannelGroup` of the tensor ``seed`` (a key of ``graph``).
+def _declared_axis(handler, node, graph):
+    """The handler's channel axis at ``node``, counted from the end (or None)."""
+    axis = handler.channel_axis(node.op, node, graph)
+    return None if axis is None else H.negative_axis(axis, H.input_rank(node, graph))
+
+
+def output_axis(graph: LayerGraph, node: Node) -> int:
+    """The channel axis of ``node``'s outputs, counted from the end.
+
+    An elementwise node (no declared axis) has its input's axis: the chain of
+    producers is followed back to a layer that declares one (-1 at a model
+    input or an unsupported operation).
+    """
+    chain = []
+    current: Node | None = node
+    while current is not None:
+        handler = H.get_handler(current.op)
+        if handler is None:
+            break
+        chain.append((handler, current))
+        if _declared_axis(handler, current, graph) is not None or not current.inputs:
+            break
+        current = graph.producer(current.inputs[0])
+    axis = -1
+    for handler, member in reversed(chain):
+        declared = _declared_axis(handler, member, graph)
+        axis = handler.output_axis(
+            member.op, member, graph, axis if declared is None else declared
+        )
+    return axis
+
+
+def _axis_text(graph, key, axis):
+    rank = len(graph.shape(key))
+    return f"axis {rank + axis} of shape {graph.shape(key)}"
+
+
+def find_group(graph: LayerGraph, seed: Node, source_name: str) -> ChannelGroup:
+    """The `ChannelGroup` of the channels that node ``seed`` writes.
 
     Args:
         graph: a `LayerGraph`.
-        seed: key of a tensor on the axis to widen.
+        seed: the node whose output channels are widened (every output its
+            handler lists in `Handler.channel_outputs` joins the group).
         source_name: name of the layer being widened (for messages).
-        check_uniform: collect layers that need equal copies. Defaults to True.
 
     Raises:
         ValueError: naming the first operation that cannot take part.
     """
-    group = ChannelGroup(graph, graph.width(seed))
-    core, derived = [seed], []
+    seed_handler = H.handler_for(seed.op)
+    axis = output_axis(graph, seed)
+    keys = [seed.outputs[i] for i in seed_handler.channel_outputs(seed.op, seed, graph)]
+    group = ChannelGroup(graph, graph.width(keys[0], axis))
+    core: list[tuple[int, int]] = []
+    derived: list[tuple[int, int]] = []
     seen_nodes = set()
 
     def visit(node, role_name):
@@ -166,10 +223,18 @@ def find_group(
         seen_nodes.add(key)
         return True
 
-    def add_core(key):
-        width = graph.width(key)
+    def add_core(key, axis, writer=None):
+        width = graph.width(key, axis)
         if width == group.width:
-            core.append(key)
+            core.append((key, axis))
+        elif writer is not None:
+            raise H.unsupported(
+                writer.op,
+                f"writes the channels of '{source_name}' and an output of "
+                f"{_axis_text(graph, key, axis)} with {width} channels, not "
+                f"{group.width}; its handler's channel_outputs must list only "
+                "the outputs on the channel axis.",
+            )
         elif width != 1:  # 1: broadcast over the channels
             producer = _producer_name(graph, key)
             raise ValueError(
@@ -177,6 +242,9 @@ def find_group(
                 f"with the {group.width} channels of '{source_name}' but has a "
                 "different channel width."
             )
+
+    for key in keys:
+        add_core(key, axis, writer=seed)
 
     def check_ends(key):
         if graph.is_output(key):
@@ -199,19 +267,46 @@ def find_group(
                 "with a model input, whose width cannot change."
             )
 
-    def backward(key):
+    def check_axis(node, key, axis, expected, verb):
+        if expected != axis:
+            raise H.unsupported(
+                node.op,
+                f"{verb} its channels on axis {H.input_rank(node, graph) + expected}"
+                f", but the channels of '{source_name}' are on "
+                f"{_axis_text(graph, key, axis)} there (a layer with another "
+                "data_format or axis).",
+            )
+
+    def add_rule(handler, node, key, axis):
+        rule = handler.mapping_rule(node.op, node, graph, axis)
+        if rule is not None:
+            group.rules.append((node, rule, key))
+
+    def backward(key, axis):
         node = graph.producer(key)
         assert node is not None  # model inputs were refused by check_ends
-        handler, role = _handler(node, source_name, graph)
+        handler, role = _handler(node, source_name, graph, axis)
+        declared = _declared_axis(handler, node, graph)
         if role == H.UNITS:
+            out_axis = handler.output_axis(node.op, node, graph, declared)
+            check_axis(node, key, axis, out_axis, "writes")
             if visit(node, "writer"):
                 group.writers.append(node)
+                for i in handler.channel_outputs(node.op, node, graph):
+                    add_core(node.outputs[i], axis, writer=node)
         elif role == H.SAME:
+            in_axis = axis if declared is None else declared
+            out_axis = handler.output_axis(node.op, node, graph, in_axis)
+            check_axis(node, key, axis, out_axis, "writes")
             if visit(node, "pass"):
                 group.passes.append(node)
-                _uniform(handler, node)
-                for position in handler.channel_inputs(node.op, node, graph):
-                    add_core(node.inputs[position])
+                positions = handler.channel_inputs(node.op, node, graph)
+                if positions:
+                    add_rule(handler, node, node.inputs[positions[0]], in_axis)
+                for position in positions:
+                    add_core(node.inputs[position], in_axis)
+                for other in node.outputs:
+                    add_core(other, out_axis)
         else:
             raise H.unsupported(
                 node.op,
@@ -220,9 +315,11 @@ def find_group(
                 f"'{source_name}'; such merges are not supported.",
             )
 
-    def forward(key, is_derived):
+    def forward(key, axis, is_derived):
         for node, position in graph.consumers(key):
-            handler, role = _handler(node, source_name, graph)
+            handler, role = _handler(node, source_name, graph, axis)
+            declared = _declared_axis(handler, node, graph)
+            in_axis = axis if declared is None else declared
             if role == H.UNITS:
                 if position not in handler.reads(node.op, node):
                     raise H.unsupported(
@@ -230,8 +327,10 @@ def find_group(
                         f"receives the channels of '{source_name}' as argument "
                         f"{position}, which it cannot adjust.",
                     )
+                check_axis(node, key, axis, in_axis, "reads")
                 if visit(node, f"reader{position}"):
                     group.readers.append((node, position))
+                    add_rule(handler, node, key, axis)
                 continue
             positions = handler.channel_inputs(node.op, node, graph)
             if position not in positions:
@@ -240,15 +339,17 @@ def find_group(
                     f"receives the channels of '{source_name}' as argument "
                     f"{position}, which it cannot adjust.",
                 )
+            check_axis(node, key, axis, in_axis, "reads")
+            out_axis = handler.output_axis(node.op, node, graph, in_axis)
             if role == H.DERIVED:
                 if visit(node, "layout"):
                     group.layouts.append(node)
-                    derived.extend(node.outputs)
+                    derived.extend((k, out_axis) for k in node.outputs)
                 continue
             if not visit(node, "pass"):
                 continue
             group.passes.append(node)
-            _uniform(handler, node)
+            add_rule(handler, node, key, axis)
             if is_derived:
                 if len([p for p in positions if p != position]) > 0:
                     raise H.unsupported(
@@ -257,34 +358,31 @@ def find_group(
                         "Flatten, Concatenate, ...) from the channels of "
                         f"'{source_name}'; such merges are not supported.",
                     )
-                derived.extend(node.outputs)
+                derived.extend((k, out_axis) for k in node.outputs)
                 continue
             for other in positions:
                 if other != position:
-                    add_core(node.inputs[other])
-            core.extend(node.outputs)
-
-    def _uniform(handler, node):
-        reason = handler.uniform_copies(node.op, node, graph)
-        if reason and check_uniform:
-            group.uniform.append((node, reason))
+                    add_core(node.inputs[other], in_axis)
+            core.extend((k, out_axis) for k in node.outputs)
 
     while core or derived:
-        if core:
-            key = core.pop()
-            if key in group.core:
-                continue
-            group.core.add(key)
-            check_ends(key)
-            backward(key)
-            forward(key, False)
-        else:
-            key = derived.pop()
-            if key in group.derived or key in group.core:
-                continue
-            group.derived.add(key)
-            check_ends(key)
-            forward(key, True)
+        is_derived = not core
+        key, axis = core.pop() if core else derived.pop()
+        if key in group.core or key in group.derived:
+            if group.axes[key] != axis and not (is_derived and key in group.core):
+                raise ValueError(
+                    f"The channels of '{source_name}' reach the tensor of shape "
+                    f"{graph.shape(key)} from '{_producer_name(graph, key)}' on "
+                    f"two axes ({group.axes[key]} and {axis}, counted from the "
+                    "end); such a widening is not supported."
+                )
+            continue
+        (group.derived if is_derived else group.core).add(key)
+        group.axes[key] = axis
+        check_ends(key)
+        if not is_derived:
+            backward(key, axis)
+        forward(key, axis, is_derived)
     return group
 
 
@@ -321,4 +419,6 @@ def group_mappings(
 
 def identity_if_missing(graph, key, mappings):
     mapping = mappings.get(key)
-    return mapping if mapping is not None else WidthMapping.identity(graph.width(key))
+    if mapping is not None:
+        return mapping
+    return WidthMapping.identity(graph.width(key))

@@ -5,10 +5,13 @@ from keras_net2net.transforms.deeper import check_identity_kernel_size
 from keras_net2net.transforms.deeper import identity_conv_kernel
 from keras_net2net.transforms.deeper import identity_dense_kernel
 from keras_net2net.transforms.mapping import FRESH
+from keras_net2net.transforms.mapping import MappingRule
 from keras_net2net.transforms.mapping import WidthMapping
+from keras_net2net.transforms.mapping import choose_mapping
 from keras_net2net.transforms.mapping import concat_mappings
 from keras_net2net.transforms.mapping import padding_mapping
 from keras_net2net.transforms.mapping import random_mapping
+from keras_net2net.transforms.mapping import satisfies
 from keras_net2net.transforms.mapping import tiled_mapping
 from keras_net2net.transforms.wider import RANDOM
 from keras_net2net.transforms.wider import WidthTransform
@@ -18,15 +21,18 @@ from keras_net2net.transforms.wider import wider_out
 __all__ = [
     "Chain",
     "FRESH",
+    "MappingRule",
     "RANDOM",
     "WidthMapping",
     "WidthTransform",
+    "choose_mapping",
     "concat_mappings",
     "check_identity_kernel_size",
     "identity_conv_kernel",
     "identity_dense_kernel",
     "padding_mapping",
     "random_mapping",
+    "satisfies",
     "tiled_mapping",
     "wider_in",
     "wider_out",

@@ -236,3 +236,144 @@ def padding_mapping(old_width: int, new_width: int) -> WidthMapping:
     _check_widths(old_width, new_width)
     extra = np.full(int(new_width) - int(old_width), FRESH)
     return WidthMapping(np.concatenate([np.arange(old_width), extra]), old_width)
+
+
+@dataclasses.dataclass(frozen=True)
+class MappingRule:
+    """What one layer needs of the mapping of the channels it shares.
+
+    Handlers declare a rule (`Handler.mapping_rule`) when only some mappings
+    keep their layer's function; planning combines the rules of a coupling
+    group and chooses one mapping that satisfies all of them
+    (`choose_mapping`).
+
+    Example:
+
+    ```python
+    # LayerNormalization over the channels: equal copies of every channel.
+    MappingRule(uniform=True, reason="'ln' normalises over the channels")
+    # Key/value heads of 8 dimensions: copy whole heads.
+    MappingRule(block=8, reason="'attention' has heads of 8 dimensions")
+    ```
+
+    Args:
+        uniform: every old unit (every block) must be copied the same number
+            of times; the new width is then a multiple of the old one.
+        block: units come in blocks of ``block`` consecutive units that are
+            copied whole (a new block copies one old block). Defaults to 1.
+        reason: why, for error messages (name the layer).
+    """
+
+    uniform: bool = False
+    block: int = 1
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.block, bool) or int(self.block) < 1:
+            raise ValueError(
+                f"MappingRule expects block >= 1. Received: block={self.block!r}"
+            )
+
+
+def choose_mapping(
+    old_width: int,
+    new_width: int,
+    rules: Sequence[MappingRule] = (),
+    *,
+    pad: bool = False,
+    seed: int | np.random.Generator | None = None,
+) -> WidthMapping:
+    """The mapping from ``old_width`` to ``new_width`` units that every rule allows.
+
+    Without rules this is `random_mapping` (or `padding_mapping` with
+    ``pad=True``). Blocks: the mapping is chosen over blocks (the least
+    common multiple of the rules' block sizes) and expanded, so every new
+    block copies one whole old block, and the old blocks stay first.
+    Uniform: every old block is copied equally often (`tiled_mapping` over
+    blocks). Fresh units (``pad=True``) satisfy every rule: they copy nothing.
+
+    Args:
+        old_width: current number of units.
+        new_width: number of units after widening (> ``old_width``).
+        rules: `MappingRule`s of the layers sharing the units.
+        pad: the random-pad baseline (new units are fresh). Defaults to False.
+        seed: int, `numpy.random.Generator` or None, for the random copies.
+
+    Returns:
+        A `WidthMapping`.
+
+    Raises:
+        ValueError: if no mapping satisfies the rules; the message gives the
+            rule's reason and the widths that are valid.
+
+    Example:
+
+    ```python
+    choose_mapping(4, 8, [MappingRule(block=2)], seed=0).indices
+    # e.g. array([0, 1, 2, 3, 2, 3, 0, 1]): whole pairs are copied
+    ```
+    """
+    _check_widths(old_width, new_width)
+    old_width, new_width = int(old_width), int(new_width)
+    block = int(np.lcm.reduce([int(r.block) for r in rules] or [1]))
+    if old_width % block or new_width % block:
+        reasons = [r.reason for r in rules if r.block > 1 and r.reason]
+        raise ValueError(
+            f"{'; '.join(reasons) or 'a layer copies whole blocks of units'}: "
+            f"units are copied in whole blocks of {block}, so the width must be "
+            f"a multiple of {block}. Received: old width {old_width}, new width "
+            f"{new_width}."
+        )
+    if pad:
+        return padding_mapping(old_width, new_width)
+    uniform = [r for r in rules if r.uniform]
+    old_blocks, new_blocks = old_width // block, new_width // block
+    if uniform:
+        if new_width % old_width:
+            raise ValueError(
+                f"{uniform[0].reason or 'a layer needs equal copies'}, so the "
+                f"new width must be a multiple of {old_width} (e.g. "
+                f"{2 * old_width}). Received: new width {new_width}."
+            )
+        blocks = tiled_mapping(old_blocks, new_blocks)
+    else:
+        blocks = random_mapping(old_blocks, new_blocks, seed=seed)
+    return blocks.repeat(block) if block > 1 else blocks
+
+
+def satisfies(mapping: WidthMapping, rule: MappingRule) -> bool:
+    """Whether ``mapping`` keeps the function of a layer with ``rule``.
+
+    Fresh units (``-1``) copy nothing and satisfy every rule.
+
+    Args:
+        mapping: a `WidthMapping`.
+        rule: a `MappingRule`.
+
+    Returns:
+        True if every copied block is whole and, for a uniform rule, every old
+        unit is copied equally often.
+
+    Example:
+
+    ```python
+    pairs = MappingRule(block=2)
+    satisfies(WidthMapping(np.array([0, 1, 2, 3, 0, 1]), 4), pairs)  # True
+    satisfies(WidthMapping(np.array([0, 1, 2, 3, 1, 2]), 4), pairs)  # False
+    ```
+    """
+    block = int(rule.block)
+    if block > 1:
+        if mapping.old_width % block or mapping.new_width % block:
+            return False
+        blocks = mapping.indices.reshape(-1, block)
+        first = blocks[:, :1]
+        whole = np.where(
+            first == FRESH, blocks == FRESH, blocks == first + np.arange(block)
+        )
+        if not (whole.all() and np.all((first == FRESH) | (first % block == 0))):
+            return False
+    if rule.uniform and not mapping.fresh.any():
+        counts = mapping.counts
+        return bool(counts.min() == counts.max())
+    return True

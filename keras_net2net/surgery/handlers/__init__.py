@@ -60,10 +60,16 @@ from keras_net2net.surgery.handlers.base import PassThroughHandler
 from keras_net2net.surgery.handlers.base import UnitsHandler
 from keras_net2net.surgery.handlers.base import WidenOptions
 from keras_net2net.surgery.handlers.base import describe
+from keras_net2net.surgery.handlers.base import format_axis
+from keras_net2net.surgery.handlers.base import input_rank
+from keras_net2net.surgery.handlers.base import negative_axis
 from keras_net2net.surgery.handlers.base import unsupported
 from keras_net2net.surgery.handlers.base import variable_positions
 
 __all__ = [
+    "format_axis",
+    "input_rank",
+    "negative_axis",
     "CONSUMERS",
     "COPIES",
     "DEEPEN_METHODS",

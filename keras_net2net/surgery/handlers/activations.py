@@ -38,6 +38,9 @@ class ReLUHandler(PassThroughHandler):
 class SoftmaxHandler(PassThroughHandler):
     """`Softmax` over a non-channel axis (e.g. attention scores over time)."""
 
+    def channel_axis(self, layer, node, graph):
+        return -1  # the channels it passes are on the last axis
+
     def channel_inputs(self, layer, node, graph):
         rank = len(graph.shape(node.inputs[0]))
         axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
@@ -57,6 +60,9 @@ class PReLUHandler(PassThroughHandler):
     """`PReLU`: per-channel slopes (unless shared over channels) follow the mapping."""
 
     has_state = True
+
+    def channel_axis(self, layer, node, graph):
+        return -1  # the slopes' last axis
 
     def follow(self, layer, mapping, options, seeds):
         if layer.alpha.shape[-1] != mapping.old_width:

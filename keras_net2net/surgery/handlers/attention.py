@@ -85,6 +85,9 @@ class MultiHeadAttentionHandler(UnitsHandler):
                 "(sequences) is supported.",
             )
 
+    def channel_outputs(self, layer, node, graph):
+        return [0]  # not the attention scores (return_attention_scores=True)
+
     def reads(self, layer, node):
         channels = {a for pair in (_QUERY, _VALUE, _KEY) for a in pair}
         return [i for i, label in enumerate(node.labels) if label in channels]

@@ -49,6 +49,7 @@ from keras_net2net.surgery.handlers.change import divide_transform as divide_tra
 from keras_net2net.surgery.handlers.change import (
     variable_positions as variable_positions,
 )
+from keras_net2net.transforms import MappingRule
 from keras_net2net.transforms import WidthMapping
 
 if TYPE_CHECKING:
@@ -74,14 +75,51 @@ def unsupported(layer, reason):
     return ValueError(f"{describe(layer)} {reason}")
 
 
-def check_channels_last(layer):
-    data_format = getattr(layer, "data_format", "channels_last")
-    if data_format not in (None, "channels_last"):
-        raise unsupported(
-            layer,
-            f"uses data_format='{data_format}'; keras-net2net supports "
-            "channels_last only.",
-        )
+def format_axis(layer: Any, rank: int) -> int:
+    """The channel axis of a ``rank``-dimensional tensor under ``layer.data_format``.
+
+    Axes are counted from the end: -1 for ``channels_last`` (and layers
+    without a ``data_format``), ``1 - rank`` (axis 1) for ``channels_first``.
+
+    Example:
+
+    ```python
+    format_axis(keras.layers.Conv2D(8, 3, data_format="channels_first"), 4)  # -3
+    ```
+    """
+    data_format = getattr(layer, "data_format", None) or "channels_last"
+    if data_format == "channels_last":
+        return -1
+    if data_format == "channels_first":
+        return 1 - rank
+    raise unsupported(layer, f"has an unknown data_format={data_format!r}.")
+
+
+def negative_axis(axis: int, rank: int) -> int:
+    """``axis`` of a ``rank``-dimensional tensor, counted from the end (-1: last).
+
+    Example:
+
+    ```python
+    negative_axis(1, 4)  # -3
+    ```
+    """
+    axis = int(axis)
+    return axis - rank if axis >= 0 else axis
+
+
+def input_rank(node: Node | None, graph: LayerGraph | None) -> int:
+    """The rank of a node's first input (2 when there is none to read).
+
+    Example:
+
+    ```python
+    input_rank(graph.calls(conv)[0], graph)  # 4 for a Conv2D
+    ```
+    """
+    if node is None or graph is None or not node.inputs:
+        return 2
+    return len(graph.shape(node.inputs[0]))
 
 
 class Handler:
@@ -114,7 +152,9 @@ class Handler:
             `check_copy` refuses layers it cannot copy.
 
     Planning asks a handler only what it declares: the attributes above, and
-    methods with a neutral default here (`uniform_copies`, `zero_change`).
+    methods with a neutral default here: where its channels are
+    (`channel_axis`, `output_axis`, `channel_outputs`), what it needs of the
+    mapping (`mapping_rule`, `internal_rule`) and `zero_change`.
     `register_handler` checks that each declared ability is implemented.
     """
 
@@ -125,10 +165,68 @@ class Handler:
     copies_itself = False
 
     def role_of(
-        self, layer: Any, node: Node | None = None, graph: LayerGraph | None = None
+        self,
+        layer: Any,
+        node: Node | None = None,
+        graph: LayerGraph | None = None,
+        axis: int | None = None,
     ) -> str | None:
-        """The role ``layer`` plays at ``node`` (`UNITS`, `SAME` or `DERIVED`)."""
+        """The role ``layer`` plays at ``node`` (`UNITS`, `SAME` or `DERIVED`).
+
+        ``axis`` is the channel axis (counted from the end) of the group
+        tensor the node is reached on, when known: a Concatenate along it
+        derives a layout, along another axis it merges.
+        """
         return self.role
+
+    def channel_axis(self, layer: Any, node: Node, graph: LayerGraph) -> int | None:
+        """The axis (counted from the end) on which ``layer`` reads and writes channels.
+
+        Defaults to the axis of ``layer.data_format`` (-1 without one).
+        None: the layer is elementwise and works on any axis; its output
+        channels are on its input's channel axis.
+        """
+        return format_axis(layer, input_rank(node, graph))
+
+    def output_axis(self, layer: Any, node: Node, graph: LayerGraph, axis: int) -> int:
+        """The channel axis of the outputs when the channels are read on ``axis``.
+
+        Defaults to ``axis``; a layer that moves or removes axes answers where
+        the channels go (global pooling without ``keepdims``: -1).
+        """
+        return axis
+
+    def channel_outputs(self, layer: Any, node: Node, graph: LayerGraph) -> list[int]:
+        """Positions (in ``node.outputs``) of the outputs that carry the channels.
+
+        Defaults to every output: all of them join the coupling group (an
+        RNN's states as well as its sequence). An output that is not on the
+        channel axis (attention scores) is left out here.
+        """
+        return list(range(len(node.outputs)))
+
+    def mapping_rule(
+        self, layer: Any, node: Node, graph: LayerGraph, axis: int
+    ) -> MappingRule | None:
+        """What the layer needs of its group's mapping (None: any mapping).
+
+        ``axis`` is the group's channel axis at the layer. LayerNormalization
+        over the channels needs equal copies of every channel
+        (``MappingRule(uniform=True)``); a layer whose channels come in heads
+        or groups that must be copied whole answers ``MappingRule(block=n)``.
+        The planner chooses one mapping that satisfies every rule of the group
+        (`keras_net2net.transforms.choose_mapping`) or refuses the width,
+        naming the rule's reason.
+        """
+        return None
+
+    def internal_rule(self, layer: Any, part: str | None = None) -> MappingRule | None:
+        """What the mapping of the layer's own axis needs (see `mapping_rule`).
+
+        ``part`` None: the axis of `UnitsHandler.internal_width` (attention
+        heads); else the named part (see `parts`).
+        """
+        return None
 
     def check(self, layer: Any) -> None:
         """Raise a ValueError naming ``layer`` if its configuration is unsupported."""
@@ -136,14 +234,6 @@ class Handler:
     def init_key(self, layer: Any, variable: str) -> str | None:
         """Config key of the initializer that creates ``variable`` (or None)."""
         return f"{variable}_initializer"
-
-    def uniform_copies(self, layer: Any, node: Node, graph: LayerGraph) -> str | None:
-        """A reason string if every channel must be copied equally often, else None.
-
-        A normalisation over the channels (LayerNormalization) keeps its
-        function only then; the group's mapping is chosen accordingly.
-        """
-        return None
 
     def zero_change(self, layer: Any) -> dict[str, np.ndarray] | None:
         """Values that make the layer output zeros (None if it cannot)."""
@@ -298,6 +388,12 @@ class PassThroughHandler(Handler):
 
     role = SAME
     has_state = False
+
+    def channel_axis(self, layer: Any, node: Node, graph: LayerGraph) -> int | None:
+        """None (elementwise, any axis), or the axis of ``layer.data_format``."""
+        if hasattr(layer, "data_format"):
+            return format_axis(layer, input_rank(node, graph))
+        return None
 
     def channel_inputs(self, layer: Any, node: Node, graph: LayerGraph) -> list[int]:
         """Positions of the inputs whose channel axis is the output's.

@@ -11,7 +11,6 @@ from keras_net2net.surgery.handlers.base import UNITS
 from keras_net2net.surgery.handlers.base import LayerChange
 from keras_net2net.surgery.handlers.base import PassThroughHandler
 from keras_net2net.surgery.handlers.base import UnitsHandler
-from keras_net2net.surgery.handlers.base import check_channels_last
 from keras_net2net.surgery.handlers.base import copy_transform
 from keras_net2net.surgery.handlers.base import unsupported
 from keras_net2net.surgery.handlers.elementwise import IDEMPOTENT_ACTIVATIONS
@@ -42,7 +41,6 @@ class DenseHandler(UnitsHandler):
         self.width_key = width_key
 
     def check(self, layer):
-        check_channels_last(layer)
         check_plain_float(layer)
 
     def width(self, layer):
@@ -149,7 +147,7 @@ class DenseHandler(UnitsHandler):
 
 
 class ConvHandler(DenseHandler, PassThroughHandler):
-    """Conv1D/Conv2D/Conv3D (channels_last).
+    """Conv1D/Conv2D/Conv3D (channels_last or channels_first).
 
     ``groups == 1``: a units layer. ``groups == filters == input channels`` (a
     depthwise convolution written as a grouped Conv, as keras.applications
@@ -170,7 +168,7 @@ class ConvHandler(DenseHandler, PassThroughHandler):
             return False
         return groups == layer.filters == int(layer.kernel.shape[-2]) * groups
 
-    def role_of(self, layer, node=None, graph=None):
+    def role_of(self, layer, node=None, graph=None, axis=None):
         return SAME if self.depthwise_form(layer) else UNITS
 
     def check(self, layer):
@@ -246,7 +244,7 @@ class ConvHandler(DenseHandler, PassThroughHandler):
             kernel_size=kernel_size,
             strides=1,
             padding="same",
-            data_format="channels_last",
+            data_format=layer.data_format,
             dilation_rate=1,
         )
         if self.depthwise_form(layer):

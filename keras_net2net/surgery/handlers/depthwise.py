@@ -21,7 +21,6 @@ from keras_net2net.surgery.handlers.base import LayerChange
 from keras_net2net.surgery.handlers.base import LayoutHandler
 from keras_net2net.surgery.handlers.base import PassThroughHandler
 from keras_net2net.surgery.handlers.base import UnitsHandler
-from keras_net2net.surgery.handlers.base import check_channels_last
 from keras_net2net.surgery.handlers.base import copy_transform
 from keras_net2net.surgery.handlers.base import unsupported
 from keras_net2net.surgery.handlers.core import check_plain_float
@@ -78,11 +77,10 @@ class DepthwiseHandler(PassThroughHandler, LayoutHandler):
 
     has_state = True
 
-    def role_of(self, layer, node=None, graph=None):
+    def role_of(self, layer, node=None, graph=None, axis=None):
         return SAME if layer.depth_multiplier == 1 else DERIVED
 
     def check(self, layer):
-        check_channels_last(layer)
         check_plain_float(layer)
 
     def init_key(self, layer, variable):
@@ -137,7 +135,7 @@ class DepthwiseHandler(PassThroughHandler, LayoutHandler):
             kernel_size=kernel_size,
             depth_multiplier=1,
             padding="same",
-            data_format="channels_last",
+            data_format=layer.data_format,
             activation=layer.get_config()["activation"],
             use_bias=True,
             depthwise_initializer=keras.initializers.GlorotUniform(seed=seed),
@@ -157,7 +155,6 @@ class SeparableHandler(UnitsHandler):
     identity_deepening = True
 
     def check(self, layer):
-        check_channels_last(layer)
         check_plain_float(layer)
 
     def init_key(self, layer, variable):
@@ -212,7 +209,7 @@ class SeparableHandler(UnitsHandler):
             kernel_size=kernel_size,
             depth_multiplier=1,
             padding="same",
-            data_format="channels_last",
+            data_format=layer.data_format,
             activation=layer.get_config()["activation"],
             use_bias=True,
             depthwise_initializer=keras.initializers.GlorotUniform(seed=seed),

@@ -56,6 +56,7 @@ from keras_net2net.surgery.handlers.base import unsupported
 from keras_net2net.surgery.handlers.core import check_plain_float
 from keras_net2net.surgery.handlers.elementwise import activation_name
 from keras_net2net.surgery.handlers.elementwise import check_elementwise_activation
+from keras_net2net.transforms import MappingRule
 from keras_net2net.transforms import random_mapping
 from keras_net2net.transforms import tiled_mapping
 
@@ -98,11 +99,12 @@ class TransformerBlockHandler(PassThroughHandler):
     def channel_inputs(self, layer, node, graph):
         return [0]
 
-    def uniform_copies(self, layer, node, graph):
-        return (
-            f"'{layer.name}' ({type(layer).__name__}) normalises the stream "
-            "with LayerNormalization; it keeps its function only when every "
-            "channel is copied the same number of times"
+    def mapping_rule(self, layer, node, graph, axis):
+        return MappingRule(
+            uniform=True,
+            reason=f"'{layer.name}' ({type(layer).__name__}) normalises the "
+            "stream with LayerNormalization; it keeps its function only when "
+            "every channel is copied the same number of times",
         )
 
     def init_key(self, layer, variable):
@@ -303,7 +305,7 @@ def _reverse_call(node):
 class ReversibleEmbeddingHandler(EmbeddingHandler):
     """``ReversibleEmbedding`` (Keras or KerasHub) called forwards."""
 
-    def role_of(self, layer, node=None, graph=None):
+    def role_of(self, layer, node=None, graph=None, axis=None):
         if _reverse_call(node):
             raise unsupported(
                 layer,

@@ -17,6 +17,8 @@ from keras_net2net.surgery.handlers.base import DERIVED
 from keras_net2net.surgery.handlers.base import SAME
 from keras_net2net.surgery.handlers.base import LayoutHandler
 from keras_net2net.surgery.handlers.base import PassThroughHandler
+from keras_net2net.surgery.handlers.base import input_rank
+from keras_net2net.surgery.handlers.base import negative_axis
 from keras_net2net.transforms import WidthMapping
 from keras_net2net.transforms import concat_mappings
 
@@ -38,19 +40,20 @@ class MergeHandler(PassThroughHandler):
 class ConcatenateHandler(MergeHandler, LayoutHandler):
     """Concatenate: a layout along the channel axis, a merge along any other."""
 
-    def _channel_axis(self, layer, node, graph):
-        rank = len(graph.shape(node.inputs[0]))
-        return layer.axis % rank == rank - 1
+    def _along(self, layer, node, graph, axis):
+        """True if it concatenates along the channel axis ``axis`` (from the end)."""
+        rank = input_rank(node, graph)
+        return negative_axis(layer.axis, rank) == (-1 if axis is None else axis)
 
-    def role_of(self, layer, node=None, graph=None):
+    def role_of(self, layer, node=None, graph=None, axis=None):
         if node is None:
             return DERIVED
-        return DERIVED if self._channel_axis(layer, node, graph) else SAME
+        return DERIVED if self._along(layer, node, graph, axis) else SAME
 
     def derive(self, layer, node, graph, mappings):
         parts = []
         for key, mapping in zip(node.inputs, mappings):
-            width = graph.shape(key)[-1]
+            width = graph.shape(key)[layer.axis]
             parts.append(
                 mapping if mapping is not None else WidthMapping.identity(width)
             )

@@ -17,7 +17,10 @@ import numpy as np
 from keras_net2net.surgery.handlers.base import LayerChange
 from keras_net2net.surgery.handlers.base import PassThroughHandler
 from keras_net2net.surgery.handlers.base import copy_transform
+from keras_net2net.surgery.handlers.base import input_rank
+from keras_net2net.surgery.handlers.base import negative_axis
 from keras_net2net.surgery.handlers.base import unsupported
+from keras_net2net.transforms import MappingRule
 
 
 def _axes(axis, rank):
@@ -26,20 +29,25 @@ def _axes(axis, rank):
 
 
 class BatchNormalizationHandler(PassThroughHandler):
-    """BatchNormalization over the last axis: its parameters follow the mapping."""
+    """BatchNormalization over one axis: its parameters follow the mapping."""
 
     has_state = True
     # variable -> value of a fresh channel for the random-pad baseline
     _FRESH = {"gamma": 1.0, "beta": 0.0, "moving_mean": 0.0, "moving_variance": 1.0}
 
-    def channel_inputs(self, layer, node, graph):
-        rank = len(graph.shape(node.inputs[0]))
-        if not isinstance(layer.axis, int) or layer.axis % rank != rank - 1:
+    def channel_axis(self, layer, node, graph):
+        axis = layer.axis
+        if isinstance(axis, (list, tuple)) and len(axis) == 1:
+            axis = axis[0]
+        if not isinstance(axis, int):
             raise unsupported(
                 layer,
-                f"normalizes axis={layer.axis}; widened channels can only "
-                "pass through BatchNormalization over the last axis.",
+                f"normalizes axis={layer.axis}; widened channels can only pass "
+                "through BatchNormalization over one axis (the channels).",
             )
+        return negative_axis(axis, input_rank(node, graph))
+
+    def channel_inputs(self, layer, node, graph):
         return [0]
 
     def follow(self, layer, mapping, options, seeds):
@@ -69,20 +77,21 @@ class LayerNormalizationHandler(PassThroughHandler):
     has_state = True
     _FRESH = {"gamma": 1.0, "beta": 0.0, "scale": 1.0}
 
-    def _over_channels(self, layer, node, graph):
-        rank = len(graph.shape(node.inputs[0]))
-        return rank - 1 in _axes(layer.axis, rank)
+    def channel_axis(self, layer, node, graph):
+        return -1  # its scale and offset are read on the last axis
 
     def channel_inputs(self, layer, node, graph):
         return [0]
 
-    def uniform_copies(self, layer, node, graph):
-        if not self._over_channels(layer, node, graph):
+    def mapping_rule(self, layer, node, graph, axis):
+        rank = input_rank(node, graph)
+        if rank + axis not in _axes(layer.axis, rank):
             return None
-        return (
-            f"'{layer.name}' ({type(layer).__name__}) normalises over the widened "
-            "channels; it keeps its function only when every channel is copied "
-            "the same number of times"
+        return MappingRule(
+            uniform=True,
+            reason=f"'{layer.name}' ({type(layer).__name__}) normalises over the "
+            "widened channels; it keeps its function only when every channel is "
+            "copied the same number of times",
         )
 
     def follow(self, layer, mapping, options, seeds):

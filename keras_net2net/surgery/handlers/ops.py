@@ -127,6 +127,9 @@ def _keeps_last_axis(key, rank):
 class GetItemHandler(PassThroughHandler):
     """``x[...]`` that keeps the channel axis whole (rows, positions, tokens)."""
 
+    def channel_axis(self, layer, node, graph):
+        return -1  # the key is checked against the last axis
+
     def channel_inputs(self, layer, node, graph):
         args = node.raw.arguments.args
         key = args[1] if len(args) > 1 else None

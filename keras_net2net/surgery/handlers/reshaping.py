@@ -1,8 +1,10 @@
 """Layers that move values around without mixing channels.
 
-Pooling, padding, cropping, upsampling and global pooling (channels_last) keep
-the channel axis as it is. Flatten turns channel ``c`` at spatial position
-``p`` into feature ``p * C + c`` (`WidthMapping.expand`). Reshape keeps the
+Pooling, padding, cropping, upsampling and global pooling keep the channel
+axis of their ``data_format`` (global pooling without ``keepdims`` moves it
+last). Flatten turns channel ``c`` at spatial position ``p`` into feature
+``p * C + c`` (`WidthMapping.expand`); Keras's ``channels_first`` Flatten
+moves the channels last first, so the layout is the same. Reshape keeps the
 channel axis when it keeps the last dimension (its ``target_shape`` follows
 the new width) and acts like Flatten when it flattens everything; any other
 Reshape is refused.
@@ -17,19 +19,30 @@ from keras_net2net.surgery.handlers.base import SAME
 from keras_net2net.surgery.handlers.base import LayerChange
 from keras_net2net.surgery.handlers.base import LayoutHandler
 from keras_net2net.surgery.handlers.base import PassThroughHandler
-from keras_net2net.surgery.handlers.base import check_channels_last
 from keras_net2net.surgery.handlers.base import unsupported
 
 
-class ChannelsLastPassThrough(PassThroughHandler):
-    """Pooling/padding/cropping/upsampling: spatial changes only, channels_last."""
+class SpatialPassThrough(PassThroughHandler):
+    """Pooling/padding/cropping/upsampling: spatial changes only.
 
-    def check(self, layer):
-        check_channels_last(layer)
+    The channels stay on the axis of the layer's ``data_format`` (the
+    `PassThroughHandler` default).
+    """
+
+
+class GlobalPoolingHandler(SpatialPassThrough):
+    """Global pooling: without ``keepdims`` the channels become the last axis."""
+
+    def output_axis(self, layer, node, graph, axis):
+        return axis if getattr(layer, "keepdims", False) else -1
+
+
+def _channels_first(layer):
+    return getattr(layer, "data_format", None) == "channels_first"
 
 
 def _flatten_positions(layer, input_shape):
-    spatial = input_shape[1:-1]
+    spatial = input_shape[2:] if _channels_first(layer) else input_shape[1:-1]
     if any(d is None for d in spatial):
         raise unsupported(
             layer,
@@ -40,13 +53,13 @@ def _flatten_positions(layer, input_shape):
 
 
 class FlattenHandler(LayoutHandler):
-    """Flatten (channels_last): channel ``c`` at position ``p`` -> ``p*C + c``."""
-
-    def check(self, layer):
-        check_channels_last(layer)
+    """Flatten: channel ``c`` at position ``p`` -> ``p*C + c`` (either data_format)."""
 
     def channel_inputs(self, layer, node, graph):
         return [0]
+
+    def output_axis(self, layer, node, graph, axis):
+        return -1
 
     def derive(self, layer, node, graph, mappings):
         positions = _flatten_positions(layer, graph.shape(node.inputs[0]))
@@ -72,8 +85,11 @@ class ReshapeHandler(PassThroughHandler, LayoutHandler):
             "flatten everything can pass widened channels.",
         )
 
-    def role_of(self, layer, node=None, graph=None):
+    def role_of(self, layer, node=None, graph=None, axis=None):
         return SAME if node is None else self._kind(layer, node, graph)
+
+    def channel_axis(self, layer, node, graph):
+        return -1  # it keeps or flattens the last axis
 
     def channel_inputs(self, layer, node, graph):
         self._kind(layer, node, graph)
@@ -130,4 +146,5 @@ def register(register_handler):
         L.UpSampling3D,
     )
     for cls in spatial:
-        register_handler(cls, ChannelsLastPassThrough())
+        handler = GlobalPoolingHandler() if "Global" in cls.__name__ else None
+        register_handler(cls, handler or SpatialPassThrough())

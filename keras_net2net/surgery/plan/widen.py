@@ -15,13 +15,11 @@ from keras_net2net.surgery import handlers as H
 from keras_net2net.surgery.graph import LayerGraph
 from keras_net2net.surgery.groups import find_group
 from keras_net2net.surgery.groups import group_mappings
-from keras_net2net.surgery.groups import identity_if_missing
 from keras_net2net.surgery.plan.data import Plan
 from keras_net2net.surgery.plan.data import seed_stream
 from keras_net2net.surgery.plan.data import single_call
-from keras_net2net.transforms import padding_mapping
-from keras_net2net.transforms import random_mapping
-from keras_net2net.transforms import tiled_mapping
+from keras_net2net.transforms import choose_mapping
+from keras_net2net.transforms import satisfies
 
 
 def plan_widen(
@@ -76,26 +74,14 @@ def plan_widen(
 def _plan_group(graph, target, node, units, seed, options):
     """Widen the coupling group of ``node``'s output to ``units`` channels."""
     method = options.method
-    group = find_group(graph, node.outputs[0], target.name)
+    group = find_group(graph, node, target.name)
     _check_nested_inputs(graph, group, target)
     old_width = group.width
     units = _check_units(target, units, old_width)
     seeds = seed_stream(seed)
-    if method == H.RANDOM_PAD:
-        mapping = padding_mapping(old_width, units)
-    elif group.uniform:
-        if units % old_width:
-            node_names = ", ".join(f"'{n.op.name}'" for n, _ in group.uniform)
-            raise ValueError(
-                f"`units`={units} for layer '{target.name}': its channels pass "
-                f"through {node_names}, which normalise over the channels. "
-                f"{group.uniform[0][1]}, so the new width must be a multiple "
-                f"of {old_width} (e.g. {2 * old_width})."
-            )
-        mapping = tiled_mapping(old_width, units)
-        next(seeds)
-    else:
-        mapping = random_mapping(old_width, units, seed=next(seeds))
+    mapping = _choose(
+        target, units, old_width, group.core_rules(), method == H.RANDOM_PAD, seeds
+    )
     mappings = group_mappings(group, mapping)
     plan = Plan(
         f"widen '{target.name}' {old_width} -> {units} ({method}), "
@@ -124,15 +110,26 @@ def _plan_group(graph, target, node, units, seed, options):
             key = next(k for k in node.inputs if k in mappings)
             change = handler.follow(node.op, mappings[key], options, seeds)
         plan.change(node.op, change)
-    for node, reason in group.uniform:
-        key = node.inputs[0]
-        counts = identity_if_missing(graph, key, mappings).counts
-        if method != H.RANDOM_PAD and counts.min() != counts.max():
+    for node, rule, key in group.rules:
+        if key in mappings and not satisfies(mappings[key], rule):
             raise H.unsupported(
                 node.op,
-                f"receives channels that are not all copied equally often; {reason}.",
+                "receives channels whose layout (derived by Flatten, "
+                f"Concatenate, ...) does not copy them as it needs: {rule.reason}.",
             )
     return plan
+
+
+def _choose(target, units, old_width, rules, pad, seeds):
+    """One mapping for ``rules`` (`choose_mapping`), the error naming ``target``."""
+    try:
+        return choose_mapping(
+            old_width, units, rules, pad=pad, seed=None if pad else next(seeds)
+        )
+    except ValueError as error:
+        raise ValueError(
+            f"`units`={units} for layer '{target.name}': {error}"
+        ) from None
 
 
 def _target_and_part(graph, layer):
@@ -163,10 +160,9 @@ def _plan_part(target, handler, part, units, seed, options):
     old_width = handler.parts(target)[part]
     units = _check_units(target, units, old_width, f"the width of '{part}'")
     seeds = seed_stream(seed)
-    if options.random_pad:
-        mapping = padding_mapping(old_width, units)
-    else:
-        mapping = random_mapping(old_width, units, seed=next(seeds))
+    rule = handler.internal_rule(target, part)
+    rules = [rule] if rule is not None else []
+    mapping = _choose(target, units, old_width, rules, options.random_pad, seeds)
     plan = Plan(
         f"widen '{target.name}/{part}' {old_width} -> {units} ({options.method})"
     )
@@ -213,10 +209,9 @@ def _plan_internal(target, handler, units, seed, options):
     old_width = handler.internal_width(target)
     units = _check_units(target, units, old_width, "its current number of heads")
     seeds = seed_stream(seed)
-    if options.random_pad:
-        mapping = padding_mapping(old_width, units)
-    else:
-        mapping = random_mapping(old_width, units, seed=next(seeds))
+    rule = handler.internal_rule(target)
+    rules = [rule] if rule is not None else []
+    mapping = _choose(target, units, old_width, rules, options.random_pad, seeds)
     plan = Plan(
         f"widen '{target.name}' heads {old_width} -> {units} ({options.method})"
     )

@@ -63,7 +63,7 @@ def test_describe_growth_builds_only_what_later_requests_need(monkeypatch):
     text = kn.describe_growth(model, requests)
     assert len(built) == 1  # the widened model, to plan the deepening on
     built.clear()
-    full = operations.apply_operations(model, requests, compile=False)
+    full = operations.apply_requests(model, requests, compile=False)
     assert len(built) == 2
     assert text == "\n".join(full.details)
     assert text.count("changes:") == 2

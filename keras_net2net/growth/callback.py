@@ -26,8 +26,8 @@ from keras_net2net.growth.schedule import OnPlateau
 from keras_net2net.growth.schedule import Schedule
 from keras_net2net.growth.schedule import parse_schedule
 from keras_net2net.growth.weight_lists import WeightListConverter
-from keras_net2net.surgery import apply_operations
-from keras_net2net.surgery import check_operation
+from keras_net2net.surgery import apply_requests
+from keras_net2net.surgery import check_request
 
 # One lock for all instances (a lock attribute would stop deep copies).
 _BATCH_END_LOCK = threading.Lock()
@@ -233,7 +233,7 @@ class GrowModel(keras.callbacks.Callback):
                 # later one needs the model it would build.
                 last = operations.pop() if index == order[-1] and operations else None
                 try:
-                    result = apply_operations(
+                    result = apply_requests(
                         simulated,
                         operations,
                         reuse_layers=True,
@@ -241,7 +241,7 @@ class GrowModel(keras.callbacks.Callback):
                         compile=False,
                     )
                     if last is not None:
-                        check_operation(result.model, last)
+                        check_request(result.model, last)
                 except (ValueError, TypeError) as error:
                     raise type(error)(
                         f"GrowModel: the growth event at {event.trigger.describe()} "

@@ -9,7 +9,7 @@ from keras_net2net._types import Model
 from keras_net2net.growth import optimizer_state
 from keras_net2net.requests import Requests
 from keras_net2net.requests import as_requests
-from keras_net2net.surgery import apply_operations
+from keras_net2net.surgery import apply_requests
 from keras_net2net.surgery.operations import GrowthResult
 
 
@@ -82,7 +82,7 @@ def grow_in_place(model: Model, operations: Requests) -> GrowthResult:
     undo_optimizer = None
     try:
         with internals.distribution_scope(model):
-            result = apply_operations(
+            result = apply_requests(
                 model, operations, reuse_layers=True, name_failures=True
             )
             slots = leftovers = None

@@ -26,8 +26,8 @@ from keras_net2net.surgery.handlers import UnitsHandler
 from keras_net2net.surgery.handlers import get_handler
 from keras_net2net.surgery.handlers import register_handler
 from keras_net2net.surgery.operations import GrowthResult
-from keras_net2net.surgery.operations import apply_operations
-from keras_net2net.surgery.operations import check_operation
+from keras_net2net.surgery.operations import apply_requests
+from keras_net2net.surgery.operations import check_request
 
 __all__ = [
     "ChannelGroup",
@@ -40,8 +40,8 @@ __all__ = [
     "PassThroughHandler",
     "UnitsHandler",
     "Widen",
-    "apply_operations",
-    "check_operation",
+    "apply_requests",
+    "check_request",
     "coupled_layers",
     "deepen",
     "describe_growth",

@@ -22,7 +22,7 @@ from keras_net2net.surgery.apply import apply_plan
 from keras_net2net.surgery.graph import LayerGraph
 from keras_net2net.surgery.groups import ChannelGroup
 from keras_net2net.surgery.groups import find_group
-from keras_net2net.surgery.operations import apply_operations
+from keras_net2net.surgery.operations import apply_requests
 from keras_net2net.surgery.operations import plan_request
 from keras_net2net.surgery.plan import plan_deepen
 from keras_net2net.surgery.plan import plan_widen
@@ -124,7 +124,7 @@ def widen(
         pad_std=pad_std,
         pad_bias=pad_bias,
     )
-    return apply_plan(model, plan)[0]
+    return apply_plan(model, plan.resolve())[0]
 
 
 def deepen(
@@ -216,7 +216,7 @@ def deepen(
         init=init,
         blocks=operation.blocks,
     )
-    return apply_plan(model, plan)[0]
+    return apply_plan(model, plan.resolve())[0]
 
 
 def coupled_layers(model: Model, layer: LayerRef) -> ChannelGroup:
@@ -280,7 +280,7 @@ def describe_growth(model: Model, operations: Requests) -> str:
     requests = as_requests(operations)
     if not requests:
         return ""
-    before = apply_operations(model, requests[:-1], compile=False)
+    before = apply_requests(model, requests[:-1], compile=False)
     last = plan_request(before.model, requests[-1])
     return "\n".join(before.details + last.describe())
 

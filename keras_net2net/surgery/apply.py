@@ -23,6 +23,7 @@ from keras_net2net._arrays import host_copy
 from keras_net2net._arrays import host_view
 from keras_net2net.initializers import Net2WiderInit
 from keras_net2net.surgery import handlers as H
+from keras_net2net.surgery.plan.data import OUT
 from keras_net2net.transforms import Chain
 
 
@@ -95,7 +96,7 @@ class _Builder:
         config = old.get_config()
         config.update(change.full_config())
         weights = list(getattr(old, "weights", []))
-        transforms, values = change.by_position(old)
+        transforms, values = self.plan.positions(old)
         values, keys = dict(values), []  # values: {position in weights: array}
         for position, steps in transforms.items():
             variable = weights[position]
@@ -203,7 +204,7 @@ class _Builder:
                 args, kwargs = internals.fill_arguments(node, tensors)
                 result = new_op(*args, **kwargs)
                 for insertion in insertions:
-                    result = insertion.build(result, tensors)
+                    result = _call_insertion(insertion, result, tensors)
                 outputs = keras.tree.flatten(result)
             for old, new in zip(old_outputs, outputs):
                 tensors[id(old)] = new
@@ -218,13 +219,13 @@ class _Builder:
 
     def finish(self, model):
         for layer, values in self.assign:
-            if callable(values):
-                values = values(layer)
             names = {v.name: i for i, v in enumerate(layer.weights)}
             for key, value in values.items():
                 # by position (rebuilt layers) or by name (new layers)
                 variable = layer.weights[names[key] if isinstance(key, str) else key]
                 dtype = keras.backend.standardize_dtype(variable.dtype)
+                if callable(value):  # an initializer, given the built shape
+                    value = keras.ops.convert_to_numpy(value(tuple(variable.shape)))
                 variable.assign(np.asarray(value).astype(dtype))
         for new, old, keys in self.restore:
             for key in keys:
@@ -237,11 +238,8 @@ class _Builder:
         for new, old in self.pairs.values():
             if old is None or new is old:
                 continue
-            change = self.plan.changes.get(id(old))
-            set_by_plan: set[int] = set()
-            if change is not None:
-                transforms, values = change[1].by_position(old)
-                set_by_plan = set(transforms) | set(values)
+            transforms, values = self.plan.positions(old)
+            set_by_plan = set(transforms) | set(values)
             # Rebuilt layers create their variables in the same order.
             old_weights = list(getattr(old, "weights", []))
             pairs = zip(getattr(new, "weights", []), old_weights)
@@ -250,6 +248,33 @@ class _Builder:
                     # A host copy: never alias the old variable's device buffer
                     # (JAX may donate and delete it).
                     variable.assign(host_copy(source))
+
+
+def _call_insertion(insertion, output, tensors):
+    """Call an insertion's layers (`keras_net2net.surgery.plan.data.Call`).
+
+    ``output`` is the new output of the operation it follows; ``tensors``
+    maps ``id(original tensor)`` to the new graph's tensors.
+    """
+    refs = {OUT: output}
+    for call in insertion.calls:
+        if call.like is None:
+            args = keras.tree.map_structure(refs.__getitem__, call.args)
+            result = call.layer(*args)
+        else:
+            raw = call.like.raw
+            fill = {
+                id(tensor): refs[call.fill[i]]
+                if i in call.fill
+                else tensors[id(tensor)]
+                for i, tensor in enumerate(internals.node_inputs(raw))
+            }
+            args, kwargs = internals.fill_arguments(raw, fill)
+            result = call.layer(*args, **kwargs)
+        refs[call.layer.name] = result
+        for i, tensor in enumerate(keras.tree.flatten(result)):
+            refs[f"{call.layer.name}/{i}"] = tensor
+    return refs[insertion.output]
 
 
 def apply_plan(model, plan, *, reuse_layers=False, compile=True):

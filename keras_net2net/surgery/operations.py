@@ -1,6 +1,6 @@
 """Applying growth requests: plan each against the model, then build it.
 
-`apply_operations` is the one path from requests (`keras_net2net.requests`)
+`apply_requests` is the one path from requests (`keras_net2net.requests`)
 to a grown model; `widen`, `deepen`, `describe_growth`
 (`keras_net2net.surgery.api`), `grow_in_place` and `GrowModel` all use it.
 """
@@ -28,7 +28,7 @@ def plan_request(model: Model, request: Request) -> Plan:
         ValueError, TypeError: the request does not apply to ``model``.
     """
     if isinstance(request, Widen):
-        return plan_widen(
+        plan = plan_widen(
             model,
             request.layer,
             request.units,
@@ -39,22 +39,24 @@ def plan_request(model: Model, request: Request) -> Plan:
             pad_std=request.pad_std,
             pad_bias=request.pad_bias,
         )
-    return plan_deepen(
-        model,
-        request.after,
-        method=request.method,
-        kernel_size=request.kernel_size,
-        seed=request.seed,
-        name=request.name,
-        residual=request.residual,
-        init=request.init,
-        blocks=request.blocks,
-    )
+    else:
+        plan = plan_deepen(
+            model,
+            request.after,
+            method=request.method,
+            kernel_size=request.kernel_size,
+            seed=request.seed,
+            name=request.name,
+            residual=request.residual,
+            init=request.init,
+            blocks=request.blocks,
+        )
+    return plan.resolve()
 
 
 @dataclasses.dataclass
 class GrowthResult:
-    """What `apply_operations` built.
+    """What `apply_requests` built.
 
     Example:
 
@@ -100,8 +102,7 @@ def _origins(plan, pairs, origins, state):
     new_state: Origins = {}
     for new, old in pairs:
         old_weights = list(getattr(old, "weights", [])) if old is not None else []
-        entry = plan.changes.get(id(old)) if old is not None else None
-        transforms, values = entry[1].by_position(old) if entry else ({}, {})
+        transforms, values = plan.positions(old) if old is not None else ({}, {})
         copied_from = plan.copies.get(id(new)) if old is None else None
         # A rebuilt layer creates its variables in the same order as the old one.
         for position, variable in enumerate(getattr(new, "weights", [])):
@@ -123,32 +124,32 @@ def _origins(plan, pairs, origins, state):
     return new_origins, new_state
 
 
-def apply_operations(
+def apply_requests(
     model: Model,
-    operations: Requests,
+    requests: Requests,
     *,
     reuse_layers: bool = False,
     name_failures: bool = False,
     compile: bool = True,
 ) -> GrowthResult:
-    """Apply several `Widen`/`Deepen` operations in order, as one growth.
+    """Apply several `Widen`/`Deepen` requests in order, as one growth.
 
-    Every operation is planned (and so validated) on the model as the previous
-    operations left it. An empty list returns ``model`` itself, untouched.
+    Every request is planned (and so validated) on the model as the previous
+    requests left it. An empty list returns ``model`` itself, untouched.
 
     Example:
 
     ```python
-    result = apply_operations(model, [Widen("fc1", 128), Deepen(after="fc1")])
+    result = apply_requests(model, [Widen("fc1", 128), Deepen(after="fc1")])
     grown, lines = result.model, result.descriptions
     ```
 
     Args:
         model: a built Sequential or Functional model.
-        operations: a `Widen`/`Deepen` or a list of them.
+        requests: a `Widen`/`Deepen` or a list of them.
         reuse_layers: share unchanged layers with ``model`` (in-place growth)
             instead of cloning them. Defaults to False.
-        name_failures: prefix an error with the operation that raised it.
+        name_failures: prefix an error with the request that raised it.
             Defaults to False.
         compile: compile new models like ``model`` (see `widen`); False for
             dry runs and validation. Defaults to True.
@@ -156,16 +157,16 @@ def apply_operations(
     Returns:
         A `GrowthResult`.
     """
-    operations = as_requests(operations)
+    requests = as_requests(requests)
     origins: dict[int, tuple[Any, list[WidthTransform]]] = {
         id(v): (v, []) for v in model.weights
     }
     state = dict(origins)
     result = GrowthResult(model, [], origins, state_origins=state)
     current = model
-    for operation in operations:
-        with _naming_failures(operation, name_failures):
-            plan = plan_request(current, operation)
+    for request in requests:
+        with _naming_failures(request, name_failures):
+            plan = plan_request(current, request)
             new_model, pairs = apply_plan(
                 current, plan, reuse_layers=reuse_layers, compile=compile
             )
@@ -181,32 +182,32 @@ def apply_operations(
     return result
 
 
-def check_operation(model: Model, operation: Request) -> None:
-    """Check that ``operation`` applies to ``model``, without building anything.
+def check_request(model: Model, request: Request) -> None:
+    """Check that ``request`` applies to ``model``, without building anything.
 
     Planning is where every request is checked (layers found, widths valid,
-    coupling groups growable); this stops there. Use `apply_operations` when
-    the grown model is needed, e.g. to check a later operation against it.
+    coupling groups growable); this stops there. Use `apply_requests` when
+    the grown model is needed, e.g. to check a later request against it.
 
     Example:
 
     ```python
-    check_operation(model, Widen("fc1", 128))  # raises if it cannot apply
+    check_request(model, Widen("fc1", 128))  # raises if it cannot apply
     ```
 
     Raises:
-        ValueError, TypeError: the operation does not apply; the message
-            starts with the operation.
+        ValueError, TypeError: the request does not apply; the message
+            starts with the request.
     """
-    with _naming_failures(operation, True):
-        plan_request(model, operation)
+    with _naming_failures(request, True):
+        plan_request(model, request)
 
 
 @contextlib.contextmanager
-def _naming_failures(operation, name_failures):
+def _naming_failures(request, name_failures):
     try:
         yield
     except (ValueError, TypeError) as error:
         if not name_failures:
             raise
-        raise type(error)(f"{operation} failed: {error}") from error
+        raise type(error)(f"{request} failed: {error}") from error

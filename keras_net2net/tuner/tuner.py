@@ -12,7 +12,7 @@ import keras_tuner
 from keras_net2net.growth import grow_in_place
 from keras_net2net.requests import Deepen
 from keras_net2net.requests import Widen
-from keras_net2net.surgery import apply_operations
+from keras_net2net.surgery import apply_requests
 from keras_net2net.surgery.handlers import handler_for
 from keras_net2net.tuner.oracle import OPERATIONS
 from keras_net2net.tuner.oracle import PARENT
@@ -180,7 +180,7 @@ class GrowthTuner(keras_tuner.Tuner):
                 ) from error
             self._measured = (parent, model)
         model = self._measured[1]
-        result = apply_operations(
+        result = apply_requests(
             model, self._requests("0", operations), name_failures=True, compile=False
         )
         return int(result.model.count_params())
@@ -208,7 +208,7 @@ class GrowthTuner(keras_tuner.Tuner):
         moves += [(f"deepen=['{name}']", Deepen(after=name)) for name in space.deepen]
         for argument, request in moves:
             try:
-                apply_operations(model, [request], name_failures=True, compile=False)
+                apply_requests(model, [request], name_failures=True, compile=False)
             except (ValueError, TypeError) as error:
                 raise keras_tuner.errors.FatalValueError(
                     f"GrowthTuner: GrowthSpace({argument}) cannot grow model "

@@ -214,13 +214,10 @@ class ConvHandler(DenseHandler, PassThroughHandler):
         return False
 
     def _identity_initializer(self, layer):
-        # The identity kernel is assigned once built; the layer's config keeps
-        # the ordinary initializer of the layer it follows.
-        def values(built):
-            kernel = IdentityConvInit()(tuple(built.kernel.shape), "float32")
-            return {"kernel": keras.ops.convert_to_numpy(kernel)}
-
-        return layer.kernel_initializer, values
+        # The identity kernel is assigned once built (an initializer is called
+        # with the built shape); the layer's config keeps the ordinary
+        # initializer of the layer it follows.
+        return layer.kernel_initializer, {"kernel": IdentityConvInit()}
 
     def _deeper_extra(self, layer, kernel_size):
         if kernel_size is None:  # after's kernel size, rounded up to odd

@@ -31,11 +31,15 @@ from keras_net2net.surgery.handlers.elementwise import check_elementwise_activat
 from keras_net2net.transforms import check_identity_kernel_size
 
 
-def _depthwise_identity(kernel_shape):
-    """Kernel ``(*k, C, 1)`` whose centre tap passes every channel through."""
-    kernel = np.zeros(kernel_shape, "float32")
-    kernel[tuple(k // 2 for k in kernel_shape[:-2])] = 1.0
-    return kernel
+class _CentreTap(keras.initializers.Initializer):
+    """A depthwise ``(*k, C, 1)`` or pointwise ``(1, ..., C, C)`` kernel whose
+    centre tap passes every channel through unchanged."""
+
+    def __call__(self, shape, dtype=None):
+        kernel = np.zeros(shape, "float32")
+        centre = tuple(k // 2 for k in shape[:-2])
+        kernel[centre] = 1.0 if shape[-1] == 1 else np.eye(shape[-2], shape[-1])
+        return kernel
 
 
 def _identity_kernel_size(layer, kernel_size):
@@ -143,9 +147,7 @@ class DepthwiseHandler(PassThroughHandler, LayoutHandler):
             dtype=layer.dtype_policy,
         )
         if method == IDENTITY:
-            return new, lambda built: {
-                "kernel": _depthwise_identity(built.kernel.shape)
-            }
+            return new, {"kernel": _CentreTap()}
         return new, None
 
 
@@ -219,16 +221,7 @@ class SeparableHandler(UnitsHandler):
         )
         if method != IDENTITY:
             return new, None
-
-        def values(built):
-            pointwise = np.zeros(built.pointwise_kernel.shape, "float32")
-            pointwise[(0,) * (pointwise.ndim - 2)] = np.eye(pointwise.shape[-1])
-            return {
-                "depthwise_kernel": _depthwise_identity(built.depthwise_kernel.shape),
-                "pointwise_kernel": pointwise,
-            }
-
-        return new, values
+        return new, {"depthwise_kernel": _CentreTap(), "pointwise_kernel": _CentreTap()}
 
 
 def register(register_handler):

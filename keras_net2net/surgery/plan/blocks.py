@@ -10,6 +10,8 @@ from keras_net2net import _keras_internals as internals
 from keras_net2net.requests import COPY
 from keras_net2net.surgery import handlers as H
 from keras_net2net.surgery.handlers.merging import is_residual_add
+from keras_net2net.surgery.plan.data import OUT
+from keras_net2net.surgery.plan.data import Call
 from keras_net2net.surgery.plan.data import Insertion
 from keras_net2net.surgery.plan.data import Plan
 from keras_net2net.surgery.plan.data import insert_after
@@ -119,20 +121,24 @@ def plan_block(graph, target, node, taken, name, init, seed, blocks=1):
             )
         chain.insert(0, _residual_block(graph, previous))
     base = name or f"{target.name}_block"
-    layers, steps, sources = [], [], {}
+    layers, calls, sources = [], [], {}
+    stream = OUT  # the ref of each copied block's input
     for index, (shortcut, end, branch, zeroed) in enumerate(chain):
         prefix = base if blocks == 1 else f"{base}{index + 1}"
-        copies = {}
+        refs = {shortcut: stream}  # graph key -> ref in the copy
         for member in branch:
             op = member.op
             config = op.get_config()
             config["name"] = unique_name(f"{prefix}_{op.name}", taken)
             clone = type(op).from_config(config)
-            copies[member.index] = clone
             values = block_values(op, member is zeroed, H.get_handler(op), init)
             layers.append((clone, values))
             if init == COPY and isinstance(op, keras.layers.Layer):
                 sources[id(clone)] = op
+            fill = {i: refs[key] for i, key in enumerate(member.inputs)}
+            calls.append(Call(clone, like=member, fill=fill))
+            for i, key in enumerate(member.outputs):
+                refs[key] = f"{clone.name}/{i}"
         last = index == len(chain) - 1
         add_name = unique_name(f"{prefix}_add", taken)
         rename = None
@@ -142,20 +148,8 @@ def plan_block(graph, target, node, taken, name, init, seed, blocks=1):
             name=add_name, dtype=getattr(target, "dtype_policy", None)
         )
         layers.append((add, None))
-        steps.append((shortcut, end, branch, copies, add))
-
-    def build(out, _):
-        for shortcut, end, branch, copies, add in steps:
-            mapped = {shortcut: out}
-            for member in branch:
-                raw_inputs = internals.node_inputs(member.raw)
-                fill = {id(t): mapped[graph.key_of(t)] for t in raw_inputs}
-                args, kwargs = internals.fill_arguments(member.raw, fill)
-                result = copies[member.index](*args, **kwargs)
-                for key, tensor in zip(member.outputs, keras.tree.flatten(result)):
-                    mapped[key] = tensor
-            out = add([out, mapped[end]])
-        return out
+        calls.append(Call(add, ([stream, refs[end]],)))
+        stream = add.name
 
     zeroed = ", ".join(f"'{z.op.name}'" for *_, z in chain)
     operations = sum(len(b) for _, _, b, _ in chain)
@@ -164,7 +158,7 @@ def plan_block(graph, target, node, taken, name, init, seed, blocks=1):
         f"block(s) ({operations} operations, {zeroed} zeroed)"
     )
     plan.copies.update(sources)
-    insert_after(plan, node, Insertion(build, layers), rename)
+    insert_after(plan, node, Insertion(calls, stream, layers), rename)
     return plan
 
 
@@ -172,21 +166,16 @@ def block_values(op, zero, handler, init):
     """What a copied branch layer's variables are set to once built."""
     if not isinstance(op, keras.layers.Layer) or not op.weights:
         return None
-    source = [keras.ops.convert_to_numpy(v) for v in op.weights]
     positions = H.variable_positions(op)
     zeros = handler.zero_change(op) if zero else {}
     zeroed = {positions[key]: value for key, value in (zeros or {}).items()}
-
-    def values(built):
-        # The copy creates its variables in the same order as the original.
-        out = {}
-        for position, value in enumerate(source):
-            if position in zeroed:
-                out[position] = zeroed[position]
-            elif init == COPY:
-                out[position] = value
-        return out
-
+    # The copy creates its variables in the same order as the original.
+    values = {}
+    for position, variable in enumerate(op.weights):
+        if position in zeroed:
+            values[position] = zeroed[position]
+        elif init == COPY:
+            values[position] = keras.ops.convert_to_numpy(variable)
     return values
 
 

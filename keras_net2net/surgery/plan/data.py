@@ -7,24 +7,61 @@ import numpy as np
 
 from keras_net2net.surgery import handlers as H
 
+OUT = "out"  # the ref of the output an insertion follows
+
+
+@dataclasses.dataclass
+class Call:
+    """One call of a new layer in an `Insertion`.
+
+    Tensors are named by *refs*: `OUT` (the output of the operation the
+    insertion follows), the name of an earlier call's layer (its output) or
+    ``"<name>/<i>"`` (its ``i``-th flat output).
+
+    Attributes:
+        layer: the new layer.
+        args: the positional arguments, a structure of refs (``(OUT,)``;
+            ``([OUT, "branch"],)`` for an Add).
+        like: None, or an original graph `Node` whose call is repeated (its
+            keyword arguments and masks included) with the inputs in ``fill``
+            replaced.
+        fill: ``{position in like's flat inputs: ref}``.
+    """
+
+    layer: Any
+    args: tuple = ()
+    like: Any = None
+    fill: dict = dataclasses.field(default_factory=dict)
+
 
 @dataclasses.dataclass
 class Insertion:
     """New operations called on the output of an existing one.
 
     Attributes:
-        build: function ``(output, tensors) -> new output``; ``tensors`` maps
-            the keys of the original graph to the new graph's tensors.
+        calls: the `Call`s, in order.
+        output: the ref of the insertion's output.
         layers: ``[(new layer, values)]`` for every new layer; ``values`` is
-            None, a dict or a function of the built layer giving
-            ``{variable name: array}`` to assign once built.
+            None or ``{variable name: array or initializer}`` assigned once
+            the layer is built (an initializer is called with the variable's
+            shape).
         sequential: the layers in order, if they form a plain chain (the only
             insertion a Sequential model can hold), else None.
     """
 
-    build: Any
+    calls: list
+    output: str
     layers: list
     sequential: list | None = None
+
+    @classmethod
+    def chain(cls, layers: list) -> "Insertion":
+        """Layers called one after the other on the output (``[(layer, values)]``)."""
+        calls, ref = [], OUT
+        for layer, _ in layers:
+            calls.append(Call(layer, (ref,)))
+            ref = layer.name
+        return cls(calls, ref, layers, [layer for layer, _ in layers])
 
 
 @dataclasses.dataclass
@@ -45,14 +82,36 @@ class Plan:
     insertions: dict = dataclasses.field(default_factory=dict)
     copies: dict = dataclasses.field(default_factory=dict)
     details: list = dataclasses.field(default_factory=list)
+    _positions: dict = dataclasses.field(default_factory=dict, repr=False)
 
     def change(self, op, change):
         if change is None:
             return
+        self._positions.pop(id(op), None)
         if id(op) in self.changes:
             self.changes[id(op)][1].merge(change)
         else:
             self.changes[id(op)] = (op, change)
+
+    def resolve(self) -> "Plan":
+        """Resolve every change's variable names to positions, once.
+
+        Raises:
+            ValueError: naming a layer and a variable it does not have.
+        """
+        for op, _ in self.changes.values():
+            self.positions(op)
+        return self
+
+    def positions(self, op) -> tuple[dict, dict]:
+        """``(transforms, values)`` of ``op``'s change, keyed by position in
+        ``op.weights`` (empty for an operation the plan does not change)."""
+        entry = self.changes.get(id(op))
+        if entry is None:
+            return {}, {}
+        if id(op) not in self._positions:
+            self._positions[id(op)] = entry[1].by_position(op)
+        return self._positions[id(op)]
 
     def describe(self) -> list[str]:
         """The dry-run lines: what planning found, then one line per change."""

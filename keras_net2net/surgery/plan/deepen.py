@@ -7,13 +7,14 @@ block whose branch output is zero (``after=`` an Add: `blocks`).
 
 import keras
 
-from keras_net2net import _keras_internals as internals
 from keras_net2net.requests import COPY
 from keras_net2net.surgery import handlers as H
 from keras_net2net.surgery.graph import LayerGraph
 from keras_net2net.surgery.handlers.merging import is_residual_add
 from keras_net2net.surgery.plan.blocks import block_values
 from keras_net2net.surgery.plan.blocks import plan_block
+from keras_net2net.surgery.plan.data import OUT
+from keras_net2net.surgery.plan.data import Call
 from keras_net2net.surgery.plan.data import Insertion
 from keras_net2net.surgery.plan.data import Plan
 from keras_net2net.surgery.plan.data import insert_after
@@ -96,10 +97,7 @@ def plan_deepen(
         f"deepen after '{target.name}': insert '{final_name}' "
         f"({type(new_layer).__name__}, {method})"
     )
-    insertion = Insertion(
-        lambda out, _: new_layer(out), [(new_layer, values)], [new_layer]
-    )
-    insert_after(plan, node, insertion, rename)
+    insert_after(plan, node, Insertion.chain([(new_layer, values)]), rename)
     return plan
 
 
@@ -112,13 +110,9 @@ def _plan_layer_copy(graph, target, node, handler, taken, name, init):
     config["name"] = final_name
     clone = type(target).from_config(config)
     values = block_values(target, True, handler, init)
-    raw_inputs = internals.node_inputs(node.raw)
-
-    def build(out, tensors):
-        fill = {id(t): tensors[id(t)] for t in raw_inputs}
-        fill[id(raw_inputs[0])] = out  # the stream; masks stay as they were
-        args, kwargs = internals.fill_arguments(node.raw, fill)
-        return clone(*args, **kwargs)
+    # The same call on the stream; masks and other inputs stay as they were.
+    insertion = Insertion([Call(clone, like=node, fill={0: OUT})], clone.name, [])
+    insertion.layers.append((clone, values))
 
     zeroed = ", ".join(sorted(handler.zero_change(target)))
     plan = Plan(
@@ -127,7 +121,7 @@ def _plan_layer_copy(graph, target, node, handler, taken, name, init):
     )
     if init == COPY:
         plan.copies[id(clone)] = target
-    insert_after(plan, node, Insertion(build, [(clone, values)]), rename)
+    insert_after(plan, node, insertion, rename)
     return plan
 
 
@@ -151,14 +145,16 @@ def _plan_residual(graph, target, node, handler, taken, name, kernel_size, seed)
         target, names, kernel_size=kernel_size, seed=seed
     )
     add = keras.layers.Add(name=add_name, dtype=getattr(target, "dtype_policy", None))
-
-    def build(out, _):
-        return add([out, project(expand(out))])
+    calls = [
+        Call(expand, (OUT,)),
+        Call(project, (expand.name,)),
+        Call(add, ([OUT, project.name],)),
+    ]
 
     plan = Plan(
         f"deepen after '{target.name}': insert residual branch '{names[0]}' -> "
         f"'{names[1]}' (zero-initialised) and '{add_name}'"
     )
     layers = [(expand, None), (project, None), (add, None)]
-    insert_after(plan, node, Insertion(build, layers), rename)
+    insert_after(plan, node, Insertion(calls, add.name, layers), rename)
     return plan

@@ -16,6 +16,12 @@ roles, each with its own handler base class:
   multiplier, ...): its output's channel axis is *derived* from its inputs'
   by a new index layout (``derive``); it is only crossed forwards.
 
+One vocabulary for the roles: a handler's ``role`` (`UNITS`, `SAME`,
+`DERIVED`) names its base class (`UnitsHandler`, `PassThroughHandler`,
+`LayoutHandler`); in a `ChannelGroup` a units layer appears as a *writer*
+and/or a *reader*, a same-axis layer as a *pass* (a *merge* with several
+channel inputs), a derived-axis layer as a *layout*.
+
 Handlers are stateless and registered per exact operation class
 (`keras_net2net.surgery.handlers.register_handler`). An operation without a
 handler cannot take part in a widening: growth fails and names it.

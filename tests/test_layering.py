@@ -23,6 +23,8 @@ FLOORS = [
     ["_arrays", "initializers"],
     # every private Keras attribute
     ["_keras_internals"],
+    # KerasHub families grown in their config vocabulary
+    ["families"],
     # graph analysis, handlers, planning, building
     ["surgery"],
     # growth inside fit

@@ -8,7 +8,7 @@ import pytest
 
 import keras_net2net as kn
 
-MODULES = [kn, kn.transforms, kn.surgery, kn.growth]
+MODULES = [kn, kn.transforms, kn.surgery, kn.growth, kn.families]
 PUBLIC = sorted(
     {(module.__name__, name) for module in MODULES for name in module.__all__},
 )

@@ -7,6 +7,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_net2net import families
 from keras_net2net._types import LayerRef
 from keras_net2net._types import Model
 from keras_net2net._validation import check_choice
@@ -26,6 +27,18 @@ from keras_net2net.surgery.operations import apply_requests
 from keras_net2net.surgery.operations import plan_request
 from keras_net2net.surgery.plan import plan_deepen
 from keras_net2net.surgery.plan import plan_widen
+
+
+def _names_blocks(after):
+    """True for ``"transformer_layer_<i>"`` or a list of such names."""
+    names = [after] if isinstance(after, str) else after
+    return (
+        isinstance(names, (list, tuple))
+        and len(names) > 0
+        and all(
+            isinstance(n, str) and n.startswith("transformer_layer_") for n in names
+        )
+    )
 
 
 def _check_widen_args(method, noise, seed, noise_on, pad_std, pad_bias):
@@ -109,6 +122,22 @@ def widen(
             (unsupported type, a model output, a shared layer, ...).
     """
     _check_widen_args(method, noise, seed, noise_on, pad_std, pad_bias)
+    hub = families.find(model)
+    if hub is not None and isinstance(layer, str) and layer in hub[0].widen_keys:
+        if method != H.NET2WIDER or noise:
+            raise ValueError(
+                f"`method`/`noise`: widening '{layer}' of a "
+                f"{type(hub[1]).__name__} supports method='net2wider' with "
+                f"noise=0 only. Received: method={method!r}, noise={noise!r}"
+            )
+        return families.apply(model, families.plan_widen(model, layer, units, seed))
+    if hub is not None and isinstance(layer, str) and "/" not in layer:
+        if layer not in LayerGraph(model).names():
+            valid = ", ".join(f"'{k}'" for k in hub[0].widen_keys)
+            raise ValueError(
+                f"`layer`: {type(model).__name__} has no config entry or layer "
+                f"'{layer}' to widen. Config entries it widens: {valid}."
+            )
     if isinstance(layer, keras.Operation):
         target = layer
     else:
@@ -194,6 +223,23 @@ def deepen(
             has a non-idempotent activation (identity method), an even kernel,
             or does not close a copyable residual block.
     """
+    if families.find(model) is not None and _names_blocks(after):
+        defaults: dict[str, Any] = dict(
+            method=H.IDENTITY, kernel_size=None, seed=None, name=None
+        )
+        defaults.update(residual=False, init=COPY, blocks=1)
+        given: dict[str, Any] = dict(
+            method=method, kernel_size=kernel_size, seed=seed, name=name
+        )
+        given.update(residual=residual, init=init, blocks=blocks)
+        changed = {k: v for k, v in given.items() if v != defaults[k]}
+        if changed:
+            raise ValueError(
+                "Deepening a KerasHub model after its blocks inserts identity "
+                "copies with the default options only. Received: "
+                + ", ".join(f"{k}={v!r}" for k, v in changed.items())
+            )
+        return families.apply(model, families.plan_deepen(model, after))
     operation = Deepen(
         after,
         method=method,

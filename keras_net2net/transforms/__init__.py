@@ -9,6 +9,7 @@ from keras_net2net.transforms.mapping import MappingRule
 from keras_net2net.transforms.mapping import WidthMapping
 from keras_net2net.transforms.mapping import choose_mapping
 from keras_net2net.transforms.mapping import concat_mappings
+from keras_net2net.transforms.mapping import grouped_query_mappings
 from keras_net2net.transforms.mapping import padding_mapping
 from keras_net2net.transforms.mapping import random_mapping
 from keras_net2net.transforms.mapping import satisfies
@@ -27,6 +28,7 @@ __all__ = [
     "WidthTransform",
     "choose_mapping",
     "concat_mappings",
+    "grouped_query_mappings",
     "check_identity_kernel_size",
     "identity_conv_kernel",
     "identity_dense_kernel",

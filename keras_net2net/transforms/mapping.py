@@ -377,3 +377,72 @@ def satisfies(mapping: WidthMapping, rule: MappingRule) -> bool:
         counts = mapping.counts
         return bool(counts.min() == counts.max())
     return True
+
+
+def grouped_query_mappings(
+    query_heads: int,
+    kv_heads: int,
+    new_query_heads: int,
+    new_kv_heads: int,
+    seed: int | np.random.Generator | None = None,
+) -> tuple[WidthMapping, WidthMapping]:
+    """Head mappings of grouped-query attention that keep its function.
+
+    Query head ``h`` attends with key/value head ``h // (query_heads //
+    kv_heads)`` (KerasHub repeats each key/value head for its group). New
+    key/value heads copy old ones in place (new head ``k`` copies ``k // a``,
+    ``a = new_kv_heads // kv_heads``), so every old group now owns ``a``
+    adjacent new groups; the query heads of those groups copy the old
+    group's query heads, each once first, then random ones of the same group.
+    Every query head then attends with a copy of its own key/value head; the
+    output projection divides the copies (`WidthTransform` ``side="in"``).
+
+    Args:
+        query_heads: current number of query heads.
+        kv_heads: current number of key/value heads (divides ``query_heads``).
+        new_query_heads: at least ``query_heads``, a multiple of
+            ``new_kv_heads``.
+        new_kv_heads: a multiple of ``kv_heads``.
+        seed: int, `numpy.random.Generator` or None, for the extra copies.
+
+    Returns:
+        ``(query mapping, key/value mapping)``.
+
+    Raises:
+        ValueError: if the new numbers of heads cannot keep the function.
+
+    Example:
+
+    ```python
+    queries, kv = grouped_query_mappings(4, 2, 8, 2, seed=0)
+    queries.indices  # array([0, 1, 1, 1, 2, 3, 3, 3]): groups {0, 1} and {2, 3}
+    ```
+    """
+    q, kv, new_q, new_kv = (
+        int(query_heads),
+        int(kv_heads),
+        int(new_query_heads),
+        int(new_kv_heads),
+    )
+    if kv < 1 or q % kv:
+        raise ValueError(
+            f"query_heads={q} must be a multiple of kv_heads={kv} (both >= 1)."
+        )
+    if new_kv < kv or new_kv % kv:
+        raise ValueError(
+            f"The new number of key/value heads must be a multiple of {kv}. "
+            f"Received: {new_kv}."
+        )
+    if new_q < q or new_q % new_kv:
+        raise ValueError(
+            f"The new number of query heads must be at least {q} and a multiple "
+            f"of the number of key/value heads ({new_kv}). Received: {new_q}."
+        )
+    rng = np.random.default_rng(seed)
+    group, new_group = q // kv, new_q // kv  # query heads per old group
+    within = np.concatenate(
+        [np.arange(group), rng.integers(0, group, size=new_group - group)]
+    )
+    queries = (np.arange(kv)[:, None] * group + within[None, :]).reshape(-1)
+    kv_mapping = WidthMapping(np.arange(new_kv) // (new_kv // kv), kv)
+    return WidthMapping(queries, q), kv_mapping

@@ -1,0 +1,227 @@
+"""KerasHub model families grown in their own config vocabulary, class kept.
+
+``kn.widen(causal_lm, "hidden_dim", 64)`` and ``kn.deepen(causal_lm,
+after="transformer_layer_1")`` on a KerasHub backbone or task model whose
+backbone class has a registered `Family` return the same class (a
+``LlamaCausalLM`` stays a ``LlamaCausalLM`` around a ``LlamaBackbone``),
+built from the grown config, with every weight mapped (see
+`keras_net2net.families.base`). Families are registered lazily, the first
+time a model is looked up, and only when ``keras_hub`` is installed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from typing import Any
+
+import keras
+
+from keras_net2net.families.base import Family
+from keras_net2net.families.base import FamilyPlan
+from keras_net2net.families.base import new_values
+from keras_net2net.families.llama import LlamaFamily
+
+_FAMILIES: dict[type, Family] = {}
+_BUILTIN_DONE = [False]
+
+# (keras_hub.models attribute, family)
+_BUILTIN = (
+    ("LlamaBackbone", LlamaFamily),
+    ("Llama3Backbone", LlamaFamily),
+    ("MistralBackbone", LlamaFamily),
+    ("QwenBackbone", LlamaFamily),
+)
+
+
+def register_family(backbone_class: type, family: Family) -> None:
+    """Grow models of ``backbone_class`` (exact class) in their config vocabulary.
+
+    Example:
+
+    ```python
+    register_family(keras_hub.models.LlamaBackbone, LlamaFamily())
+    ```
+    """
+    if not isinstance(family, Family):
+        raise TypeError(
+            f"`family` must be a keras_net2net.families.Family. Received: {family!r}"
+        )
+    _FAMILIES[backbone_class] = family
+
+
+def _register_builtin() -> None:
+    if _BUILTIN_DONE[0]:
+        return
+    _BUILTIN_DONE[0] = True
+    if importlib.util.find_spec("keras_hub") is None:
+        return
+    import keras_hub
+
+    for name, family in _BUILTIN:
+        cls = getattr(keras_hub.models, name, None)
+        if cls is not None and cls not in _FAMILIES:
+            _FAMILIES[cls] = family()
+
+
+def find(model: Any) -> tuple[Family, Any, Any] | None:
+    """``(family, backbone, task or None)`` for a registered KerasHub model.
+
+    Example:
+
+    ```python
+    family, backbone, task = find(llama_causal_lm)  # None for other models
+    ```
+    """
+    _register_builtin()
+    if type(model) in _FAMILIES:
+        return _FAMILIES[type(model)], model, None
+    backbone = getattr(model, "backbone", None)
+    if backbone is not None and type(backbone) in _FAMILIES:
+        return _FAMILIES[type(backbone)], backbone, model
+    return None
+
+
+def _found(model):
+    found = find(model)
+    if found is None:
+        raise ValueError(
+            f"`model`: {type(model).__name__} has no registered KerasHub family."
+        )
+    return found
+
+
+def plan_widen(model: Any, key: str, units: Any, seed: int | None) -> FamilyPlan:
+    """Plan widening the config entry ``key`` of ``model`` to ``units``.
+
+    Example:
+
+    ```python
+    plan = plan_widen(llama_causal_lm, "num_key_value_heads", 4, seed=0)
+    ```
+
+    Raises:
+        ValueError: naming the key and the values that are valid.
+    """
+    family, backbone, _ = _found(model)
+    config = family.config(backbone)
+    if key not in family.widen_keys:
+        valid = ", ".join(f"'{k}' ({v})" for k, v in family.widen_keys.items())
+        raise ValueError(
+            f"`layer`: {type(backbone).__name__} cannot widen '{key}'. "
+            f"Config entries it widens: {valid}."
+        )
+    new_config, mappings, notes = family.plan_widen(config, key, units, seed)
+    sources = [(i, False) for i in range(config["num_layers"])]
+    plan = FamilyPlan(
+        f"widen {type(backbone).__name__} '{key}' {config[key]} -> {new_config[key]}",
+        new_config,
+        mappings,
+        sources,
+        notes,
+    )
+    _check_layouts(family, backbone, plan)
+    return plan
+
+
+def plan_deepen(model: Any, after: Any) -> FamilyPlan:
+    """Plan inserting identity copies of the blocks named in ``after``.
+
+    Example:
+
+    ```python
+    plan = plan_deepen(llama_causal_lm, ["transformer_layer_0", "transformer_layer_1"])
+    ```
+    """
+    family, backbone, _ = _found(model)
+    config = family.config(backbone)
+    count = config["num_layers"]
+    names = [after] if isinstance(after, str) else list(after)
+    indices = []
+    for name in names:
+        match = re.fullmatch(r"transformer_layer_(\d+)", str(name))
+        if match is None or int(match.group(1)) >= count:
+            raise ValueError(
+                f"`after`: {type(backbone).__name__} has blocks "
+                f"'transformer_layer_0' to 'transformer_layer_{count - 1}'. "
+                f"Received: after={after!r}"
+            )
+        indices.append(int(match.group(1)))
+    if len(set(indices)) != len(indices):
+        raise ValueError(f"`after` names a block twice. Received: after={after!r}")
+    sources: list[tuple[int, bool]] = []
+    for index in range(count):
+        sources.append((index, False))
+        if index in indices:
+            sources.append((index, True))
+    config["num_layers"] = len(sources)
+    copies = ", ".join(f"'transformer_layer_{i}'" for i in sorted(indices))
+    plan = FamilyPlan(
+        f"deepen {type(backbone).__name__}: an identity copy after {copies} "
+        f"(num_layers {count} -> {len(sources)}; blocks renumbered in order)",
+        config,
+        {},
+        sources,
+    )
+    _check_layouts(family, backbone, plan)
+    return plan
+
+
+def _check_layouts(family, backbone, plan):
+    """Refuse, before anything is built, a variable the family cannot map."""
+    config = family.config(backbone)
+    for variable in backbone.weights:
+        path = re.sub(r"^transformer_layer_\d+/", "", variable.path)
+        family.layout(path, config)
+
+
+def apply(model: Any, plan: FamilyPlan, compile: bool = True) -> Any:
+    """Build the grown model of ``plan``: the same class, every weight mapped.
+
+    Example:
+
+    ```python
+    grown = apply(llama_causal_lm, plan_widen(llama_causal_lm, "hidden_dim", 32, None))
+    type(grown)  # LlamaCausalLM
+    ```
+    """
+    family, backbone, task = _found(model)
+    new_backbone = type(backbone).from_config(plan.config)
+    values = new_values(family, backbone, new_backbone, plan)
+    for variable in new_backbone.weights:
+        variable.assign(values[variable.path])
+    if task is None:
+        grown = new_backbone
+    else:
+        config = task.get_config()
+        config.update(backbone=new_backbone, preprocessor=task.preprocessor)
+        grown = type(task)(**config)
+    if compile and getattr(model, "compiled", False):
+        _compile_like(model, grown)
+    return grown
+
+
+def _compile_like(model, grown):
+    """Compile ``grown`` with ``model``'s compile arguments (a fresh optimizer).
+
+    KerasHub tasks override ``compile`` (so Keras's ``compile_from_config``
+    refuses them); their sampler is not among the arguments Keras records.
+    """
+    config = model.get_compile_config()
+    if config is None:
+        return
+    grown.compile(**keras.saving.deserialize_keras_object(config))
+    if hasattr(model, "sampler"):
+        grown.sampler = model.sampler
+
+
+__all__ = [
+    "Family",
+    "FamilyPlan",
+    "LlamaFamily",
+    "apply",
+    "find",
+    "plan_deepen",
+    "plan_widen",
+    "register_family",
+]

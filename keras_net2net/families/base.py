@@ -1,0 +1,185 @@
+"""Growing a KerasHub model in its own config vocabulary, its class kept.
+
+A KerasHub backbone is built from a config (``hidden_dim``,
+``intermediate_dim``, ``num_query_heads``, ``num_layers``, ...) that holds one
+value for every block. Growing it means: a new config, the same class built
+from it, and every weight of the old model mapped into the new one. A
+`Family` declares, for one backbone class:
+
+* its *dimensions* (``"hidden"``, ``"intermediate"``, ``"heads"``,
+  ``"kv_heads"``, ...) and which config keys widen which of them, with the
+  mapping of each (`Family.plan_widen`);
+* the *layout* of every variable: for each axis, the dimension it spans and
+  whether the variable writes it (``COPY``: entries copied by the mapping) or
+  reads it (``DIVIDE``: copied and divided by the copy count, so the copies
+  together contribute what the original did); an axis of no dimension stays;
+* which variables of a block start at zero in an inserted copy, so that the
+  copy starts as the identity (``zeroed``).
+
+Everything is planned (`FamilyPlan`, plain data) before anything is built; a
+variable whose layout the family does not know is refused by path, so no
+weight is ever carried unchanged by accident.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any
+
+import keras
+import numpy as np
+
+from keras_net2net.transforms import Chain
+from keras_net2net.transforms import WidthMapping
+from keras_net2net.transforms import WidthTransform
+
+COPY = "copy"
+DIVIDE = "divide"
+BLOCK = re.compile(r"^transformer_layer_(\d+)/(.*)$")
+
+Layout = tuple  # per axis: None or (dimension, COPY | DIVIDE)
+
+
+class Family:
+    """How one KerasHub backbone class grows (see the module docstring).
+
+    Subclasses set the attributes and implement `plan_widen`.
+
+    Example:
+
+    ```python
+    class MyFamily(LlamaFamily):
+        name = "MyLlama"
+        layouts = LlamaFamily.layouts + [
+            (r"my_extra/scale", (("hidden", COPY),)),
+        ]
+
+    register_family(MyBackbone, MyFamily())
+    ```
+
+    Attributes:
+        name: the family's name, for messages.
+        widen_keys: config keys `widen` accepts, with what each one grows.
+        layouts: ``[(regex, layout)]`` matched against a variable's path
+            (block variables without their ``transformer_layer_<i>/``
+            prefix); the first match wins.
+        zeroed: regexes of block variables set to zero in an inserted copy.
+    """
+
+    name = ""
+    widen_keys: dict[str, str] = {}
+    layouts: list[tuple[str, Layout]] = []
+    zeroed: list[str] = []
+
+    def plan_widen(
+        self, config: dict[str, Any], key: str, value: int, seed: int | None
+    ) -> tuple[dict[str, Any], dict[str, WidthMapping], list[str]]:
+        """``(new config, {dimension: mapping}, notes)`` for ``key`` -> ``value``.
+
+        Raises:
+            ValueError: naming the key, the value received and the valid ones.
+        """
+        raise NotImplementedError
+
+    def config(self, backbone: Any) -> dict[str, Any]:
+        """The backbone's config, with what ``get_config`` leaves out.
+
+        KerasHub 0.32's Llama-style backbones take ``tie_word_embeddings`` but
+        do not return it from ``get_config``; it is read from the embedding.
+        """
+        config = dict(backbone.get_config())
+        embedding = getattr(backbone, "token_embedding", None)
+        if "tie_word_embeddings" not in config and embedding is not None:
+            config["tie_word_embeddings"] = bool(
+                getattr(embedding, "tie_weights", False)
+            )
+        return config
+
+    def layout(self, path: str, config: dict[str, Any]) -> Layout:
+        """The layout of the variable at ``path`` (see `layouts`)."""
+        for pattern, layout in self.layouts:
+            if re.fullmatch(pattern, path):
+                return layout
+        raise ValueError(
+            f"The {self.name} family does not know the variable '{path}'; "
+            "keras-net2net cannot map it, so nothing was grown."
+        )
+
+
+@dataclasses.dataclass
+class FamilyPlan:
+    """Everything one growth of a KerasHub model changes (plain data).
+
+    Attributes:
+        description: one line saying what the growth does.
+        config: the new backbone config.
+        mappings: ``{dimension: WidthMapping}`` of the widened dimensions.
+        sources: for each new block, ``(old block index, copied)``: a copied
+            block starts as the identity (its `Family.zeroed` variables zero).
+        notes: lines about choices made (which heads grew, ...).
+
+    Example:
+
+    ```python
+    plan = keras_net2net.families.plan_widen(lm, "hidden_dim", 32, seed=0)
+    print("\n".join(plan.describe()))
+    grown = keras_net2net.families.apply(lm, plan)
+    ```
+    """
+
+    description: str
+    config: dict
+    mappings: dict = dataclasses.field(default_factory=dict)
+    sources: list = dataclasses.field(default_factory=list)
+    notes: list = dataclasses.field(default_factory=list)
+
+    def describe(self) -> list[str]:
+        """The dry-run lines."""
+        lines = [self.description, *self.notes]
+        for dim, mapping in self.mappings.items():
+            lines.append(f"  {dim}: {mapping.old_width} -> {mapping.new_width}")
+        copies = [i for i, (_, copied) in enumerate(self.sources) if copied]
+        if copies:
+            names = ", ".join(f"transformer_layer_{i}" for i in copies)
+            lines.append(f"  new identity blocks: {names}")
+        return lines
+
+
+def chain_for(family: Family, path: str, config: dict, mappings: dict) -> Chain:
+    """The transforms that carry the variable at ``path`` into the grown model."""
+    steps = []
+    for axis, entry in enumerate(family.layout(path, config)):
+        if entry is None:
+            continue
+        dim, role = entry
+        mapping = mappings.get(dim)
+        if mapping is None or mapping.is_identity:
+            continue
+        side = "out" if role == COPY else "in"
+        steps.append(WidthTransform(mapping, side, axis))
+    return Chain(steps)
+
+
+def new_values(
+    family: Family, backbone: Any, new_backbone: Any, plan: FamilyPlan
+) -> dict[str, np.ndarray]:
+    """``{path: value}`` of every variable of ``new_backbone``."""
+    old = {v.path: v for v in backbone.weights}
+    old_config = family.config(backbone)
+    values = {}
+    for variable in new_backbone.weights:
+        path, copied = variable.path, False
+        local = path
+        match = BLOCK.match(path)
+        if match:
+            source, copied = plan.sources[int(match.group(1))]
+            local = match.group(2)
+            path = f"transformer_layer_{source}/{local}"
+        value = keras.ops.convert_to_numpy(old[path])
+        if copied and any(re.fullmatch(p, local) for p in family.zeroed):
+            values[variable.path] = np.zeros(variable.shape, value.dtype)
+            continue
+        chain = chain_for(family, local, old_config, plan.mappings)
+        values[variable.path] = chain.apply(value)
+    return values

@@ -1,0 +1,153 @@
+"""Llama-style decoders: Llama, Llama 3, Mistral, Qwen 2 (KerasHub).
+
+A block is pre-norm: ``x + attention(rms(x))``, then ``x + ffn(rms(x))``,
+with grouped-query attention (query head ``h`` attends with key/value head
+``h // (num_query_heads // num_key_value_heads)``), rotary position
+embeddings over each head's dimensions, and a gated feed-forward network
+(``down(silu(gate(x)) * up(x))``). Qwen 2 adds query/key/value biases
+(copied with their heads) and ties its output embedding by default.
+
+What grows, exactly:
+
+* ``intermediate_dim``: gate and up projections copy columns with one
+  mapping, the down projection divides its rows.
+* ``hidden_dim`` (a multiple of the current one): the stream's channels are
+  tiled (RMS normalisation needs every channel copied equally often), and
+  since KerasHub derives ``head_dim = hidden_dim // num_query_heads``,
+  heads are added, not enlarged: ``num_query_heads`` grows by the same
+  factor (rotary embeddings act within a head, so copied heads stay exact;
+  a larger head would not). Readers of the stream divide their rows; a tied
+  output embedding is compensated in the final norm's scale.
+  ``num_query_heads`` is the same request in heads.
+* ``num_key_value_heads`` (a multiple that divides ``num_query_heads``):
+  key/value heads are copied in place, each query head keeps attending with
+  a copy of its own (`transforms.grouped_query_mappings`).
+* ``deepen(after="transformer_layer_<i>")``: a copy of block ``i`` whose
+  attention output and down projections are zero (the identity).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from keras_net2net.families.base import COPY
+from keras_net2net.families.base import DIVIDE
+from keras_net2net.families.base import Family
+from keras_net2net.transforms import MappingRule
+from keras_net2net.transforms import WidthMapping
+from keras_net2net.transforms import choose_mapping
+from keras_net2net.transforms import grouped_query_mappings
+
+H_IN, H_OUT = ("hidden", DIVIDE), ("hidden", COPY)
+I_IN, I_OUT = ("intermediate", DIVIDE), ("intermediate", COPY)
+Q_IN, Q_OUT = ("heads", DIVIDE), ("heads", COPY)
+KV_OUT = ("kv_heads", COPY)
+
+
+class LlamaFamily(Family):
+    """Llama, Llama 3, Mistral and Qwen 2 backbones (see the module docstring).
+
+    Example:
+
+    ```python
+    grown = keras_net2net.widen(llama_causal_lm, "num_key_value_heads", 4)
+    ```
+    """
+
+    name = "Llama"
+    heads_key = "num_query_heads"
+    kv_key = "num_key_value_heads"
+    widen_keys = {
+        "hidden_dim": "the residual stream (heads added with it)",
+        "intermediate_dim": "the feed-forward width",
+        "num_query_heads": "query heads (the stream grows with them)",
+        "num_key_value_heads": "key/value heads",
+    }
+    layouts = [
+        (r"token_embedding/embeddings", (None, H_OUT)),
+        (r"token_embedding/reverse_embeddings", (H_IN, None)),
+        (r"self_attention/query/kernel", (H_IN, Q_OUT, None)),
+        (r"self_attention/(key|value)/kernel", (H_IN, KV_OUT, None)),
+        (r"self_attention/query/bias", (Q_OUT, None)),
+        (r"self_attention/(key|value)/bias", (KV_OUT, None)),
+        (r"self_attention/attention_output/kernel", (Q_IN, None, H_OUT)),
+        (r"(self_attention|feedforward)_layernorm/scale", (H_OUT,)),
+        (r"feedforward_(intermediate|gate)_dense/kernel", (H_IN, I_OUT)),
+        (r"feedforward_output_dense/kernel", (I_IN, H_OUT)),
+        (r"sequence_output_layernorm/scale", (H_OUT,)),
+    ]
+    zeroed = [
+        r"self_attention/attention_output/kernel",
+        r"feedforward_output_dense/kernel",
+    ]
+
+    def layout(self, path: str, config: dict[str, Any]) -> tuple:
+        if path == "sequence_output_layernorm/scale" and config.get(
+            "tie_word_embeddings"
+        ):
+            # The tied output embedding copies columns without dividing:
+            # the copies' logits add up, so the final norm divides instead.
+            return (H_IN,)
+        return super().layout(path, config)
+
+    def plan_widen(
+        self, config: dict[str, Any], key: str, value: int, seed: int | None
+    ) -> tuple[dict[str, Any], dict[str, WidthMapping], list[str]]:
+        config = dict(config)
+        hidden, inter = config["hidden_dim"], config["intermediate_dim"]
+        heads, kv = config[self.heads_key], config[self.kv_key]
+        notes: list[str] = []
+        mappings: dict[str, WidthMapping] = {}
+        if key == "intermediate_dim":
+            _check(key, value, inter, lambda v: True, "")
+            mappings["intermediate"] = choose_mapping(inter, value, seed=seed)
+            config["intermediate_dim"] = value
+            return config, mappings, notes
+        if key == self.kv_key:
+            _check(
+                key,
+                value,
+                kv,
+                lambda v: v % kv == 0 and heads % v == 0,
+                f" that is a multiple of {kv} and divides {self.heads_key}={heads}",
+            )
+            mappings["heads"], mappings["kv_heads"] = grouped_query_mappings(
+                heads, kv, heads, value, seed=seed
+            )
+            config[self.kv_key] = value
+            return config, mappings, notes
+        if key == self.heads_key:
+            _check(key, value, heads, lambda v: v % heads == 0, ", a multiple of it")
+            factor = value // heads
+        else:  # hidden_dim
+            _check(key, value, hidden, lambda v: v % hidden == 0, ", a multiple of it")
+            factor = value // hidden
+        rule = MappingRule(
+            uniform=True,
+            reason=f"the {self.name} blocks normalise the stream (RMS) over its "
+            "channels, so every channel is copied equally often",
+        )
+        mappings["hidden"] = choose_mapping(hidden, hidden * factor, [rule])
+        mappings["heads"], _ = grouped_query_mappings(
+            heads, kv, heads * factor, kv, seed=seed
+        )
+        config["hidden_dim"] = hidden * factor
+        config[self.heads_key] = heads * factor
+        notes.append(
+            f"  heads keep their size ({hidden // heads}): {self.heads_key} "
+            f"{heads} -> {heads * factor}, {self.kv_key} stays {kv}"
+        )
+        return config, mappings, notes
+
+
+def _check(key: str, value: Any, current: int, valid, what: str) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value <= current
+        or not valid(value)
+    ):
+        raise ValueError(
+            f"`units` for '{key}' must be an integer larger than its current "
+            f"value {current}{what}. Received: units={value!r}"
+        )

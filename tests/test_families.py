@@ -1,0 +1,173 @@
+"""KerasHub models grown in their own config vocabulary keep their class.
+
+Tiny random configs, built offline; every weight (norm scales included)
+random, so each request is checked for exact function preservation.
+"""
+
+import numpy as np
+import pytest
+from conftest import TOL
+
+import keras_net2net as kn
+
+keras_hub = pytest.importorskip("keras_hub")
+keras = pytest.importorskip("keras")
+
+TOKENS = {
+    "token_ids": np.random.default_rng(0).integers(0, 50, (2, 7)).astype("int32"),
+    "padding_mask": np.ones((2, 7), "int32"),
+}
+
+
+def randomize(model, seed=1):
+    rng = np.random.default_rng(seed)
+    for variable in model.weights:
+        scale = 1.0 / np.sqrt(variable.shape[0]) if len(variable.shape) > 1 else 0.5
+        variable.assign(
+            rng.normal(
+                1.0 if len(variable.shape) == 1 else 0.0, scale, variable.shape
+            ).astype("float32")
+        )
+
+
+def llama(tie=False, family="Llama"):
+    backbone_class = getattr(keras_hub.models, f"{family}Backbone")
+    extra = {} if family == "Qwen" else {"tie_word_embeddings": tie}
+    backbone = backbone_class(
+        **extra,
+        vocabulary_size=50,
+        num_layers=2,
+        num_query_heads=4,
+        hidden_dim=16,
+        intermediate_dim=32,
+        num_key_value_heads=2,
+    )
+    randomize(backbone)
+    lm_class = getattr(keras_hub.models, f"{family}CausalLM")
+    return lm_class(backbone=backbone, preprocessor=None)
+
+
+def logits(model):
+    return keras.ops.convert_to_numpy(model(TOKENS))
+
+
+def relative(a, b):
+    return float(np.max(np.abs(a - b)) / np.max(np.abs(a)))
+
+
+def weights(model):
+    return [keras.ops.convert_to_numpy(v).copy() for v in model.weights]
+
+
+REQUESTS = [
+    ("intermediate_dim", 64, {"intermediate_dim": 64}),
+    ("hidden_dim", 32, {"hidden_dim": 32, "num_query_heads": 8}),
+    ("num_query_heads", 8, {"hidden_dim": 32, "num_query_heads": 8}),
+    ("num_key_value_heads", 4, {"num_key_value_heads": 4, "num_query_heads": 4}),
+]
+
+
+@pytest.mark.parametrize("family", ["Llama", "Llama3", "Mistral", "Qwen"])
+@pytest.mark.parametrize("key, units, expected", REQUESTS)
+def test_widen_keeps_the_class_and_the_function(family, key, units, expected):
+    model = llama(family=family)
+    before, saved = logits(model), weights(model)
+    grown = kn.widen(model, key, units, seed=3)
+    assert type(grown) is type(model)
+    assert type(grown.backbone) is type(model.backbone)
+    config = grown.backbone.get_config()
+    for name, value in expected.items():
+        assert config[name] == value
+    assert relative(before, logits(grown)) <= TOL
+    for old, new in zip(saved, weights(model)):  # the input model is unchanged
+        np.testing.assert_array_equal(old, new)
+
+
+def test_tied_embeddings_are_compensated_in_the_final_norm():
+    model = llama(tie=True)
+    grown = kn.widen(model, "hidden_dim", 48)
+    assert grown.backbone.token_embedding.tie_weights
+    assert relative(logits(model), logits(grown)) <= TOL
+
+
+def test_deepen_inserts_identity_blocks_in_order():
+    model = llama()
+    grown = kn.deepen(model, after=["transformer_layer_0", "transformer_layer_1"])
+    assert type(grown) is type(model)
+    names = [layer.name for layer in grown.backbone.transformer_layers]
+    assert names == [f"transformer_layer_{i}" for i in range(4)]
+    assert relative(logits(model), logits(grown)) <= TOL
+    new = grown.backbone.get_layer("transformer_layer_1")
+    old = model.backbone.get_layer("transformer_layer_0")
+    kernel = new._feedforward_gate_dense.kernel
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(kernel),
+        keras.ops.convert_to_numpy(old._feedforward_gate_dense.kernel),
+    )
+    out = keras.ops.convert_to_numpy(new._feedforward_output_dense.kernel)
+    assert not out.any()
+
+
+def test_generate_save_and_preset_after_growth(tmp_path):
+    model = llama()
+    model.compile(sampler="greedy")
+    prompt = {
+        "token_ids": np.array([[3, 4, 5, 0, 0, 0, 0, 0]], "int32"),
+        "padding_mask": np.array([[1, 1, 1, 0, 0, 0, 0, 0]], "int32"),
+    }
+    before = model.generate(prompt, max_length=8, stop_token_ids=None)
+    grown = kn.deepen(kn.widen(model, "hidden_dim", 32), after="transformer_layer_1")
+    after = grown.generate(prompt, max_length=8, stop_token_ids=None)
+    np.testing.assert_array_equal(before["token_ids"], after["token_ids"])
+    path = tmp_path / "grown.keras"
+    grown.save(path)
+    loaded = keras.models.load_model(path)
+    assert type(loaded) is type(model)
+    assert relative(logits(grown), logits(loaded)) <= TOL
+    grown.backbone.save_to_preset(str(tmp_path / "preset"))
+    backbone = type(model.backbone).from_preset(str(tmp_path / "preset"))
+    assert backbone.hidden_dim == 32 and backbone.num_layers == 3
+    reloaded = type(model)(backbone=backbone, preprocessor=None)
+    assert relative(logits(grown), logits(reloaded)) <= TOL
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda m: kn.widen(m, "hidden_dim", 24), r"'hidden_dim'.*multiple of it.*24"),
+        (lambda m: kn.widen(m, "num_key_value_heads", 3), r"divides num_query_heads"),
+        (lambda m: kn.widen(m, "intermediate_dim", 32), r"larger than.*32"),
+        (lambda m: kn.widen(m, "hidden_dim", 32, noise=0.1), r"noise=0 only"),
+        (lambda m: kn.widen(m, "hiden_dim", 32), r"'hiden_dim'.*'hidden_dim'"),
+        (lambda m: kn.deepen(m, after="transformer_layer_7"), r"'transformer_layer_1'"),
+        (
+            lambda m: kn.deepen(m, after="transformer_layer_0", residual=True),
+            r"residual=True",
+        ),
+    ],
+)
+def test_bad_requests_are_refused_before_anything_changes(call, message):
+    model = llama()
+    saved = weights(model)
+    with pytest.raises(ValueError, match=message):
+        call(model)
+    for old, new in zip(saved, weights(model)):
+        np.testing.assert_array_equal(old, new)
+
+
+def test_grouped_query_mappings_keep_each_query_with_its_key_value_head():
+    from keras_net2net.transforms import grouped_query_mappings
+
+    for q, kv, new_q, new_kv in [
+        (4, 2, 8, 2),
+        (4, 2, 4, 4),
+        (4, 2, 12, 4),
+        (6, 3, 9, 3),
+    ]:
+        queries, keys = grouped_query_mappings(q, kv, new_q, new_kv, seed=0)
+        assert queries.counts.min() >= 1  # every old query head survives
+        for head, old in enumerate(queries.indices):
+            new_group = head // (new_q // new_kv)
+            assert keys.indices[new_group] == old // (q // kv)
+    with pytest.raises(ValueError, match="multiple of 2"):
+        grouped_query_mappings(4, 2, 6, 3)

@@ -67,10 +67,35 @@ REQUESTS = [
 ]
 
 
-@pytest.mark.parametrize("family", ["Llama", "Llama3", "Mistral", "Qwen"])
-@pytest.mark.parametrize("key, units, expected", REQUESTS)
+def gpt(family):
+    backbone = getattr(keras_hub.models, f"{family}Backbone")(
+        vocabulary_size=50,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=16,
+        intermediate_dim=32,
+        max_sequence_length=12,
+    )
+    randomize(backbone)
+    return getattr(keras_hub.models, f"{family}CausalLM")(backbone, preprocessor=None)
+
+
+GPT_REQUESTS = [
+    ("intermediate_dim", 48, {"intermediate_dim": 48}),
+    ("hidden_dim", 32, {"hidden_dim": 32, "num_heads": 4}),
+    ("num_heads", 6, {"hidden_dim": 48, "num_heads": 6}),
+]
+CASES = [(f, *r) for f in ["Llama", "Llama3", "Mistral", "Qwen"] for r in REQUESTS]
+CASES += [(f, *r) for f in ["GPT2", "OPT"] for r in GPT_REQUESTS]
+
+
+def build(family):
+    return gpt(family) if family in ("GPT2", "OPT") else llama(family=family)
+
+
+@pytest.mark.parametrize("family, key, units, expected", CASES)
 def test_widen_keeps_the_class_and_the_function(family, key, units, expected):
-    model = llama(family=family)
+    model = build(family)
     before, saved = logits(model), weights(model)
     grown = kn.widen(model, key, units, seed=3)
     assert type(grown) is type(model)
@@ -87,6 +112,14 @@ def test_tied_embeddings_are_compensated_in_the_final_norm():
     model = llama(tie=True)
     grown = kn.widen(model, "hidden_dim", 48)
     assert grown.backbone.token_embedding.tie_weights
+    assert relative(logits(model), logits(grown)) <= TOL
+
+
+@pytest.mark.parametrize("family", ["GPT2", "OPT", "Mistral"])
+def test_deepen_keeps_the_class_and_the_function(family):
+    model = build(family)
+    grown = kn.deepen(model, after="transformer_layer_1")
+    assert type(grown) is type(model) and grown.backbone.num_layers == 3
     assert relative(logits(model), logits(grown)) <= TOL
 
 
@@ -142,7 +175,7 @@ def test_generate_save_and_preset_after_growth(tmp_path):
         (lambda m: kn.deepen(m, after="transformer_layer_7"), r"'transformer_layer_1'"),
         (
             lambda m: kn.deepen(m, after="transformer_layer_0", residual=True),
-            r"residual=True",
+            r"'token_embedding'.*cannot load again.*config vocabulary",
         ),
     ],
 )
@@ -171,3 +204,23 @@ def test_grouped_query_mappings_keep_each_query_with_its_key_value_head():
             assert keys.indices[new_group] == old // (q // kv)
     with pytest.raises(ValueError, match="multiple of 2"):
         grouped_query_mappings(4, 2, 6, 3)
+
+
+def test_per_layer_growth_of_a_task_model_is_refused_not_lost(tmp_path):
+    # GPT2CausalLM calls its tied embedding inside and outside the backbone:
+    # a plain grown copy would save but never load again.
+    model = gpt("GPT2")
+    saved = weights(model)
+    target = "transformer_layer_0/feedforward_intermediate_dense"
+    with pytest.raises(ValueError, match=r"'token_embedding'.*cannot load again"):
+        kn.widen(model, target, 48)
+    for old, new in zip(saved, weights(model)):
+        np.testing.assert_array_equal(old, new)
+    # the backbone alone still grows through its layers, and reloads
+    grown = kn.widen(model.backbone, target, 48)
+    grown.save(tmp_path / "backbone.keras")
+    loaded = keras.models.load_model(tmp_path / "backbone.keras")
+    inputs = {"token_ids": TOKENS["token_ids"], "padding_mask": TOKENS["padding_mask"]}
+    a = keras.ops.convert_to_numpy(grown(inputs))
+    b = keras.ops.convert_to_numpy(loaded(inputs))
+    assert relative(a, b) <= TOL

@@ -281,9 +281,12 @@ def test_in_place_growth_of_a_backbone_object_is_refused():
     with pytest.raises(TypeError, match="GPT2Backbone.*get_config"):
         kn.grow_in_place(backbone, [kn.Deepen(after="transformer_layer_0")])
     assert_unchanged(backbone, before)
-    # widen/deepen return a new plain Functional model instead.
+    # widen/deepen return a new model instead: in the config vocabulary the
+    # class is kept; through a block's layers it is a plain Functional model.
     deeper = kn.deepen(backbone, after="transformer_layer_0")
-    assert type(deeper).__name__ == "Functional"
+    assert type(deeper).__name__ == "GPT2Backbone"
+    random = kn.deepen(backbone, after="transformer_layer_0", init="random")
+    assert type(random).__name__ == "Functional"
     x = backbone_inputs(gpt2_classifier())
     x = {"token_ids": x[0], "padding_mask": x[1]}
     assert kn.max_output_difference(backbone, deeper, x) <= TOL

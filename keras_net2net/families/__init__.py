@@ -20,6 +20,7 @@ import keras
 from keras_net2net.families.base import Family
 from keras_net2net.families.base import FamilyPlan
 from keras_net2net.families.base import new_values
+from keras_net2net.families.gpt import GPTFamily
 from keras_net2net.families.llama import LlamaFamily
 
 _FAMILIES: dict[type, Family] = {}
@@ -31,6 +32,8 @@ _BUILTIN = (
     ("Llama3Backbone", LlamaFamily),
     ("MistralBackbone", LlamaFamily),
     ("QwenBackbone", LlamaFamily),
+    ("GPT2Backbone", GPTFamily),
+    ("OPTBackbone", GPTFamily),
 )
 
 
@@ -218,6 +221,7 @@ def _compile_like(model, grown):
 __all__ = [
     "Family",
     "FamilyPlan",
+    "GPTFamily",
     "LlamaFamily",
     "apply",
     "find",

@@ -56,7 +56,7 @@ class LlamaFamily(Family):
 
     name = "Llama"
     heads_key = "num_query_heads"
-    kv_key = "num_key_value_heads"
+    kv_key: str | None = "num_key_value_heads"
     widen_keys = {
         "hidden_dim": "the residual stream (heads added with it)",
         "intermediate_dim": "the feed-forward width",
@@ -95,7 +95,8 @@ class LlamaFamily(Family):
     ) -> tuple[dict[str, Any], dict[str, WidthMapping], list[str]]:
         config = dict(config)
         hidden, inter = config["hidden_dim"], config["intermediate_dim"]
-        heads, kv = config[self.heads_key], config[self.kv_key]
+        heads = config[self.heads_key]
+        kv = config[self.kv_key] if self.kv_key else heads
         notes: list[str] = []
         mappings: dict[str, WidthMapping] = {}
         if key == "intermediate_dim":
@@ -103,7 +104,7 @@ class LlamaFamily(Family):
             mappings["intermediate"] = choose_mapping(inter, value, seed=seed)
             config["intermediate_dim"] = value
             return config, mappings, notes
-        if key == self.kv_key:
+        if self.kv_key and key == self.kv_key:
             _check(
                 key,
                 value,
@@ -128,14 +129,17 @@ class LlamaFamily(Family):
             "channels, so every channel is copied equally often",
         )
         mappings["hidden"] = choose_mapping(hidden, hidden * factor, [rule])
+        # Without grouped heads every head is its own key/value group.
+        new_kv = kv if self.kv_key else kv * factor
         mappings["heads"], _ = grouped_query_mappings(
-            heads, kv, heads * factor, kv, seed=seed
+            heads, kv, heads * factor, new_kv, seed=seed
         )
         config["hidden_dim"] = hidden * factor
         config[self.heads_key] = heads * factor
+        kept = f", {self.kv_key} stays {kv}" if self.kv_key else ""
         notes.append(
             f"  heads keep their size ({hidden // heads}): {self.heads_key} "
-            f"{heads} -> {heads * factor}, {self.kv_key} stays {kv}"
+            f"{heads} -> {heads * factor}{kept}"
         )
         return config, mappings, notes
 

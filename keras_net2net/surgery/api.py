@@ -224,6 +224,8 @@ def deepen(
             or does not close a copyable residual block.
     """
     if families.find(model) is not None and _names_blocks(after):
+        # Identity copies of blocks, class kept; other options go through the
+        # layers (a plain Functional model), as for any model.
         defaults: dict[str, Any] = dict(
             method=H.IDENTITY, kernel_size=None, seed=None, name=None
         )
@@ -232,14 +234,8 @@ def deepen(
             method=method, kernel_size=kernel_size, seed=seed, name=name
         )
         given.update(residual=residual, init=init, blocks=blocks)
-        changed = {k: v for k, v in given.items() if v != defaults[k]}
-        if changed:
-            raise ValueError(
-                "Deepening a KerasHub model after its blocks inserts identity "
-                "copies with the default options only. Received: "
-                + ", ".join(f"{k}={v!r}" for k, v in changed.items())
-            )
-        return families.apply(model, families.plan_deepen(model, after))
+        if given == defaults:
+            return families.apply(model, families.plan_deepen(model, after))
     operation = Deepen(
         after,
         method=method,

@@ -142,6 +142,28 @@ class Plan:
         return lines
 
 
+def check_rebuildable(graph):
+    """Refuse a model with a layer called inside a nested model and outside it.
+
+    A KerasHub task model calls its backbone's tied embedding again for the
+    logits. Its grown copy would be a plain Functional model in which that
+    layer belongs to two nesting levels, and Keras cannot load such a model
+    once saved: the user's work would be lost.
+    """
+    for op in graph.layers:
+        paths = {tuple(id(m) for m in node.path) for node in graph.calls(op)}
+        if len(paths) > 1 and getattr(op, "weights", None):
+            raise H.unsupported(
+                op,
+                f"is called both inside a nested model and in '{graph.model.name}' "
+                "itself (a tied embedding); a grown copy would be a plain "
+                "Functional model that Keras cannot load again once saved. Grow "
+                "a KerasHub task model in its config vocabulary "
+                "(widen(model, 'hidden_dim', ...), deepen(model, "
+                "after='transformer_layer_<i>')) or grow its backbone.",
+            )
+
+
 def seed_stream(seed):
     rng = np.random.default_rng(seed)
     while True:

@@ -17,6 +17,7 @@ from keras_net2net.surgery.plan.data import OUT
 from keras_net2net.surgery.plan.data import Call
 from keras_net2net.surgery.plan.data import Insertion
 from keras_net2net.surgery.plan.data import Plan
+from keras_net2net.surgery.plan.data import check_rebuildable
 from keras_net2net.surgery.plan.data import insert_after
 from keras_net2net.surgery.plan.data import output_swap
 from keras_net2net.surgery.plan.data import single_call
@@ -37,6 +38,7 @@ def plan_deepen(
 ):
     """Plan `deepen` (see there); raises before anything is changed."""
     graph = LayerGraph(model)
+    check_rebuildable(graph)
     target = graph.get(after, argument="after")
     handler = H.get_handler(target)
     if handler is not None:

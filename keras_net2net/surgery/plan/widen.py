@@ -16,6 +16,7 @@ from keras_net2net.surgery.graph import LayerGraph
 from keras_net2net.surgery.groups import find_group
 from keras_net2net.surgery.groups import group_mappings
 from keras_net2net.surgery.plan.data import Plan
+from keras_net2net.surgery.plan.data import check_rebuildable
 from keras_net2net.surgery.plan.data import seed_stream
 from keras_net2net.surgery.plan.data import single_call
 from keras_net2net.transforms import choose_mapping
@@ -36,6 +37,7 @@ def plan_widen(
 ):
     """Plan `widen` (see there); raises before anything is built."""
     graph = LayerGraph(model)
+    check_rebuildable(graph)
     target, part = _target_and_part(graph, layer)
     handler = H.get_handler(target)
     if handler is None or isinstance(target, keras.layers.InputLayer):

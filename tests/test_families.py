@@ -85,12 +85,35 @@ GPT_REQUESTS = [
     ("hidden_dim", 32, {"hidden_dim": 32, "num_heads": 4}),
     ("num_heads", 6, {"hidden_dim": 48, "num_heads": 6}),
 ]
-CASES = [(f, *r) for f in ["Llama", "Llama3", "Mistral", "Qwen"] for r in REQUESTS]
-CASES += [(f, *r) for f in ["GPT2", "OPT"] for r in GPT_REQUESTS]
+
+
+def other(family):
+    common = dict(vocabulary_size=50, num_layers=2, hidden_dim=16, intermediate_dim=32)
+    if family == "Phi3":
+        backbone = keras_hub.models.Phi3Backbone(
+            num_query_heads=4, num_key_value_heads=2, **common
+        )
+    elif family == "GPTNeoX":
+        backbone = keras_hub.models.GPTNeoXBackbone(num_heads=2, **common)
+    else:
+        backbone = keras_hub.models.FalconBackbone(num_attention_heads=2, **common)
+    randomize(backbone)
+    return getattr(keras_hub.models, f"{family}CausalLM")(backbone, preprocessor=None)
+
+
+CASES = [
+    (f, *r) for f in ["Llama", "Llama3", "Mistral", "Qwen", "Phi3"] for r in REQUESTS
+]
+CASES += [(f, *r) for f in ["GPT2", "OPT", "GPTNeoX"] for r in GPT_REQUESTS]
+CASES += [("Falcon", *GPT_REQUESTS[0])]
 
 
 def build(family):
-    return gpt(family) if family in ("GPT2", "OPT") else llama(family=family)
+    if family in ("GPT2", "OPT"):
+        return gpt(family)
+    if family in ("Phi3", "GPTNeoX", "Falcon"):
+        return other(family)
+    return llama(family=family)
 
 
 @pytest.mark.parametrize("family, key, units, expected", CASES)
@@ -115,7 +138,9 @@ def test_tied_embeddings_are_compensated_in_the_final_norm():
     assert relative(logits(model), logits(grown)) <= TOL
 
 
-@pytest.mark.parametrize("family", ["GPT2", "OPT", "Mistral"])
+@pytest.mark.parametrize(
+    "family", ["GPT2", "OPT", "Mistral", "Phi3", "GPTNeoX", "Falcon"]
+)
 def test_deepen_keeps_the_class_and_the_function(family):
     model = build(family)
     grown = kn.deepen(model, after="transformer_layer_1")
@@ -224,3 +249,10 @@ def test_per_layer_growth_of_a_task_model_is_refused_not_lost(tmp_path):
     a = keras.ops.convert_to_numpy(grown(inputs))
     b = keras.ops.convert_to_numpy(loaded(inputs))
     assert relative(a, b) <= TOL
+
+
+def test_falcon_heads_are_refused_with_the_reason():
+    model = other("Falcon")
+    for key in ("hidden_dim", "num_attention_heads"):
+        with pytest.raises(ValueError, match=rf"ALiBi.*'{key}'"):
+            kn.widen(model, key, 32)

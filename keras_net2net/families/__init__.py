@@ -22,6 +22,9 @@ from keras_net2net.families.base import FamilyPlan
 from keras_net2net.families.base import new_values
 from keras_net2net.families.gpt import GPTFamily
 from keras_net2net.families.llama import LlamaFamily
+from keras_net2net.families.others import FalconFamily
+from keras_net2net.families.others import GPTNeoXFamily
+from keras_net2net.families.others import Phi3Family
 
 _FAMILIES: dict[type, Family] = {}
 _BUILTIN_DONE = [False]
@@ -34,6 +37,9 @@ _BUILTIN = (
     ("QwenBackbone", LlamaFamily),
     ("GPT2Backbone", GPTFamily),
     ("OPTBackbone", GPTFamily),
+    ("Phi3Backbone", Phi3Family),
+    ("GPTNeoXBackbone", GPTNeoXFamily),
+    ("FalconBackbone", FalconFamily),
 )
 
 
@@ -108,7 +114,7 @@ def plan_widen(model: Any, key: str, units: Any, seed: int | None) -> FamilyPlan
     """
     family, backbone, _ = _found(model)
     config = family.config(backbone)
-    if key not in family.widen_keys:
+    if key not in family.widen_keys and key not in family.refused:
         valid = ", ".join(f"'{k}' ({v})" for k, v in family.widen_keys.items())
         raise ValueError(
             f"`layer`: {type(backbone).__name__} cannot widen '{key}'. "
@@ -221,8 +227,11 @@ def _compile_like(model, grown):
 __all__ = [
     "Family",
     "FamilyPlan",
+    "FalconFamily",
     "GPTFamily",
+    "GPTNeoXFamily",
     "LlamaFamily",
+    "Phi3Family",
     "apply",
     "find",
     "plan_deepen",

@@ -38,7 +38,10 @@ COPY = "copy"
 DIVIDE = "divide"
 BLOCK = re.compile(r"^transformer_layer_(\d+)/(.*)$")
 
-Layout = tuple  # per axis: None or (dimension, COPY | DIVIDE)
+# Per axis: None, ``(dimension, COPY | DIVIDE)``, or ``(dimension, role,
+# slots)`` for an axis where each unit owns ``slots(config)`` consecutive
+# entries (the heads of a flattened ``heads * head_dim`` axis).
+Layout = tuple
 
 
 class Family:
@@ -61,6 +64,8 @@ class Family:
     Attributes:
         name: the family's name, for messages.
         widen_keys: config keys `widen` accepts, with what each one grows.
+        refused: config keys that cannot grow exactly, with why
+            (`plan_widen` raises, giving the reason).
         layouts: ``[(regex, layout)]`` matched against a variable's path
             (block variables without their ``transformer_layer_<i>/``
             prefix); the first match wins.
@@ -69,6 +74,7 @@ class Family:
 
     name = ""
     widen_keys: dict[str, str] = {}
+    refused: dict[str, str] = {}
     layouts: list[tuple[str, Layout]] = []
     zeroed: list[str] = []
 
@@ -152,10 +158,12 @@ def chain_for(family: Family, path: str, config: dict, mappings: dict) -> Chain:
     for axis, entry in enumerate(family.layout(path, config)):
         if entry is None:
             continue
-        dim, role = entry
+        dim, role = entry[:2]
         mapping = mappings.get(dim)
         if mapping is None or mapping.is_identity:
             continue
+        if len(entry) > 2:
+            mapping = mapping.repeat(entry[2](config))
         side = "out" if role == COPY else "in"
         steps.append(WidthTransform(mapping, side, axis))
     return Chain(steps)

@@ -123,7 +123,8 @@ def widen(
     """
     _check_widen_args(method, noise, seed, noise_on, pad_std, pad_bias)
     hub = families.find(model)
-    if hub is not None and isinstance(layer, str) and layer in hub[0].widen_keys:
+    keys = {**hub[0].widen_keys, **hub[0].refused} if hub is not None else {}
+    if hub is not None and isinstance(layer, str) and layer in keys:
         if method != H.NET2WIDER or noise:
             raise ValueError(
                 f"`method`/`noise`: widening '{layer}' of a "

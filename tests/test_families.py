@@ -166,15 +166,20 @@ def test_deepen_inserts_identity_blocks_in_order():
     assert not out.any()
 
 
-def test_generate_save_and_preset_after_growth(tmp_path):
-    model = llama()
+FAMILIES = ["Llama", "Llama3", "Mistral", "Qwen", "Phi3", "GPT2", "OPT", "GPTNeoX"]
+
+
+@pytest.mark.parametrize("family", FAMILIES + ["Falcon"])
+def test_generate_save_and_preset_after_growth(tmp_path, family):
+    model = build(family)
     model.compile(sampler="greedy")
     prompt = {
         "token_ids": np.array([[3, 4, 5, 0, 0, 0, 0, 0]], "int32"),
         "padding_mask": np.array([[1, 1, 1, 0, 0, 0, 0, 0]], "int32"),
     }
     before = model.generate(prompt, max_length=8, stop_token_ids=None)
-    grown = kn.deepen(kn.widen(model, "hidden_dim", 32), after="transformer_layer_1")
+    key, units = ("intermediate_dim", 48) if family == "Falcon" else ("hidden_dim", 32)
+    grown = kn.deepen(kn.widen(model, key, units), after="transformer_layer_1")
     after = grown.generate(prompt, max_length=8, stop_token_ids=None)
     np.testing.assert_array_equal(before["token_ids"], after["token_ids"])
     path = tmp_path / "grown.keras"
@@ -184,7 +189,8 @@ def test_generate_save_and_preset_after_growth(tmp_path):
     assert relative(logits(grown), logits(loaded)) <= TOL
     grown.backbone.save_to_preset(str(tmp_path / "preset"))
     backbone = type(model.backbone).from_preset(str(tmp_path / "preset"))
-    assert backbone.hidden_dim == 32 and backbone.num_layers == 3
+    config = backbone.get_config()
+    assert config[key] == units and config["num_layers"] == 3
     reloaded = type(model)(backbone=backbone, preprocessor=None)
     assert relative(logits(grown), logits(reloaded)) <= TOL
 

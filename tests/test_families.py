@@ -95,6 +95,10 @@ def other(family):
         )
     elif family == "GPTNeoX":
         backbone = keras_hub.models.GPTNeoXBackbone(num_heads=2, **common)
+    elif family == "Gemma":
+        backbone = keras_hub.models.GemmaBackbone(
+            num_query_heads=4, num_key_value_heads=2, head_dim=4, **common
+        )
     else:
         backbone = keras_hub.models.FalconBackbone(num_attention_heads=2, **common)
     randomize(backbone)
@@ -106,12 +110,22 @@ CASES = [
 ]
 CASES += [(f, *r) for f in ["GPT2", "OPT", "GPTNeoX"] for r in GPT_REQUESTS]
 CASES += [("Falcon", *GPT_REQUESTS[0])]
+CASES += [
+    ("Gemma", "hidden_dim", 32, {"hidden_dim": 32, "num_query_heads": 4}),
+    ("Gemma", "intermediate_dim", 48, {"intermediate_dim": 48}),
+    ("Gemma", "num_query_heads", 8, {"num_query_heads": 8, "hidden_dim": 16}),
+    ("Gemma", "num_key_value_heads", 4, {"num_key_value_heads": 4}),
+]
+
+
+def block(family, index):
+    return f"{'decoder_block' if family == 'Gemma' else 'transformer_layer'}_{index}"
 
 
 def build(family):
     if family in ("GPT2", "OPT"):
         return gpt(family)
-    if family in ("Phi3", "GPTNeoX", "Falcon"):
+    if family in ("Phi3", "GPTNeoX", "Falcon", "Gemma"):
         return other(family)
     return llama(family=family)
 
@@ -139,11 +153,11 @@ def test_tied_embeddings_are_compensated_in_the_final_norm():
 
 
 @pytest.mark.parametrize(
-    "family", ["GPT2", "OPT", "Mistral", "Phi3", "GPTNeoX", "Falcon"]
+    "family", ["GPT2", "OPT", "Mistral", "Phi3", "GPTNeoX", "Falcon", "Gemma"]
 )
 def test_deepen_keeps_the_class_and_the_function(family):
     model = build(family)
-    grown = kn.deepen(model, after="transformer_layer_1")
+    grown = kn.deepen(model, after=block(family, 1))
     assert type(grown) is type(model) and grown.backbone.num_layers == 3
     assert relative(logits(model), logits(grown)) <= TOL
 
@@ -167,6 +181,7 @@ def test_deepen_inserts_identity_blocks_in_order():
 
 
 FAMILIES = ["Llama", "Llama3", "Mistral", "Qwen", "Phi3", "GPT2", "OPT", "GPTNeoX"]
+FAMILIES += ["Gemma"]
 
 
 @pytest.mark.parametrize("family", FAMILIES + ["Falcon"])
@@ -179,7 +194,7 @@ def test_generate_save_and_preset_after_growth(tmp_path, family):
     }
     before = model.generate(prompt, max_length=8, stop_token_ids=None)
     key, units = ("intermediate_dim", 48) if family == "Falcon" else ("hidden_dim", 32)
-    grown = kn.deepen(kn.widen(model, key, units), after="transformer_layer_1")
+    grown = kn.deepen(kn.widen(model, key, units), after=block(family, 1))
     after = grown.generate(prompt, max_length=8, stop_token_ids=None)
     np.testing.assert_array_equal(before["token_ids"], after["token_ids"])
     path = tmp_path / "grown.keras"
@@ -262,3 +277,16 @@ def test_falcon_heads_are_refused_with_the_reason():
     for key in ("hidden_dim", "num_attention_heads"):
         with pytest.raises(ValueError, match=rf"ALiBi.*'{key}'"):
             kn.widen(model, key, 32)
+
+
+def test_gemma_head_dim_and_sliding_window_depth_are_refused():
+    model = other("Gemma")
+    with pytest.raises(ValueError, match=r"'head_dim'.*rotary"):
+        kn.widen(model, "head_dim", 8)
+    with pytest.raises(ValueError, match=r"even integer"):
+        kn.widen(model, "intermediate_dim", 47)
+    config = model.backbone.get_config()
+    config.update(use_sliding_window_attention=True, sliding_window_size=4)
+    windowed = keras_hub.models.GemmaBackbone.from_config(config)
+    with pytest.raises(ValueError, match=r"sliding-window"):
+        kn.deepen(windowed, after="decoder_block_0")

@@ -20,6 +20,7 @@ import keras
 from keras_net2net.families.base import Family
 from keras_net2net.families.base import FamilyPlan
 from keras_net2net.families.base import new_values
+from keras_net2net.families.gemma import GemmaFamily
 from keras_net2net.families.gpt import GPTFamily
 from keras_net2net.families.llama import LlamaFamily
 from keras_net2net.families.others import FalconFamily
@@ -40,6 +41,7 @@ _BUILTIN = (
     ("Phi3Backbone", Phi3Family),
     ("GPTNeoXBackbone", GPTNeoXFamily),
     ("FalconBackbone", FalconFamily),
+    ("GemmaBackbone", GemmaFamily),
 )
 
 
@@ -146,16 +148,17 @@ def plan_deepen(model: Any, after: Any) -> FamilyPlan:
     config = family.config(backbone)
     count = config["num_layers"]
     names = [after] if isinstance(after, str) else list(after)
+    prefix = family.block_prefix
     indices = []
     for name in names:
-        match = re.fullmatch(r"transformer_layer_(\d+)", str(name))
+        match = re.fullmatch(rf"{re.escape(prefix)}(\d+)", str(name))
         if match is None or int(match.group(1)) >= count:
             raise ValueError(
                 f"`after`: {type(backbone).__name__} has blocks "
-                f"'transformer_layer_0' to 'transformer_layer_{count - 1}'. "
-                f"Received: after={after!r}"
+                f"'{prefix}0' to '{prefix}{count - 1}'. Received: after={after!r}"
             )
         indices.append(int(match.group(1)))
+    family.check_deepen(config)
     if len(set(indices)) != len(indices):
         raise ValueError(f"`after` names a block twice. Received: after={after!r}")
     sources: list[tuple[int, bool]] = []
@@ -164,7 +167,7 @@ def plan_deepen(model: Any, after: Any) -> FamilyPlan:
         if index in indices:
             sources.append((index, True))
     config["num_layers"] = len(sources)
-    copies = ", ".join(f"'transformer_layer_{i}'" for i in sorted(indices))
+    copies = ", ".join(f"'{prefix}{i}'" for i in sorted(indices))
     plan = FamilyPlan(
         f"deepen {type(backbone).__name__}: an identity copy after {copies} "
         f"(num_layers {count} -> {len(sources)}; blocks renumbered in order)",
@@ -180,8 +183,7 @@ def _check_layouts(family, backbone, plan):
     """Refuse, before anything is built, a variable the family cannot map."""
     config = family.config(backbone)
     for variable in backbone.weights:
-        path = re.sub(r"^transformer_layer_\d+/", "", variable.path)
-        family.layout(path, config)
+        family.layout(family.split(variable.path)[1], config)
 
 
 def apply(model: Any, plan: FamilyPlan, compile: bool = True) -> Any:
@@ -229,6 +231,7 @@ __all__ = [
     "FamilyPlan",
     "FalconFamily",
     "GPTFamily",
+    "GemmaFamily",
     "GPTNeoXFamily",
     "LlamaFamily",
     "Phi3Family",

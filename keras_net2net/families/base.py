@@ -36,7 +36,6 @@ from keras_net2net.transforms import WidthTransform
 
 COPY = "copy"
 DIVIDE = "divide"
-BLOCK = re.compile(r"^transformer_layer_(\d+)/(.*)$")
 
 # Per axis: None, ``(dimension, COPY | DIVIDE)``, or ``(dimension, role,
 # slots)`` for an axis where each unit owns ``slots(config)`` consecutive
@@ -67,9 +66,10 @@ class Family:
         refused: config keys that cannot grow exactly, with why
             (`plan_widen` raises, giving the reason).
         layouts: ``[(regex, layout)]`` matched against a variable's path
-            (block variables without their ``transformer_layer_<i>/``
+            (block variables without their ``<block_prefix><i>/``
             prefix); the first match wins.
         zeroed: regexes of block variables set to zero in an inserted copy.
+        block_prefix: the blocks' names without their index.
     """
 
     name = ""
@@ -77,6 +77,7 @@ class Family:
     refused: dict[str, str] = {}
     layouts: list[tuple[str, Layout]] = []
     zeroed: list[str] = []
+    block_prefix = "transformer_layer_"
 
     def plan_widen(
         self, config: dict[str, Any], key: str, value: int, seed: int | None
@@ -101,6 +102,26 @@ class Family:
                 getattr(embedding, "tie_weights", False)
             )
         return config
+
+    def finish(
+        self, path: str, value: np.ndarray, old: dict[str, Any], new: dict[str, Any]
+    ) -> np.ndarray:
+        """Adjust a mapped value for constants that depend on the config.
+
+        The default changes nothing; Gemma scales its embedding by
+        ``sqrt(hidden_dim)``, so a wider stream divides it (see there).
+        """
+        return value
+
+    def check_deepen(self, config: dict[str, Any]) -> None:
+        """Raise a ValueError if inserting blocks cannot keep the function."""
+
+    def split(self, path: str) -> tuple[int | None, str]:
+        """``(block index or None, path within the block)`` of a variable path."""
+        match = re.match(rf"^{re.escape(self.block_prefix)}(\d+)/(.*)$", path)
+        if match is None:
+            return None, path
+        return int(match.group(1)), match.group(2)
 
     def layout(self, path: str, config: dict[str, Any]) -> Layout:
         """The layout of the variable at ``path`` (see `layouts`)."""
@@ -147,8 +168,7 @@ class FamilyPlan:
             lines.append(f"  {dim}: {mapping.old_width} -> {mapping.new_width}")
         copies = [i for i, (_, copied) in enumerate(self.sources) if copied]
         if copies:
-            names = ", ".join(f"transformer_layer_{i}" for i in copies)
-            lines.append(f"  new identity blocks: {names}")
+            lines.append(f"  new identity blocks (indices): {copies}")
         return lines
 
 
@@ -178,16 +198,15 @@ def new_values(
     values = {}
     for variable in new_backbone.weights:
         path, copied = variable.path, False
-        local = path
-        match = BLOCK.match(path)
-        if match:
-            source, copied = plan.sources[int(match.group(1))]
-            local = match.group(2)
-            path = f"transformer_layer_{source}/{local}"
+        index, local = family.split(path)
+        if index is not None:
+            source, copied = plan.sources[index]
+            path = f"{family.block_prefix}{source}/{local}"
         value = keras.ops.convert_to_numpy(old[path])
         if copied and any(re.fullmatch(p, local) for p in family.zeroed):
             values[variable.path] = np.zeros(variable.shape, value.dtype)
             continue
         chain = chain_for(family, local, old_config, plan.mappings)
-        values[variable.path] = chain.apply(value)
+        value = family.finish(local, chain.apply(value), old_config, plan.config)
+        values[variable.path] = value
     return values

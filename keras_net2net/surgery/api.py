@@ -29,15 +29,13 @@ from keras_net2net.surgery.plan import plan_deepen
 from keras_net2net.surgery.plan import plan_widen
 
 
-def _names_blocks(after):
-    """True for ``"transformer_layer_<i>"`` or a list of such names."""
+def _names_blocks(after, prefix):
+    """True for ``"<prefix><i>"`` (``"transformer_layer_1"``) or a list of them."""
     names = [after] if isinstance(after, str) else after
     return (
         isinstance(names, (list, tuple))
         and len(names) > 0
-        and all(
-            isinstance(n, str) and n.startswith("transformer_layer_") for n in names
-        )
+        and all(isinstance(n, str) and n.startswith(prefix) for n in names)
     )
 
 
@@ -224,7 +222,8 @@ def deepen(
             has a non-idempotent activation (identity method), an even kernel,
             or does not close a copyable residual block.
     """
-    if families.find(model) is not None and _names_blocks(after):
+    hub = families.find(model)
+    if hub is not None and _names_blocks(after, hub[0].block_prefix):
         # Identity copies of blocks, class kept; other options go through the
         # layers (a plain Functional model), as for any model.
         defaults: dict[str, Any] = dict(

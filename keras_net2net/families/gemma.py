@@ -1,0 +1,147 @@
+"""Gemma decoders (KerasHub ``GemmaBackbone``).
+
+Gemma is Llama-like (grouped-query attention, rotary embeddings, RMS norms,
+a gated feed-forward network, no biases) with these differences, each
+handled exactly:
+
+* ``head_dim`` is its own config entry, so the stream and the heads grow
+  independently: ``hidden_dim`` (a multiple: RMS norms need equal copies)
+  keeps the heads as they are; ``num_query_heads``/``num_key_value_heads``
+  add heads without touching the stream. ``head_dim`` itself is refused:
+  rotary embeddings pair a head's dimensions by position.
+* Its kernels put the heads first: query ``(heads, hidden, head_dim)``.
+* The token embedding is multiplied by ``sqrt(hidden_dim)`` and tied to the
+  output. A stream ``k`` times wider would scale the embedding by
+  ``sqrt(k)`` more, so the copied embedding is divided by ``sqrt(k)``; the
+  tied output then adds ``k`` copies of ``1/sqrt(k)`` of each logit term, so
+  the final norm's ``(1 + scale)`` is divided by ``sqrt(k)``.
+* Each of the two gating projections is ``intermediate_dim // 2`` wide, so
+  ``intermediate_dim`` grows by even numbers.
+* With sliding-window attention only even blocks use the window: inserting
+  a block would move later blocks between patterns, so ``deepen`` is
+  refused for such a model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from keras_net2net.families.base import COPY
+from keras_net2net.families.base import DIVIDE
+from keras_net2net.families.llama import LlamaFamily
+from keras_net2net.transforms import MappingRule
+from keras_net2net.transforms import WidthMapping
+from keras_net2net.transforms import choose_mapping
+from keras_net2net.transforms import grouped_query_mappings
+
+H_IN, H_OUT = ("hidden", DIVIDE), ("hidden", COPY)
+I_IN, I_OUT = ("intermediate", DIVIDE), ("intermediate", COPY)
+Q_IN, Q_OUT = ("heads", DIVIDE), ("heads", COPY)
+KV_OUT = ("kv_heads", COPY)
+
+
+class GemmaFamily(LlamaFamily):
+    """Gemma backbones (see the module docstring).
+
+    Example:
+
+    ```python
+    grown = keras_net2net.widen(gemma_causal_lm, "hidden_dim", 64)
+    ```
+    """
+
+    name = "Gemma"
+    block_prefix = "decoder_block_"
+    widen_keys = {
+        "hidden_dim": "the residual stream (heads unchanged)",
+        "intermediate_dim": "twice the width of each gating projection",
+        "num_query_heads": "query heads (the stream unchanged)",
+        "num_key_value_heads": "key/value heads",
+    }
+    refused = {"head_dim": "rotary embeddings pair a head's dimensions"}
+    layouts = [
+        (r"token_embedding/embeddings", (None, H_OUT)),
+        (r"attention/query/kernel", (Q_OUT, H_IN, None)),
+        (r"attention/(key|value)/kernel", (KV_OUT, H_IN, None)),
+        (r"attention/attention_output/kernel", (Q_IN, None, H_OUT)),
+        (r"(pre|post)_(attention|ffw)_norm/scale", (H_OUT,)),
+        (r"ffw_gating(_2)?/kernel", (H_IN, I_OUT)),
+        (r"ffw_linear/kernel", (I_IN, H_OUT)),
+        (r"final_normalization/scale", (H_OUT,)),
+    ]
+    zeroed = [r"attention/attention_output/kernel", r"ffw_linear/kernel"]
+
+    def layout(self, path: str, config: dict[str, Any]) -> tuple:
+        return super(LlamaFamily, self).layout(path, config)
+
+    def check_deepen(self, config: dict[str, Any]) -> None:
+        if config.get("use_sliding_window_attention"):
+            raise ValueError(
+                "`after`: this Gemma model uses sliding-window attention in its "
+                "even blocks only; an inserted block would move every later block "
+                "to the other pattern, so it cannot start as the identity."
+            )
+
+    def finish(self, path, value, old, new):
+        factor = new["hidden_dim"] / old["hidden_dim"]
+        if factor == 1:
+            return value
+        if path == "token_embedding/embeddings":
+            return (value / np.sqrt(factor)).astype(value.dtype)
+        if path == "final_normalization/scale":
+            return ((1.0 + value) / np.sqrt(factor) - 1.0).astype(value.dtype)
+        return value
+
+    def plan_widen(
+        self, config: dict[str, Any], key: str, value: int, seed: int | None
+    ) -> tuple[dict[str, Any], dict[str, WidthMapping], list[str]]:
+        if key in self.refused:
+            raise ValueError(
+                f"`layer`: Gemma's '{key}' cannot grow exactly: "
+                f"{self.refused[key]}; add heads ('num_query_heads') instead."
+            )
+        config = dict(config)
+        hidden, inter = config["hidden_dim"], config["intermediate_dim"]
+        heads, kv = config["num_query_heads"], config["num_key_value_heads"]
+        mappings: dict[str, WidthMapping] = {}
+        if key == "intermediate_dim":
+            if not isinstance(value, int) or value % 2 or value <= inter:
+                raise ValueError(
+                    f"`units` for 'intermediate_dim' must be an even integer "
+                    f"larger than its current value {inter} (each gating "
+                    f"projection is intermediate_dim // 2 wide). Received: "
+                    f"units={value!r}"
+                )
+            mappings["intermediate"] = choose_mapping(inter // 2, value // 2, seed=seed)
+        elif key == "hidden_dim":
+            if not isinstance(value, int) or value <= hidden or value % hidden:
+                raise ValueError(
+                    f"`units` for 'hidden_dim' must be an integer larger than its "
+                    f"current value {hidden}, a multiple of it. Received: "
+                    f"units={value!r}"
+                )
+            rule = MappingRule(
+                uniform=True,
+                reason="the Gemma blocks normalise the stream (RMS) over its "
+                "channels, so every channel is copied equally often",
+            )
+            mappings["hidden"] = choose_mapping(hidden, value, [rule])
+        else:
+            new_q = value if key == "num_query_heads" else heads
+            new_kv = value if key == "num_key_value_heads" else kv
+            current = heads if key == "num_query_heads" else kv
+            if not isinstance(value, int) or value <= current:
+                raise ValueError(
+                    f"`units` for '{key}' must be an integer larger than its "
+                    f"current value {current}. Received: units={value!r}"
+                )
+            try:
+                mappings["heads"], mappings["kv_heads"] = grouped_query_mappings(
+                    heads, kv, new_q, new_kv, seed=seed
+                )
+            except ValueError as error:
+                raise ValueError(f"`units` for '{key}': {error}") from None
+        config[key] = value
+        return config, mappings, []

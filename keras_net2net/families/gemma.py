@@ -84,7 +84,9 @@ class GemmaFamily(LlamaFamily):
                 "to the other pattern, so it cannot start as the identity."
             )
 
-    def finish(self, path, value, old, new):
+    def finish(
+        self, path: str, value: np.ndarray, old: dict[str, Any], new: dict[str, Any]
+    ) -> np.ndarray:
         factor = new["hidden_dim"] / old["hidden_dim"]
         if factor == 1:
             return value

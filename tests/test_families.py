@@ -290,3 +290,27 @@ def test_gemma_head_dim_and_sliding_window_depth_are_refused():
     windowed = keras_hub.models.GemmaBackbone.from_config(config)
     with pytest.raises(ValueError, match=r"sliding-window"):
         kn.deepen(windowed, after="decoder_block_0")
+
+
+def test_llama_pro_trains_only_the_inserted_blocks():
+    model = llama()
+    after = ["transformer_layer_0", "transformer_layer_1"]
+    grown = kn.deepen(model, after=after)
+    new = kn.families.inserted_blocks(model, after)
+    assert new == ["transformer_layer_1", "transformer_layer_3"]
+    trainable = kn.families.train_only(grown, new)
+    assert trainable and all(p.split("/")[0] in new for p in trainable)
+    before = {v.path: keras.ops.convert_to_numpy(v).copy() for v in grown.weights}
+    grown.compile(
+        optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy"
+    )
+    labels = np.random.default_rng(2).integers(0, 50, (2, 7))
+    grown.fit(TOKENS, labels, epochs=1, batch_size=2, verbose=0)
+    changed = {
+        v.path
+        for v in grown.weights
+        if not np.array_equal(before[v.path], keras.ops.convert_to_numpy(v))
+    }
+    assert changed and all(p.split("/")[0] in new for p in changed)
+    with pytest.raises(ValueError, match=r"`blocks` must name blocks"):
+        kn.families.train_only(grown, ["transformer_layer_9"])

@@ -237,7 +237,67 @@ __all__ = [
     "Phi3Family",
     "apply",
     "find",
+    "inserted_blocks",
     "plan_deepen",
     "plan_widen",
     "register_family",
+    "train_only",
 ]
+
+
+def inserted_blocks(model: Any, after: Any) -> list[str]:
+    """The names the blocks inserted by ``deepen(model, after=...)`` get.
+
+    Blocks are renumbered in order, so a block inserted after block ``i``
+    is named with index ``i + 1 + (blocks inserted before it)``.
+
+    Example:
+
+    ```python
+    after = ["transformer_layer_0", "transformer_layer_2"]
+    grown = keras_net2net.deepen(lm, after=after)
+    inserted_blocks(lm, after)  # ['transformer_layer_1', 'transformer_layer_4']
+    ```
+    """
+    family, _, _ = _found(model)
+    plan = plan_deepen(model, after)
+    prefix = family.block_prefix
+    return [f"{prefix}{i}" for i, (_, copied) in enumerate(plan.sources) if copied]
+
+
+def train_only(model: Any, blocks: list[str]) -> list[str]:
+    """Freeze every layer of a KerasHub model except the named blocks.
+
+    LLaMA-Pro's block expansion trains only the inserted blocks: pass
+    `inserted_blocks`' names. Compile the model again afterwards (Keras
+    reads ``trainable`` when it compiles).
+
+    Args:
+        model: a KerasHub backbone or task model of a registered family.
+        blocks: names of blocks of its backbone (``"transformer_layer_3"``).
+
+    Returns:
+        The paths of the variables left trainable.
+
+    Example:
+
+    ```python
+    grown = keras_net2net.deepen(lm, after=after)
+    train_only(grown, inserted_blocks(lm, after))
+    grown.compile(optimizer="adamw", loss=...)
+    ```
+    """
+    _, backbone, _ = _found(model)
+    names = {layer.name for layer in backbone.transformer_layers}
+    unknown = [b for b in blocks if b not in names]
+    if unknown or not blocks:
+        raise ValueError(
+            f"`blocks` must name blocks of {type(backbone).__name__} "
+            f"({sorted(names)}). Received: {blocks!r}"
+        )
+    for layer in model.layers:
+        layer.trainable = False
+    backbone.trainable = True
+    for layer in backbone.layers:
+        layer.trainable = layer.name in blocks
+    return [v.path for v in model.trainable_weights]

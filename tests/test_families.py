@@ -314,3 +314,31 @@ def test_llama_pro_trains_only_the_inserted_blocks():
     assert changed and all(p.split("/")[0] in new for p in changed)
     with pytest.raises(ValueError, match=r"`blocks` must name blocks"):
         kn.families.train_only(grown, ["transformer_layer_9"])
+
+
+def test_requests_dry_runs_and_origins_use_the_config_vocabulary():
+    from keras_net2net.transforms import Chain
+
+    model = llama()
+    requests = [
+        kn.Widen("hidden_dim", 32, seed=0),
+        kn.Deepen(after="transformer_layer_1"),
+        kn.Widen("intermediate_dim", 48, seed=1),
+    ]
+    text = kn.describe_growth(model, requests)
+    assert "'hidden_dim' 16 -> 32" in text and "num_query_heads 4 -> 8" in text
+    assert "'intermediate_dim' 32 -> 48" in text
+    result = kn.surgery.apply_requests(model, requests)
+    assert type(result.model) is type(model)
+    assert relative(logits(model), logits(result.model)) <= TOL
+    traced = 0
+    for variable in result.model.weights:
+        source, steps = result.origins[id(variable)]
+        if source is None:  # the inserted block's zeroed projections
+            continue
+        expected = Chain(steps).apply(keras.ops.convert_to_numpy(source))
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(variable), expected)
+        traced += 1
+    assert traced == len(result.model.weights) - 2
+    with pytest.raises(TypeError, match=r"LlamaCausalLM.*in place"):
+        kn.grow_in_place(model, requests[:1])

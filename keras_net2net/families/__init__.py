@@ -20,12 +20,17 @@ import keras
 from keras_net2net.families.base import Family
 from keras_net2net.families.base import FamilyPlan
 from keras_net2net.families.base import new_values
+from keras_net2net.families.base import origins
 from keras_net2net.families.gemma import GemmaFamily
 from keras_net2net.families.gpt import GPTFamily
 from keras_net2net.families.llama import LlamaFamily
 from keras_net2net.families.others import FalconFamily
 from keras_net2net.families.others import GPTNeoXFamily
 from keras_net2net.families.others import Phi3Family
+from keras_net2net.requests import NET2WIDER
+from keras_net2net.requests import Deepen
+from keras_net2net.requests import Request
+from keras_net2net.requests import Widen
 
 _FAMILIES: dict[type, Family] = {}
 _BUILTIN_DONE = [False]
@@ -100,6 +105,46 @@ def _found(model):
             f"`model`: {type(model).__name__} has no registered KerasHub family."
         )
     return found
+
+
+def plan_request(model: Any, request: Request) -> FamilyPlan | None:
+    """The `FamilyPlan` of ``request`` if it is in ``model``'s config vocabulary.
+
+    A `Widen` of a config entry (``"hidden_dim"``, ...) or a `Deepen` after a
+    block with the default options is planned here; anything else (None) is
+    grown through the model's layers.
+
+    Example:
+
+    ```python
+    plan = plan_request(llama_causal_lm, keras_net2net.Widen("hidden_dim", 32))
+    ```
+
+    Raises:
+        ValueError: a config entry with options other than the defaults, or a
+            value that cannot be exact.
+    """
+    found = find(model)
+    if found is None:
+        return None
+    family = found[0]
+    if isinstance(request, Widen):
+        if request.layer not in {**family.widen_keys, **family.refused}:
+            return None
+        if request.method != NET2WIDER or request.noise:
+            raise ValueError(
+                f"`method`/`noise`: widening '{request.layer}' of a "
+                f"{type(found[1]).__name__} supports method='net2wider' with "
+                f"noise=0 only. Received: method={request.method!r}, "
+                f"noise={request.noise!r}"
+            )
+        return plan_widen(model, request.layer, request.units, request.seed)
+    names_block = isinstance(request.after, str) and request.after.startswith(
+        family.block_prefix
+    )
+    if names_block and request == Deepen(request.after):
+        return plan_deepen(model, request.after)
+    return None
 
 
 def plan_widen(model: Any, key: str, units: Any, seed: int | None) -> FamilyPlan:
@@ -196,6 +241,18 @@ def apply(model: Any, plan: FamilyPlan, compile: bool = True) -> Any:
     type(grown)  # LlamaCausalLM
     ```
     """
+    return build(model, plan, compile)[0]
+
+
+def build(model: Any, plan: FamilyPlan, compile: bool = True) -> tuple[Any, dict]:
+    """``(grown model, origins)``: `apply`, with where every variable comes from.
+
+    Example:
+
+    ```python
+    grown, origins = build(llama_causal_lm, plan)
+    ```
+    """
     family, backbone, task = _found(model)
     new_backbone = type(backbone).from_config(plan.config)
     values = new_values(family, backbone, new_backbone, plan)
@@ -209,7 +266,7 @@ def apply(model: Any, plan: FamilyPlan, compile: bool = True) -> Any:
         grown = type(task)(**config)
     if compile and getattr(model, "compiled", False):
         _compile_like(model, grown)
-    return grown
+    return grown, origins(family, backbone, new_backbone, plan)
 
 
 def _compile_like(model, grown):
@@ -236,8 +293,10 @@ __all__ = [
     "LlamaFamily",
     "Phi3Family",
     "apply",
+    "build",
     "find",
     "inserted_blocks",
+    "plan_request",
     "plan_deepen",
     "plan_widen",
     "register_family",

@@ -113,6 +113,10 @@ class Family:
         """
         return value
 
+    def rescales(self, path: str, old: dict[str, Any], new: dict[str, Any]) -> bool:
+        """Whether `finish` changes the variable at ``path`` (default: never)."""
+        return False
+
     def check_deepen(self, config: dict[str, Any]) -> None:
         """Raise a ValueError if inserting blocks cannot keep the function."""
 
@@ -189,24 +193,60 @@ def chain_for(family: Family, path: str, config: dict, mappings: dict) -> Chain:
     return Chain(steps)
 
 
-def new_values(
+def sources(
     family: Family, backbone: Any, new_backbone: Any, plan: FamilyPlan
-) -> dict[str, np.ndarray]:
-    """``{path: value}`` of every variable of ``new_backbone``."""
+) -> dict[str, tuple[Any, Chain, bool]]:
+    """``{new path: (old variable, chain, zeroed)}`` for ``new_backbone``."""
     old = {v.path: v for v in backbone.weights}
     old_config = family.config(backbone)
-    values = {}
+    found = {}
     for variable in new_backbone.weights:
         path, copied = variable.path, False
         index, local = family.split(path)
         if index is not None:
             source, copied = plan.sources[index]
             path = f"{family.block_prefix}{source}/{local}"
-        value = keras.ops.convert_to_numpy(old[path])
-        if copied and any(re.fullmatch(p, local) for p in family.zeroed):
+        zeroed = copied and any(re.fullmatch(p, local) for p in family.zeroed)
+        chain = chain_for(family, local, old_config, plan.mappings)
+        found[variable.path] = (old[path], chain, zeroed)
+    return found
+
+
+def new_values(
+    family: Family, backbone: Any, new_backbone: Any, plan: FamilyPlan
+) -> dict[str, np.ndarray]:
+    """``{path: value}`` of every variable of ``new_backbone``."""
+    old_config = family.config(backbone)
+    values = {}
+    found = sources(family, backbone, new_backbone, plan)
+    for variable in new_backbone.weights:
+        source, chain, zeroed = found[variable.path]
+        value = keras.ops.convert_to_numpy(source)
+        if zeroed:
             values[variable.path] = np.zeros(variable.shape, value.dtype)
             continue
-        chain = chain_for(family, local, old_config, plan.mappings)
+        _, local = family.split(variable.path)
         value = family.finish(local, chain.apply(value), old_config, plan.config)
         values[variable.path] = value
     return values
+
+
+def origins(
+    family: Family, backbone: Any, new_backbone: Any, plan: FamilyPlan
+) -> dict[int, tuple[Any, list]]:
+    """``{id(new variable): (old variable or None, transforms)}``.
+
+    What `keras_net2net.surgery.GrowthResult.origins` records: a zeroed
+    variable, or one whose value `Family.finish` rescales, has no origin.
+    """
+    old_config = family.config(backbone)
+    found = sources(family, backbone, new_backbone, plan)
+    result: dict[int, tuple[Any, list]] = {}
+    for variable in new_backbone.weights:
+        source, chain, zeroed = found[variable.path]
+        _, local = family.split(variable.path)
+        if zeroed or family.rescales(local, old_config, plan.config):
+            result[id(variable)] = (None, [])
+        else:
+            result[id(variable)] = (source, list(chain))
+    return result

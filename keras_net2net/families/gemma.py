@@ -84,6 +84,10 @@ class GemmaFamily(LlamaFamily):
                 "to the other pattern, so it cannot start as the identity."
             )
 
+    def rescales(self, path: str, old: dict[str, Any], new: dict[str, Any]) -> bool:
+        scaled = ("token_embedding/embeddings", "final_normalization/scale")
+        return path in scaled and new["hidden_dim"] != old["hidden_dim"]
+
     def finish(
         self, path: str, value: np.ndarray, old: dict[str, Any], new: dict[str, Any]
     ) -> np.ndarray:

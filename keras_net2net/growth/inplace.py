@@ -5,6 +5,7 @@ from typing import Any
 import keras
 
 from keras_net2net import _keras_internals as internals
+from keras_net2net import families
 from keras_net2net._types import Model
 from keras_net2net.growth import optimizer_state
 from keras_net2net.requests import Requests
@@ -21,6 +22,14 @@ def check_growable_in_place(model: Model) -> None:
     ``num_layers``, ...) would keep describing the old architecture after
     growing in place, so it could not be saved and loaded again.
     """
+    if families.find(model) is not None:
+        raise TypeError(
+            f"Model '{model.name}' is a {type(model).__name__}, a KerasHub model "
+            "grown in its config vocabulary, which builds a new model of the "
+            "same class; growing it in place (grow_in_place, GrowModel) is not "
+            "supported yet. Use widen/deepen, which return the grown "
+            f"{type(model).__name__}, and train that."
+        )
     base = keras.Sequential if isinstance(model, keras.Sequential) else None
     if base is None:
         base = internals.functional_class()

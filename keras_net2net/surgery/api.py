@@ -17,6 +17,7 @@ from keras_net2net._validation import check_seed
 from keras_net2net.requests import COPY
 from keras_net2net.requests import Deepen
 from keras_net2net.requests import Requests
+from keras_net2net.requests import Widen
 from keras_net2net.requests import as_requests
 from keras_net2net.surgery import handlers as H
 from keras_net2net.surgery.apply import apply_plan
@@ -27,16 +28,6 @@ from keras_net2net.surgery.operations import apply_requests
 from keras_net2net.surgery.operations import plan_request
 from keras_net2net.surgery.plan import plan_deepen
 from keras_net2net.surgery.plan import plan_widen
-
-
-def _names_blocks(after, prefix):
-    """True for ``"<prefix><i>"`` (``"transformer_layer_1"``) or a list of them."""
-    names = [after] if isinstance(after, str) else after
-    return (
-        isinstance(names, (list, tuple))
-        and len(names) > 0
-        and all(isinstance(n, str) and n.startswith(prefix) for n in names)
-    )
 
 
 def _check_widen_args(method, noise, seed, noise_on, pad_std, pad_bias):
@@ -121,15 +112,20 @@ def widen(
     """
     _check_widen_args(method, noise, seed, noise_on, pad_std, pad_bias)
     hub = families.find(model)
-    keys = {**hub[0].widen_keys, **hub[0].refused} if hub is not None else {}
-    if hub is not None and isinstance(layer, str) and layer in keys:
-        if method != H.NET2WIDER or noise:
-            raise ValueError(
-                f"`method`/`noise`: widening '{layer}' of a "
-                f"{type(hub[1]).__name__} supports method='net2wider' with "
-                f"noise=0 only. Received: method={method!r}, noise={noise!r}"
-            )
-        return families.apply(model, families.plan_widen(model, layer, units, seed))
+    if hub is not None and isinstance(layer, str):
+        request = Widen(
+            layer,
+            units,
+            method=method,
+            noise=noise,
+            seed=seed,
+            noise_on=noise_on,
+            pad_std=pad_std,
+            pad_bias=pad_bias,
+        )
+        family_plan = families.plan_request(model, request)
+        if family_plan is not None:
+            return families.apply(model, family_plan)
     if hub is not None and isinstance(layer, str) and "/" not in layer:
         if layer not in LayerGraph(model).names():
             valid = ", ".join(f"'{k}'" for k in hub[0].widen_keys)
@@ -223,19 +219,19 @@ def deepen(
             or does not close a copyable residual block.
     """
     hub = families.find(model)
-    if hub is not None and _names_blocks(after, hub[0].block_prefix):
-        # Identity copies of blocks, class kept; other options go through the
-        # layers (a plain Functional model), as for any model.
-        defaults: dict[str, Any] = dict(
-            method=H.IDENTITY, kernel_size=None, seed=None, name=None
-        )
-        defaults.update(residual=False, init=COPY, blocks=1)
-        given: dict[str, Any] = dict(
-            method=method, kernel_size=kernel_size, seed=seed, name=name
-        )
-        given.update(residual=residual, init=init, blocks=blocks)
-        if given == defaults:
-            return families.apply(model, families.plan_deepen(model, after))
+    if hub is not None and isinstance(after, (list, tuple)):
+        # Several blocks at once: identity copies, class kept.
+        options: dict[str, Any] = dict(method=method, kernel_size=kernel_size)
+        options.update(seed=seed, name=name, residual=residual, init=init)
+        options.update(blocks=blocks)
+        if Deepen("block", **options) != Deepen("block"):
+            raise ValueError(
+                "`after`: a list of blocks inserts identity copies with the "
+                "default options only; pass one block at a time for others. "
+                f"Received: after={after!r}, "
+                + ", ".join(f"{k}={v!r}" for k, v in options.items())
+            )
+        return families.apply(model, families.plan_deepen(model, after))
     operation = Deepen(
         after,
         method=method,
@@ -246,6 +242,11 @@ def deepen(
         init=init,
         blocks=blocks,
     )
+    # Identity copies of blocks are planned in the config vocabulary (class
+    # kept); other options go through the layers, as for any model.
+    family_plan = families.plan_request(model, operation) if hub else None
+    if family_plan is not None:
+        return families.apply(model, family_plan)
     target = after if isinstance(after, keras.Operation) else operation.after
     plan = plan_deepen(
         model,

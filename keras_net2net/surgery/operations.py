@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 from typing import Any
 
+from keras_net2net import families
 from keras_net2net._types import Model
 from keras_net2net.requests import Request
 from keras_net2net.requests import Requests
@@ -21,12 +22,19 @@ from keras_net2net.surgery.plan import plan_widen
 from keras_net2net.transforms import WidthTransform
 
 
-def plan_request(model: Model, request: Request) -> Plan:
+def plan_request(model: Model, request: Request) -> Plan | families.FamilyPlan:
     """Plan ``request`` against ``model``: every change, checked, nothing built.
+
+    A KerasHub model of a registered family is planned in its config
+    vocabulary where the request names a config entry or a block
+    (`keras_net2net.families.plan_request`).
 
     Raises:
         ValueError, TypeError: the request does not apply to ``model``.
     """
+    family_plan = families.plan_request(model, request)
+    if family_plan is not None:
+        return family_plan
     if isinstance(request, Widen):
         plan = plan_widen(
             model,
@@ -167,19 +175,42 @@ def apply_requests(
     for request in requests:
         with _naming_failures(request, name_failures):
             plan = plan_request(current, request)
-            new_model, pairs = apply_plan(
-                current, plan, reuse_layers=reuse_layers, compile=compile
-            )
+            if isinstance(plan, families.FamilyPlan):
+                if reuse_layers:
+                    raise TypeError(
+                        f"{request} grows a KerasHub model in its config "
+                        "vocabulary, which builds a new model; it cannot be "
+                        "applied in place."
+                    )
+                new_model, found = families.build(current, plan, compile=compile)
+                origins = _compose(found, origins)
+                state = _compose(found, state)
+            else:
+                new_model, pairs = apply_plan(
+                    current, plan, reuse_layers=reuse_layers, compile=compile
+                )
+                origins, state = _origins(plan, pairs, origins, state)
         if current is not model:
             result.graphs.append(current)
         result.descriptions.append(plan.description)
         result.details.extend(plan.describe())
-        origins, state = _origins(plan, pairs, origins, state)
         current = new_model
     result.model = current
     result.origins = origins
     result.state_origins = state
     return result
+
+
+def _compose(found, base):
+    """Origins of a family growth composed with the origins so far."""
+    composed: dict[int, tuple[Any, list]] = {}
+    for key, (source, steps) in found.items():
+        if source is None:
+            composed[key] = (None, [])
+        else:
+            first, chain = base.get(id(source), (None, []))
+            composed[key] = (first, chain + steps)
+    return composed
 
 
 def check_request(model: Model, request: Request) -> None:

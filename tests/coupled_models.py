@@ -155,6 +155,26 @@ def channels_first():
     return randomize_weights(keras.Model(inputs, L.Dense(5, name="head")(x)))
 
 
+def decoder():
+    """An autoencoder-style decoder: strided Conv2DTranspose upsampling
+    (channels_last and channels_first), BatchNormalization, a skip Add."""
+    inputs = keras.Input((5, 5, 3))
+    x = L.Conv2D(8, 3, padding="same", name="enc")(inputs)
+    x = L.Conv2DTranspose(6, 3, strides=2, padding="same", name="up1")(x)
+    x = L.BatchNormalization(name="up1_bn")(x)
+    x = L.ReLU(name="up1_relu")(x)
+    skip = L.Conv2DTranspose(6, 2, strides=2, name="skip")(
+        L.Conv2D(4, 1, name="s")(inputs)
+    )
+    x = L.Add(name="merge")([x, skip])
+    x = L.Conv2DTranspose(4, 3, padding="same", activation="relu", name="up2")(x)
+    x = L.Permute((3, 1, 2), name="to_cf")(x)  # channels first from here
+    x = L.Conv2DTranspose(5, 3, strides=2, data_format="channels_first", name="up3")(x)
+    x = L.Conv2D(3, 3, data_format="channels_first", name="out")(x)
+    x = L.Flatten(data_format="channels_first", name="flat")(x)
+    return randomize_weights(keras.Model(inputs, x))
+
+
 BUILDERS = {
     "resnet": resnet,
     "inverted_residual": inverted_residual,
@@ -163,4 +183,5 @@ BUILDERS = {
     "convnext_block": convnext_block,
     "sequential_chain": sequential_chain,
     "channels_first": channels_first,
+    "decoder": decoder,
 }

@@ -14,7 +14,7 @@ import keras_net2net as kn
 from keras_net2net.surgery.handlers.merging import is_residual_add
 
 L = keras.layers
-GROWABLE = (L.Dense, L.Conv2D, L.DepthwiseConv2D, L.SeparableConv2D)
+GROWABLE = (L.Dense, L.Conv2D, L.DepthwiseConv2D, L.SeparableConv2D, L.Conv2DTranspose)
 
 # (model, operation, layer) -> what the refusal must say; everything else is exact
 REFUSALS = {
@@ -31,6 +31,13 @@ REFUSALS = {
     ("channels_first", "widen", "head"): r"model output",
     ("channels_first", "deepen", "se_expand"): r"'se_expand'.*'sigmoid'",
     ("channels_first", "deepen", "fc_add"): r"'fc_add'.*residual block",
+    ("decoder", "widen", "up2"): r"'to_cf' \(Permute\)",
+    ("decoder", "widen", "out"): r"model output",
+    ("decoder", "deepen", "up1"): r"'up1'.*cannot be followed",
+    ("decoder", "deepen", "skip"): r"'skip'.*cannot be followed",
+    ("decoder", "deepen", "up2"): r"'up2'.*cannot be followed",
+    ("decoder", "deepen", "up3"): r"'up3'.*cannot be followed",
+    ("decoder", "deepen", "merge"): r"'merge'.*residual block",
 }
 
 

@@ -249,8 +249,48 @@ class ConvHandler(DenseHandler, PassThroughHandler):
         return extra
 
 
+class ConvTransposeHandler(UnitsHandler):
+    """Conv1DTranspose/Conv2DTranspose/Conv3DTranspose (either data_format).
+
+    Their kernel is ``(*kernel, filters, input channels)``: the output units
+    are axis -2 (copied when the layer is widened) and the input channels
+    axis -1 (divided when its input is). No identity copy: a transposed
+    convolution is not followed by ``deepen`` (with strides it changes the
+    shape; use a Conv after it).
+    """
+
+    def check(self, layer):
+        check_plain_float(layer)
+
+    def width(self, layer):
+        return int(layer.filters)
+
+    def widen_out(self, layer, mapping, options, seeds):
+        check_elementwise_activation(
+            layer, layer.activation, "its output cannot be widened"
+        )
+        change = LayerChange(config={"filters": mapping.new_width})
+        change.add("kernel", options.writer(mapping, seeds, axis=-2))
+        if layer.use_bias:
+            change.add("bias", copy_transform(mapping, fill=options.pad_bias))
+        return change
+
+    def widen_in(self, layer, mapping, options, seeds, position=0, node=None):
+        return LayerChange().add("kernel", options.reader(mapping, seeds, axis=-1))
+
+    def zero_change(self, layer):
+        if activation_name(layer.activation) not in ZERO_PRESERVING_ACTIVATIONS:
+            return None
+        values = {"kernel": np.zeros(layer.kernel.shape, "float32")}
+        if layer.use_bias:
+            values["bias"] = np.zeros(layer.bias.shape, "float32")
+        return values
+
+
 def register(register_handler):
     L = keras.layers
     register_handler(L.Dense, DenseHandler("units"))
+    for cls in (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose):
+        register_handler(cls, ConvTransposeHandler())
     for cls in (L.Conv1D, L.Conv2D, L.Conv3D):
         register_handler(cls, ConvHandler())

@@ -175,6 +175,19 @@ def decoder():
     return randomize_weights(keras.Model(inputs, x))
 
 
+def recurrent():
+    """LSTM (sequence and both states used), GRU (reset_after) and SimpleRNN
+    over a projected, masked sequence."""
+    inputs = keras.Input((6, 5))
+    x = L.Masking(name="mask")(inputs)
+    x = L.Dense(8, name="proj")(x)
+    seq, h, c = L.LSTM(7, return_sequences=True, return_state=True, name="lstm")(x)
+    x = L.GRU(6, return_sequences=True, name="gru")(seq)
+    x = L.SimpleRNN(5, name="rnn")(x)
+    x = L.Concatenate(name="cat")([x, h, c])
+    return randomize_weights(keras.Model(inputs, L.Dense(3, name="head")(x)))
+
+
 BUILDERS = {
     "resnet": resnet,
     "inverted_residual": inverted_residual,
@@ -184,4 +197,5 @@ BUILDERS = {
     "sequential_chain": sequential_chain,
     "channels_first": channels_first,
     "decoder": decoder,
+    "recurrent": recurrent,
 }

@@ -15,6 +15,7 @@ from keras_net2net.surgery.handlers.merging import is_residual_add
 
 L = keras.layers
 GROWABLE = (L.Dense, L.Conv2D, L.DepthwiseConv2D, L.SeparableConv2D, L.Conv2DTranspose)
+GROWABLE += (L.LSTM, L.GRU, L.SimpleRNN)
 
 # (model, operation, layer) -> what the refusal must say; everything else is exact
 REFUSALS = {
@@ -38,6 +39,10 @@ REFUSALS = {
     ("decoder", "deepen", "up2"): r"'up2'.*cannot be followed",
     ("decoder", "deepen", "up3"): r"'up3'.*cannot be followed",
     ("decoder", "deepen", "merge"): r"'merge'.*residual block",
+    ("recurrent", "widen", "head"): r"model output",
+    ("recurrent", "deepen", "lstm"): r"'lstm'.*cannot be followed",
+    ("recurrent", "deepen", "gru"): r"'gru'.*cannot be followed",
+    ("recurrent", "deepen", "rnn"): r"'rnn'.*cannot be followed",
 }
 
 

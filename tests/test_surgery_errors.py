@@ -203,3 +203,23 @@ def test_registered_handler_makes_layer_supported(kind):
     wider = kn.widen(model, "a", 7)
     x = keras.random.normal((4, 3), seed=0)
     assert kn.max_output_difference(model, wider, x) <= 1e-5
+
+
+def test_recurrent_initial_state_and_stateful_layers_are_refused_by_name():
+    inputs = keras.Input((4, 3))
+    _, h, c = L.LSTM(5, return_state=True, name="encoder")(inputs)
+    out = L.LSTM(5, name="decoder")(inputs, initial_state=[h, c])
+    model = keras.Model(inputs, L.Dense(2)(out))
+    before = snapshot(model)
+    with pytest.raises(ValueError, match=r"'decoder'.*argument [12]"):
+        kn.widen(model, "encoder", 8)
+    assert_unchanged(model, before)
+    stateful = keras.Sequential(
+        [
+            keras.Input((4, 3), batch_size=2),
+            L.SimpleRNN(4, stateful=True, name="s"),
+            L.Dense(2),
+        ]
+    )
+    with pytest.raises(ValueError, match=r"'s'.*stateful"):
+        kn.widen(stateful, "s", 6)

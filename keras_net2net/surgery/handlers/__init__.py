@@ -40,6 +40,7 @@ from keras_net2net.surgery.handlers import kerashub
 from keras_net2net.surgery.handlers import merging
 from keras_net2net.surgery.handlers import normalization
 from keras_net2net.surgery.handlers import ops
+from keras_net2net.surgery.handlers import recurrent
 from keras_net2net.surgery.handlers import reshaping
 from keras_net2net.surgery.handlers.base import CONSUMERS
 from keras_net2net.surgery.handlers.base import COPIES
@@ -200,5 +201,6 @@ for _family in (
     ops,
     applications,
     kerashub,
+    recurrent,
 ):
     _family.register(register_handler)

@@ -188,6 +188,26 @@ def recurrent():
     return randomize_weights(keras.Model(inputs, L.Dense(3, name="head")(x)))
 
 
+def group_norm():
+    """GroupNormalization (channels_last and channels_first, groups=-1 too)
+    in a diffusion-UNet-style residual block (no spatial size equals a channel
+    count: see `channels_first`)."""
+    inputs = keras.Input((5, 7, 3))
+    x = L.Conv2D(8, 3, padding="same", name="stem")(inputs)
+    h = L.GroupNormalization(groups=4, name="gn1")(x)
+    h = L.Activation("silu", name="act1")(h)
+    h = L.Conv2D(8, 3, padding="same", name="conv1")(h)
+    h = L.GroupNormalization(groups=2, name="gn2")(h)
+    x = L.Add(name="add")([x, h])
+    x = L.Conv2D(6, 1, name="proj")(x)
+    x = L.GroupNormalization(groups=-1, name="instance")(x)
+    x = L.Permute((3, 1, 2), name="to_cf")(x)
+    x = L.Conv2D(6, 1, data_format="channels_first", name="cf")(x)
+    x = L.GroupNormalization(groups=3, axis=1, name="gn_cf")(x)
+    x = L.GlobalAveragePooling2D(data_format="channels_first", name="pool")(x)
+    return randomize_weights(keras.Model(inputs, L.Dense(3, name="head")(x)))
+
+
 BUILDERS = {
     "resnet": resnet,
     "inverted_residual": inverted_residual,
@@ -198,4 +218,5 @@ BUILDERS = {
     "channels_first": channels_first,
     "decoder": decoder,
     "recurrent": recurrent,
+    "group_norm": group_norm,
 }

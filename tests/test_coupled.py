@@ -43,6 +43,8 @@ REFUSALS = {
     ("recurrent", "deepen", "lstm"): r"'lstm'.*cannot be followed",
     ("recurrent", "deepen", "gru"): r"'gru'.*cannot be followed",
     ("recurrent", "deepen", "rnn"): r"'rnn'.*cannot be followed",
+    ("group_norm", "widen", "head"): r"model output",
+    ("group_norm", "widen", "proj"): r"'to_cf' \(Permute\)",
 }
 
 

@@ -142,3 +142,19 @@ def test_choose_mapping_follows_every_rule():
         T.choose_mapping(6, 9, [equal])
     with pytest.raises(ValueError, match="block >= 1"):
         T.MappingRule(block=0)
+
+
+def test_grouped_rules_copy_within_each_group():
+    norm = T.MappingRule(uniform=True, groups=2, reason="'gn' normalises groups")
+    coarse = T.MappingRule(groups=4)
+    for seed in range(3):
+        mapping = T.choose_mapping(8, 16, [norm, coarse], seed=seed)
+        assert T.satisfies(mapping, norm) and T.satisfies(mapping, coarse)
+    loose = T.choose_mapping(8, 12, [coarse], seed=0)  # random within groups
+    assert T.satisfies(loose, coarse) and loose.counts.min() >= 1
+    crossing = T.WidthMapping(np.array([0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3]), 8)
+    assert not T.satisfies(crossing, T.MappingRule(groups=2))
+    with pytest.raises(ValueError, match="'gn' normalises groups.*within each"):
+        T.choose_mapping(8, 12, [norm])
+    with pytest.raises(ValueError, match="groups >= 1"):
+        T.MappingRule(groups=0)

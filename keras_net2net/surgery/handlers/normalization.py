@@ -119,8 +119,58 @@ class LayerNormalizationHandler(PassThroughHandler):
         return values or None
 
 
+class GroupNormalizationHandler(PassThroughHandler):
+    """GroupNormalization: statistics over groups of consecutive channels.
+
+    The number of groups stays, so each group grows: every new group must
+    copy the channels of its own old group, each equally often (a new width
+    that is a multiple of the old one; ``MappingRule(uniform=True,
+    groups=...)``). ``groups=-1`` (one channel per group) takes any mapping.
+    ``gamma``/``beta`` are copied.
+    """
+
+    has_state = True
+    _FRESH = {"gamma": 1.0, "beta": 0.0}
+
+    def channel_axis(self, layer, node, graph):
+        return negative_axis(layer.axis, input_rank(node, graph))
+
+    def channel_inputs(self, layer, node, graph):
+        return [0]
+
+    def mapping_rule(self, layer, node, graph, axis):
+        if layer.groups == -1:
+            return None
+        return MappingRule(
+            uniform=True,
+            groups=int(layer.groups),
+            reason=f"'{layer.name}' (GroupNormalization) normalises each of its "
+            f"{layer.groups} groups of channels; it keeps its function only when "
+            "every new group copies its own group's channels equally often",
+        )
+
+    def follow(self, layer, mapping, options, seeds):
+        change = LayerChange()
+        for variable in layer.weights:
+            if variable.name not in self._FRESH:
+                raise unsupported(
+                    layer, f"has an unexpected variable '{variable.name}'."
+                )
+            fill = self._FRESH[variable.name]
+            change.add(variable.name, copy_transform(mapping, fill=fill))
+        return change
+
+    def zero_preserving(self, layer):
+        return False
+
+    def zero_change(self, layer):
+        values = {v.name: np.zeros(v.shape, "float32") for v in layer.weights}
+        return values if {"gamma", "beta"} <= set(values) else None
+
+
 def register(register_handler):
     L = keras.layers
+    register_handler(L.GroupNormalization, GroupNormalizationHandler())
     register_handler(L.BatchNormalization, BatchNormalizationHandler())
     register_handler(L.LayerNormalization, LayerNormalizationHandler())
     if hasattr(L, "RMSNormalization"):

@@ -1,6 +1,7 @@
 """Every bad request raises, names the layer, and leaves the model unchanged."""
 
 import keras
+import numpy as np
 import pytest
 from conftest import assert_unchanged
 from conftest import build
@@ -223,3 +224,52 @@ def test_recurrent_initial_state_and_stateful_layers_are_refused_by_name():
     )
     with pytest.raises(ValueError, match=r"'s'.*stateful"):
         kn.widen(stateful, "s", 6)
+
+
+class Patches(keras.layers.Layer):
+    """keras.io's ViT ``Patches`` layer: its __init__ takes no **kwargs."""
+
+    def __init__(self, patch_size):
+        super().__init__()
+        self.patch_size = patch_size
+
+    def call(self, images):
+        size = self.patch_size
+        patches = keras.ops.image.extract_patches(images, size)
+        count = (images.shape[1] // size) * (images.shape[2] // size)
+        return keras.ops.reshape(patches, (-1, count, patches.shape[-1]))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"patch_size": self.patch_size})
+        return config
+
+
+class Unbuildable(keras.layers.Layer):
+    def __init__(self, scale, **kwargs):
+        super().__init__(**kwargs)
+        self.scale = scale
+
+    def call(self, x):
+        return x * self.scale
+
+    def get_config(self):  # names the argument wrongly: cannot be rebuilt
+        return {**super().get_config(), "factor": self.scale}
+
+
+def test_unchanged_layers_that_do_not_round_trip_are_copied_or_named():
+    inputs = keras.Input((8, 8, 3))
+    x = Patches(4)(inputs)
+    x = L.Lambda(lambda t: t * 0.5, name="halve")(x)
+    x = L.Dense(6, name="embed")(x)
+    x = L.Dense(5, activation="relu", name="fc")(x)
+    model = keras.Model(inputs, L.Dense(2, name="head")(L.Flatten()(x)))
+    data = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype("float32")
+    for grown in (kn.widen(model, "fc", 9), kn.deepen(model, after="fc")):
+        assert kn.max_output_difference(model, grown, data) <= 1e-5
+        assert type(grown.layers[1]) is Patches
+    broken = keras.Model(
+        inputs, L.Dense(2, name="d")(Unbuildable(2.0, name="u")(inputs))
+    )
+    with pytest.raises(ValueError, match=r"'u' \(Unbuildable\) is not changed"):
+        kn.deepen(broken, after="d", residual=True)

@@ -14,6 +14,8 @@ Nested Sequential/Functional models are rebuilt recursively when something
 inside them changes.
 """
 
+import inspect
+
 import keras
 import numpy as np
 
@@ -85,7 +87,7 @@ class _Builder:
         elif self.reuse:
             new = old
         else:
-            new = type(old).from_config(old.get_config())
+            new = copy_unchanged(old)
         self.new_of[id(old)] = new
         if not internals.has_graph(new):
             self.pairs[id(new)] = (new, old)
@@ -248,6 +250,45 @@ class _Builder:
                     # A host copy: never alias the old variable's device buffer
                     # (JAX may donate and delete it).
                     variable.assign(host_copy(source))
+
+
+def copy_unchanged(layer):
+    """A new layer like ``layer`` (its weights are copied after building).
+
+    From its config; when that does not round-trip (a keras.io layer whose
+    ``__init__`` takes no ``**kwargs``, a ``Lambda`` of a Python lambda), from
+    the constructor arguments the config names, or the same function.
+
+    Raises:
+        ValueError: naming the layer, if it cannot be copied at all.
+    """
+    config = layer.get_config()
+    try:
+        return type(layer).from_config(config)
+    except Exception as error:  # noqa: BLE001 - any failure of user code
+        failure = error
+    try:
+        if isinstance(layer, keras.layers.Lambda):
+            keys = ("output_shape", "mask", "arguments")
+            options = {k: getattr(layer, k, None) for k in keys}
+            options["arguments"] = options["arguments"] or None
+            clone = keras.layers.Lambda(layer.function, name=layer.name, **options)
+        else:
+            accepted = inspect.signature(type(layer).__init__).parameters
+            clone = type(layer)(**{k: v for k, v in config.items() if k in accepted})
+            clone.name = layer.name  # type: ignore[misc]
+        clone.trainable = layer.trainable
+        return clone
+    except Exception:  # noqa: BLE001 - reported with the first failure
+        pass
+    raise H.unsupported(
+        layer,
+        "is not changed by this growth, but widen/deepen build the grown model "
+        "from copies of every layer, and this one cannot be copied from its "
+        f"config ({type(failure).__name__}: {failure}). Make its get_config "
+        "round-trip (accept **kwargs in __init__), or grow the model in place "
+        "(grow_in_place reuses the layers it does not change).",
+    ) from failure
 
 
 def _call_insertion(insertion, output, tensors):

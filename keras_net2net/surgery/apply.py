@@ -276,7 +276,7 @@ def copy_unchanged(layer):
         else:
             accepted = inspect.signature(type(layer).__init__).parameters
             clone = type(layer)(**{k: v for k, v in config.items() if k in accepted})
-            clone.name = layer.name  # type: ignore[misc]
+            clone.name = layer.name
         clone.trainable = layer.trainable
         return clone
     except Exception:  # noqa: BLE001 - reported with the first failure

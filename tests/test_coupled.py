@@ -40,9 +40,7 @@ REFUSALS = {
     ("decoder", "deepen", "up3"): r"'up3'.*cannot be followed",
     ("decoder", "deepen", "merge"): r"'merge'.*residual block",
     ("recurrent", "widen", "head"): r"model output",
-    ("recurrent", "deepen", "lstm"): r"'lstm'.*cannot be followed",
-    ("recurrent", "deepen", "gru"): r"'gru'.*cannot be followed",
-    ("recurrent", "deepen", "rnn"): r"'rnn'.*cannot be followed",
+    ("recurrent", "deepen", "lstm"): r"'lstm'.*returns 3 outputs",
     ("group_norm", "widen", "head"): r"model output",
     ("group_norm", "widen", "proj"): r"'to_cf' \(Permute\)",
 }

@@ -42,18 +42,33 @@ def test_a_declared_ability_must_be_implemented(ability, method):
 def test_builtin_handlers_declare_their_deepening():
     dense, conv = keras.layers.Dense(2), keras.layers.Conv2D(2, 3)
     embedding = keras.layers.Embedding(5, 2)
+    transpose = keras.layers.Conv2DTranspose(2, 3)
     assert get_handler(dense).identity_deepening
     assert get_handler(dense).residual_deepening
     assert get_handler(conv).identity_deepening
-    assert not get_handler(embedding).identity_deepening
+    assert get_handler(embedding).identity_deepening  # an identity Dense
+    assert not get_handler(transpose).identity_deepening
 
 
 def test_deepening_after_a_layer_without_identity_copy_is_refused_by_name():
-    inputs = keras.Input((4,), dtype="int32")
-    outputs = keras.layers.Dense(3)(keras.layers.Embedding(10, 8, name="emb")(inputs))
-    model = keras.Model(inputs, outputs)
-    with pytest.raises(ValueError, match=r"Layer 'emb' \(Embedding\) cannot be"):
-        kn.deepen(model, after="emb")
+    inputs = keras.Input((4, 4, 3))
+    up = keras.layers.Conv2DTranspose(2, 3, strides=2, name="up")(inputs)
+    model = keras.Model(inputs, keras.layers.Flatten()(up))
+    with pytest.raises(ValueError, match=r"Layer 'up' \(Conv2DTranspose\) cannot be"):
+        kn.deepen(model, after="up")
+
+
+def test_deepening_after_an_embedding_or_a_recurrent_layer_is_exact():
+    inputs = keras.Input((5,), dtype="int32")
+    x = keras.layers.Embedding(10, 8, mask_zero=True, name="emb")(inputs)
+    x = keras.layers.GRU(6, return_sequences=True, name="gru")(x)
+    x = keras.layers.LSTM(4, name="lstm")(x)
+    model = randomize_weights(keras.Model(inputs, keras.layers.Dense(3)(x)))
+    ids = np.random.default_rng(0).integers(0, 10, (4, 5)).astype("int32")
+    for after in ("emb", "gru", "lstm"):
+        grown = kn.deepen(model, after=after)
+        assert type(grown.get_layer(f"{after}_deeper")) is keras.layers.Dense
+        assert kn.max_output_difference(model, grown, ids) <= TOL
 
 
 def test_describe_growth_builds_only_what_later_requests_need(monkeypatch):

@@ -30,10 +30,19 @@ from keras_net2net.surgery.handlers.base import UnitsHandler
 from keras_net2net.surgery.handlers.base import copy_transform
 from keras_net2net.surgery.handlers.base import unsupported
 from keras_net2net.surgery.handlers.core import check_plain_float
+from keras_net2net.surgery.handlers.core import identity_dense
 
 
 class EmbeddingHandler(UnitsHandler):
-    """`Embedding`: writes ``output_dim`` channels from token ids."""
+    """`Embedding`: writes ``output_dim`` channels from token ids.
+
+    ``deepen`` after it inserts an identity Dense (its output is linear).
+    """
+
+    identity_deepening = True
+
+    def deeper_layer(self, layer, name, *, method, kernel_size=None, seed=None):
+        return identity_dense(layer, int(self.width(layer)), name, method, seed)
 
     def check(self, layer):
         check_plain_float(layer)

@@ -249,6 +249,28 @@ class ConvHandler(DenseHandler, PassThroughHandler):
         return extra
 
 
+def identity_dense(layer, width, name, method, seed):
+    """``(Dense, values)``: a linear Dense of ``width`` units after ``layer``.
+
+    With ``method="identity"`` its kernel is the identity and its bias zero,
+    so it computes the identity exactly (deepening after a layer whose output
+    is linear: an Embedding, a recurrent layer's output).
+    """
+    kernel = (
+        keras.initializers.Identity()
+        if method == IDENTITY
+        else keras.initializers.GlorotUniform(seed=seed)
+    )
+    dense = keras.layers.Dense(
+        width,
+        name=name,
+        kernel_initializer=kernel,
+        bias_initializer="zeros",
+        dtype=layer.dtype_policy,
+    )
+    return dense, None
+
+
 class ConvTransposeHandler(UnitsHandler):
     """Conv1DTranspose/Conv2DTranspose/Conv3DTranspose (either data_format).
 

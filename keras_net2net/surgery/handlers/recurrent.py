@@ -13,8 +13,8 @@ Widening the units copies each gate's columns by the same mapping
 the recurrent kernel also divides its rows (it reads the previous state,
 whose units are copied): every copy of a unit then computes the same gates,
 cell and hidden state as its original at every step, whatever the
-activations. A widened input divides the kernel's rows. There is no
-identity copy of a recurrent layer (``deepen`` after it is refused), and an
+activations. A widened input divides the kernel's rows. ``deepen`` after a
+recurrent layer (one output) inserts an identity Dense on its output; an
 initial state passed from another layer is refused by name.
 """
 
@@ -25,6 +25,7 @@ from keras_net2net.surgery.handlers.base import UnitsHandler
 from keras_net2net.surgery.handlers.base import copy_transform
 from keras_net2net.surgery.handlers.base import unsupported
 from keras_net2net.surgery.handlers.core import check_plain_float
+from keras_net2net.surgery.handlers.core import identity_dense
 from keras_net2net.transforms import concat_mappings
 
 
@@ -35,8 +36,14 @@ class RecurrentHandler(UnitsHandler):
         gates: how many blocks of ``units`` columns the kernels hold.
     """
 
+    identity_deepening = True
+
     def __init__(self, gates: int):
         self.gates = gates
+
+    def deeper_layer(self, layer, name, *, method, kernel_size=None, seed=None):
+        # The output is h itself: an identity Dense after it is exact.
+        return identity_dense(layer, int(layer.units), name, method, seed)
 
     def check(self, layer):
         check_plain_float(layer)

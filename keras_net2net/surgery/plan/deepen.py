@@ -90,6 +90,12 @@ def plan_deepen(
             "Dense, Conv, DepthwiseConv and SeparableConv layers, and copies "
             "residual blocks after an Add.",
         )
+    if len(node.outputs) > 1:
+        raise H.unsupported(
+            target,
+            f"returns {len(node.outputs)} outputs (e.g. return_state=True); "
+            "deepen() inserts an identity layer after a layer with one output.",
+        )
     new_name = unique_name(name or f"{target.name}_deeper", taken)
     final_name, rename = output_swap(graph, node, new_name)
     new_layer, values = handler.deeper_layer(

@@ -342,3 +342,17 @@ def test_requests_dry_runs_and_origins_use_the_config_vocabulary():
     assert traced == len(result.model.weights) - 2
     with pytest.raises(TypeError, match=r"LlamaCausalLM.*in place"):
         kn.grow_in_place(model, requests[:1])
+
+
+def test_block_names_and_gemma_query_scaling_are_checked():
+    model = llama()
+    for after in ([], ["transformer_layer_01"]):
+        with pytest.raises(ValueError, match=r"`after`"):
+            kn.deepen(model, after=after)
+    gemma = other("Gemma")
+    for block in gemma.backbone.transformer_layers:
+        block.attention.query_head_dim_normalize = False  # as if KerasHub honoured it
+    with pytest.raises(ValueError, match=r"1/sqrt\(hidden_dim // num_query_heads\)"):
+        kn.widen(gemma, "hidden_dim", 32)
+    grown = kn.widen(gemma, "num_key_value_heads", 4)  # unaffected
+    assert grown.backbone.num_key_value_heads == 4

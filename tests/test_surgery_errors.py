@@ -214,6 +214,8 @@ def test_recurrent_initial_state_and_stateful_layers_are_refused_by_name():
     before = snapshot(model)
     with pytest.raises(ValueError, match=r"'decoder'.*argument [12]"):
         kn.widen(model, "encoder", 8)
+    with pytest.raises(ValueError, match=r"'decoder'.*initial state"):
+        kn.widen(model, "decoder", 8)
     assert_unchanged(model, before)
     stateful = keras.Sequential(
         [
@@ -260,7 +262,7 @@ class Unbuildable(keras.layers.Layer):
 def test_unchanged_layers_that_do_not_round_trip_are_copied_or_named():
     inputs = keras.Input((8, 8, 3))
     x = Patches(4)(inputs)
-    x = L.Lambda(lambda t: t * 0.5, name="halve")(x)
+    x = L.Lambda(lambda t: t * 0.5, output_shape=(4, 48), name="halve")(x)
     x = L.Dense(6, name="embed")(x)
     x = L.Dense(5, activation="relu", name="fc")(x)
     model = keras.Model(inputs, L.Dense(2, name="head")(L.Flatten()(x)))
@@ -268,6 +270,7 @@ def test_unchanged_layers_that_do_not_round_trip_are_copied_or_named():
     for grown in (kn.widen(model, "fc", 9), kn.deepen(model, after="fc")):
         assert kn.max_output_difference(model, grown, data) <= 1e-5
         assert type(grown.layers[1]) is Patches
+        assert grown.get_layer("halve").get_config()["output_shape"] == (4, 48)
     broken = keras.Model(
         inputs, L.Dense(2, name="d")(Unbuildable(2.0, name="u")(inputs))
     )

@@ -167,6 +167,7 @@ def plan_widen(model: Any, key: str, units: Any, seed: int | None) -> FamilyPlan
             f"`layer`: {type(backbone).__name__} cannot widen '{key}'. "
             f"Config entries it widens: {valid}."
         )
+    family.check_widen(backbone, key)
     new_config, mappings, notes = family.plan_widen(config, key, units, seed)
     sources = [(i, False) for i in range(config["num_layers"])]
     plan = FamilyPlan(
@@ -176,7 +177,7 @@ def plan_widen(model: Any, key: str, units: Any, seed: int | None) -> FamilyPlan
         sources,
         notes,
     )
-    _check_layouts(family, backbone, plan)
+    _check_layouts(family, backbone, plan, model)
     return plan
 
 
@@ -195,9 +196,15 @@ def plan_deepen(model: Any, after: Any) -> FamilyPlan:
     names = [after] if isinstance(after, str) else list(after)
     prefix = family.block_prefix
     indices = []
+    if not names:
+        raise ValueError(f"`after` names no block. Received: after={after!r}")
     for name in names:
         match = re.fullmatch(rf"{re.escape(prefix)}(\d+)", str(name))
-        if match is None or int(match.group(1)) >= count:
+        if (
+            match is None
+            or int(match.group(1)) >= count
+            or name != f"{prefix}{int(match.group(1))}"
+        ):
             raise ValueError(
                 f"`after`: {type(backbone).__name__} has blocks "
                 f"'{prefix}0' to '{prefix}{count - 1}'. Received: after={after!r}"
@@ -220,12 +227,21 @@ def plan_deepen(model: Any, after: Any) -> FamilyPlan:
         {},
         sources,
     )
-    _check_layouts(family, backbone, plan)
+    _check_layouts(family, backbone, plan, model)
     return plan
 
 
-def _check_layouts(family, backbone, plan):
+def _check_layouts(family, backbone, plan, model=None):
     """Refuse, before anything is built, a variable the family cannot map."""
+    if model is not None and model is not backbone:
+        inside = {id(v) for v in backbone.weights}
+        outside = [v.path for v in model.weights if id(v) not in inside]
+        if outside:
+            raise ValueError(
+                f"`model`: {type(model).__name__} has weights outside its "
+                f"backbone ({outside[:3]}), which growth in the config "
+                "vocabulary would not carry; grow its backbone instead."
+            )
     config = family.config(backbone)
     for variable in backbone.weights:
         family.layout(family.split(variable.path)[1], config)

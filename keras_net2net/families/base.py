@@ -117,6 +117,9 @@ class Family:
         """Whether `finish` changes the variable at ``path`` (default: never)."""
         return False
 
+    def check_widen(self, backbone: Any, key: str) -> None:
+        """Raise a ValueError if widening ``key`` of this backbone cannot be exact."""
+
     def check_deepen(self, config: dict[str, Any]) -> None:
         """Raise a ValueError if inserting blocks cannot keep the function."""
 

@@ -76,6 +76,19 @@ class GemmaFamily(LlamaFamily):
     def layout(self, path: str, config: dict[str, Any]) -> tuple:
         return super(LlamaFamily, self).layout(path, config)
 
+    def check_widen(self, backbone: Any, key: str) -> None:
+        # KerasHub 0.32's blocks always scale queries by 1/sqrt(head_dim); a
+        # block scaling by 1/sqrt(hidden_dim // num_query_heads) instead
+        # would change its scores when either grows.
+        attention = getattr(backbone.transformer_layers[0], "attention", None)
+        normalized = getattr(attention, "query_head_dim_normalize", True)
+        if not normalized and key in ("hidden_dim", "num_query_heads"):
+            raise ValueError(
+                f"`layer`: this Gemma model scales its queries by "
+                f"1/sqrt(hidden_dim // num_query_heads), so '{key}' cannot grow "
+                "without changing the attention scores."
+            )
+
     def check_deepen(self, config: dict[str, Any]) -> None:
         if config.get("use_sliding_window_attention"):
             raise ValueError(
@@ -112,6 +125,7 @@ class GemmaFamily(LlamaFamily):
         hidden, inter = config["hidden_dim"], config["intermediate_dim"]
         heads, kv = config["num_query_heads"], config["num_key_value_heads"]
         mappings: dict[str, WidthMapping] = {}
+        notes: list[str] = []
         if key == "intermediate_dim":
             if not isinstance(value, int) or value % 2 or value <= inter:
                 raise ValueError(
@@ -121,6 +135,7 @@ class GemmaFamily(LlamaFamily):
                     f"units={value!r}"
                 )
             mappings["intermediate"] = choose_mapping(inter // 2, value // 2, seed=seed)
+            notes.append(f"  each gating projection {inter // 2} -> {value // 2}")
         elif key == "hidden_dim":
             if not isinstance(value, int) or value <= hidden or value % hidden:
                 raise ValueError(
@@ -150,4 +165,4 @@ class GemmaFamily(LlamaFamily):
             except ValueError as error:
                 raise ValueError(f"`units` for '{key}': {error}") from None
         config[key] = value
-        return config, mappings, []
+        return config, mappings, notes

@@ -137,8 +137,9 @@ class LlamaFamily(Family):
         config["hidden_dim"] = hidden * factor
         config[self.heads_key] = heads * factor
         kept = f", {self.kv_key} stays {kv}" if self.kv_key else ""
+        size = config.get("head_dim") or hidden // heads
         notes.append(
-            f"  heads keep their size ({hidden // heads}): {self.heads_key} "
+            f"  heads keep their size ({size}): {self.heads_key} "
             f"{heads} -> {heads * factor}{kept}"
         )
         return config, mappings, notes

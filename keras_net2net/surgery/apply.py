@@ -262,21 +262,28 @@ def copy_unchanged(layer):
     Raises:
         ValueError: naming the layer, if it cannot be copied at all.
     """
-    config = layer.get_config()
+    config: dict = {}
     try:
+        config = layer.get_config()
         return type(layer).from_config(config)
     except Exception as error:  # noqa: BLE001 - any failure of user code
         failure = error
     try:
         if isinstance(layer, keras.layers.Lambda):
-            keys = ("output_shape", "mask", "arguments")
-            options = {k: getattr(layer, k, None) for k in keys}
-            options["arguments"] = options["arguments"] or None
-            clone = keras.layers.Lambda(layer.function, name=layer.name, **options)
+            shape = config.get("output_shape")
+            clone = keras.layers.Lambda(
+                layer.function,
+                output_shape=tuple(shape) if isinstance(shape, (list, tuple)) else None,
+                arguments=config.get("arguments") or None,
+                name=layer.name,
+                dtype=layer.dtype_policy,
+            )
         else:
             accepted = inspect.signature(type(layer).__init__).parameters
             clone = type(layer)(**{k: v for k, v in config.items() if k in accepted})
             clone.name = layer.name
+            if "dtype" not in accepted:
+                clone.dtype_policy = layer.dtype_policy
         clone.trainable = layer.trainable
         return clone
     except Exception:  # noqa: BLE001 - reported with the first failure

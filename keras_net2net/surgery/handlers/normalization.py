@@ -125,7 +125,8 @@ class GroupNormalizationHandler(PassThroughHandler):
     The number of groups stays, so each group grows: every new group must
     copy the channels of its own old group, each equally often (a new width
     that is a multiple of the old one; ``MappingRule(uniform=True,
-    groups=...)``). ``groups=-1`` (one channel per group) takes any mapping.
+    groups=...)``). ``groups=-1`` is one group per channel once built (Keras
+    stores the number of channels), so it grows by a multiple too.
     ``gamma``/``beta`` are copied.
     """
 
@@ -139,8 +140,6 @@ class GroupNormalizationHandler(PassThroughHandler):
         return [0]
 
     def mapping_rule(self, layer, node, graph, axis):
-        if layer.groups == -1:
-            return None
         return MappingRule(
             uniform=True,
             groups=int(layer.groups),

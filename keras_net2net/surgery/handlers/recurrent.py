@@ -57,6 +57,17 @@ class RecurrentHandler(UnitsHandler):
     def width(self, layer):
         return int(layer.units)
 
+    def channel_outputs(self, layer, node, graph):
+        states = [label for label in node.labels if label not in (0, "mask")]
+        if states:
+            raise unsupported(
+                layer,
+                "is called with an initial state from another layer; that "
+                "state has the old number of units, so the layer cannot be "
+                "widened on its own.",
+            )
+        return super().channel_outputs(layer, node, graph)
+
     def init_key(self, layer, variable):
         return None  # the cell owns the initializers: values are assigned
 

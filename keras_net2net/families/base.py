@@ -37,6 +37,12 @@ from keras_net2net.transforms import WidthTransform
 COPY = "copy"
 DIVIDE = "divide"
 
+# The dimensions every family declares, read (DIVIDE) or written (COPY).
+H_IN, H_OUT = ("hidden", DIVIDE), ("hidden", COPY)
+I_IN, I_OUT = ("intermediate", DIVIDE), ("intermediate", COPY)
+Q_IN, Q_OUT = ("heads", DIVIDE), ("heads", COPY)
+KV_OUT = ("kv_heads", COPY)
+
 # Per axis: None, ``(dimension, COPY | DIVIDE)``, or ``(dimension, role,
 # slots)`` for an axis where each unit owns ``slots(config)`` consecutive
 # entries (the heads of a flattened ``heads * head_dim`` axis).

@@ -28,18 +28,19 @@ from typing import Any
 
 import numpy as np
 
-from keras_net2net.families.base import COPY
-from keras_net2net.families.base import DIVIDE
+from keras_net2net.families.base import H_IN
+from keras_net2net.families.base import H_OUT
+from keras_net2net.families.base import I_IN
+from keras_net2net.families.base import I_OUT
+from keras_net2net.families.base import KV_OUT
+from keras_net2net.families.base import Q_IN
+from keras_net2net.families.base import Q_OUT
 from keras_net2net.families.llama import LlamaFamily
+from keras_net2net.families.llama import _check
 from keras_net2net.transforms import MappingRule
 from keras_net2net.transforms import WidthMapping
 from keras_net2net.transforms import choose_mapping
 from keras_net2net.transforms import grouped_query_mappings
-
-H_IN, H_OUT = ("hidden", DIVIDE), ("hidden", COPY)
-I_IN, I_OUT = ("intermediate", DIVIDE), ("intermediate", COPY)
-Q_IN, Q_OUT = ("heads", DIVIDE), ("heads", COPY)
-KV_OUT = ("kv_heads", COPY)
 
 
 class GemmaFamily(LlamaFamily):
@@ -127,22 +128,12 @@ class GemmaFamily(LlamaFamily):
         mappings: dict[str, WidthMapping] = {}
         notes: list[str] = []
         if key == "intermediate_dim":
-            if not isinstance(value, int) or value % 2 or value <= inter:
-                raise ValueError(
-                    f"`units` for 'intermediate_dim' must be an even integer "
-                    f"larger than its current value {inter} (each gating "
-                    f"projection is intermediate_dim // 2 wide). Received: "
-                    f"units={value!r}"
-                )
+            what = " (an even integer: each gating projection is half of it)"
+            _check(key, value, inter, lambda v: v % 2 == 0, what)
             mappings["intermediate"] = choose_mapping(inter // 2, value // 2, seed=seed)
             notes.append(f"  each gating projection {inter // 2} -> {value // 2}")
         elif key == "hidden_dim":
-            if not isinstance(value, int) or value <= hidden or value % hidden:
-                raise ValueError(
-                    f"`units` for 'hidden_dim' must be an integer larger than its "
-                    f"current value {hidden}, a multiple of it. Received: "
-                    f"units={value!r}"
-                )
+            _check(key, value, hidden, lambda v: v % hidden == 0, ", a multiple of it")
             rule = MappingRule(
                 uniform=True,
                 reason="the Gemma blocks normalise the stream (RMS) over its "
@@ -153,11 +144,7 @@ class GemmaFamily(LlamaFamily):
             new_q = value if key == "num_query_heads" else heads
             new_kv = value if key == "num_key_value_heads" else kv
             current = heads if key == "num_query_heads" else kv
-            if not isinstance(value, int) or value <= current:
-                raise ValueError(
-                    f"`units` for '{key}' must be an integer larger than its "
-                    f"current value {current}. Received: units={value!r}"
-                )
+            _check(key, value, current, lambda v: True, "")
             try:
                 mappings["heads"], mappings["kv_heads"] = grouped_query_mappings(
                     heads, kv, new_q, new_kv, seed=seed

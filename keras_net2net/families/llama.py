@@ -30,18 +30,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from keras_net2net.families.base import COPY
-from keras_net2net.families.base import DIVIDE
+from keras_net2net.families.base import H_IN
+from keras_net2net.families.base import H_OUT
+from keras_net2net.families.base import I_IN
+from keras_net2net.families.base import I_OUT
+from keras_net2net.families.base import KV_OUT
+from keras_net2net.families.base import Q_IN
+from keras_net2net.families.base import Q_OUT
 from keras_net2net.families.base import Family
 from keras_net2net.transforms import MappingRule
 from keras_net2net.transforms import WidthMapping
 from keras_net2net.transforms import choose_mapping
 from keras_net2net.transforms import grouped_query_mappings
-
-H_IN, H_OUT = ("hidden", DIVIDE), ("hidden", COPY)
-I_IN, I_OUT = ("intermediate", DIVIDE), ("intermediate", COPY)
-Q_IN, Q_OUT = ("heads", DIVIDE), ("heads", COPY)
-KV_OUT = ("kv_heads", COPY)
 
 
 class LlamaFamily(Family):

@@ -27,6 +27,16 @@ def check_plain_float(layer):
         raise unsupported(layer, "is quantized; grow the float model instead.")
 
 
+def zero_kernel_and_bias(layer):
+    """Zero kernel and bias, if the activation keeps a zero output zero."""
+    if activation_name(layer.activation) not in ZERO_PRESERVING_ACTIVATIONS:
+        return None  # act(0) != 0: zero weights would not give a zero output
+    values = {"kernel": np.zeros(layer.kernel.shape, "float32")}
+    if layer.use_bias:
+        values["bias"] = np.zeros(layer.bias.shape, "float32")
+    return values
+
+
 class DenseHandler(UnitsHandler):
     """Dense (and the base of Conv): kernel ``(*kernel, in, out)``, bias ``(out,)``.
 
@@ -69,12 +79,7 @@ class DenseHandler(UnitsHandler):
         )
 
     def zero_change(self, layer):
-        if activation_name(layer.activation) not in ZERO_PRESERVING_ACTIVATIONS:
-            return None  # act(0) != 0: zero weights would not give a zero output
-        values = {"kernel": np.zeros(layer.kernel.shape, "float32")}
-        if layer.use_bias:
-            values["bias"] = np.zeros(layer.bias.shape, "float32")
-        return values
+        return zero_kernel_and_bias(layer)
 
     def deeper_layer(self, layer, name, *, method, kernel_size=None, seed=None):
         """A new layer that, with ``method="identity"``, computes the identity.
@@ -301,12 +306,7 @@ class ConvTransposeHandler(UnitsHandler):
         return LayerChange().add("kernel", options.reader(mapping, seeds, axis=-1))
 
     def zero_change(self, layer):
-        if activation_name(layer.activation) not in ZERO_PRESERVING_ACTIVATIONS:
-            return None
-        values = {"kernel": np.zeros(layer.kernel.shape, "float32")}
-        if layer.use_bias:
-            values["bias"] = np.zeros(layer.bias.shape, "float32")
-        return values
+        return zero_kernel_and_bias(layer)
 
 
 def register(register_handler):

@@ -28,6 +28,18 @@ def _axes(axis, rank):
     return sorted(int(a) % rank for a in axes)
 
 
+def copy_per_channel(layer, mapping, fresh):
+    """Copy every per-channel variable by ``mapping``; a fresh channel gets
+    ``fresh[name]``. Any variable not in ``fresh`` is refused by name."""
+    change = LayerChange()
+    for variable in layer.weights:
+        name = variable.name
+        if name not in fresh:
+            raise unsupported(layer, f"has an unexpected variable '{name}'.")
+        change.add(name, copy_transform(mapping, fill=fresh[name]))
+    return change
+
+
 class BatchNormalizationHandler(PassThroughHandler):
     """BatchNormalization over one axis: its parameters follow the mapping."""
 
@@ -51,13 +63,7 @@ class BatchNormalizationHandler(PassThroughHandler):
         return [0]
 
     def follow(self, layer, mapping, options, seeds):
-        change = LayerChange()
-        for variable in layer.weights:
-            name = variable.name
-            if name not in self._FRESH:
-                raise unsupported(layer, f"has an unexpected variable '{name}'.")
-            change.add(name, copy_transform(mapping, fill=self._FRESH[name]))
-        return change
+        return copy_per_channel(layer, mapping, self._FRESH)
 
     def zero_preserving(self, layer):
         return False
@@ -149,15 +155,7 @@ class GroupNormalizationHandler(PassThroughHandler):
         )
 
     def follow(self, layer, mapping, options, seeds):
-        change = LayerChange()
-        for variable in layer.weights:
-            if variable.name not in self._FRESH:
-                raise unsupported(
-                    layer, f"has an unexpected variable '{variable.name}'."
-                )
-            fill = self._FRESH[variable.name]
-            change.add(variable.name, copy_transform(mapping, fill=fill))
-        return change
+        return copy_per_channel(layer, mapping, self._FRESH)
 
     def zero_preserving(self, layer):
         return False

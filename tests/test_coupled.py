@@ -340,3 +340,18 @@ def test_optimizer_slots_follow_the_group_mapping():
             changed += bool(chain)
     assert changed >= 2 * 12  # stem, LNs, depthwise convs, pw layers, LayerScales
     model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+
+
+@pytest.mark.parametrize(
+    "name, layer", [("recurrent", "lstm"), ("group_norm", "stem"), ("decoder", "up1")]
+)
+def test_new_layer_families_save_and_load_after_growth(tmp_path, name, layer):
+    model = BUILDERS[name]()
+    shape = (2,) + tuple(model.inputs[0].shape[1:])
+    x = np.random.default_rng(0).normal(size=shape).astype("float32")
+    group = kn.coupled_layers(model, layer)
+    grown = kn.widen(model, layer, 2 * group.width, seed=0)
+    grown.save(tmp_path / "grown.keras")
+    loaded = keras.models.load_model(tmp_path / "grown.keras")
+    assert kn.max_output_difference(grown, loaded, x) <= TOL
+    assert relative_difference(model, loaded, x) <= TOL

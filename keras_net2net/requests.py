@@ -37,12 +37,13 @@ WIDEN_METHODS = (NET2WIDER, RANDOM_PAD)
 COPIES = "copies"
 CONSUMERS = "consumers"
 NOISE_TARGETS = (COPIES, CONSUMERS)
-# `Deepen(method=...)`: an identity layer (Net2DeeperNet) or a random one.
+# `Deepen(method=...)`: an identity layer (Net2DeeperNet) or a random one (a
+# copied block with nothing zeroed).
 IDENTITY = "identity"
 RANDOM = "random"
 DEEPEN_METHODS = (IDENTITY, RANDOM)
 # `Deepen(init=...)` of a copied residual block: the copied block's weights, or
-# fresh ones (the branch output starts at zero either way).
+# fresh ones (with method="identity" the branch output starts at zero either way).
 COPY = "copy"
 BLOCK_INITS = (COPY, RANDOM)
 

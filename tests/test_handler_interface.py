@@ -47,15 +47,36 @@ def test_builtin_handlers_declare_their_deepening():
     assert get_handler(dense).residual_deepening
     assert get_handler(conv).identity_deepening
     assert get_handler(embedding).identity_deepening  # an identity Dense
-    assert not get_handler(transpose).identity_deepening
+    assert get_handler(transpose).identity_deepening  # a plain Conv2D
+    assert not get_handler(keras.layers.BatchNormalization()).identity_deepening
 
 
 def test_deepening_after_a_layer_without_identity_copy_is_refused_by_name():
     inputs = keras.Input((4, 4, 3))
-    up = keras.layers.Conv2DTranspose(2, 3, strides=2, name="up")(inputs)
-    model = keras.Model(inputs, keras.layers.Flatten()(up))
-    with pytest.raises(ValueError, match=r"Layer 'up' \(Conv2DTranspose\) cannot be"):
-        kn.deepen(model, after="up")
+    norm = keras.layers.BatchNormalization(name="norm")(inputs)
+    model = keras.Model(inputs, keras.layers.Flatten()(norm))
+    with pytest.raises(
+        ValueError, match=r"Layer 'norm' \(BatchNormalization\) cannot be"
+    ):
+        kn.deepen(model, after="norm")
+
+
+def test_deepening_after_a_transposed_convolution_inserts_a_plain_one():
+    inputs = keras.Input((3, 4, 4))
+    up = keras.layers.Conv2DTranspose(
+        5, 4, strides=2, data_format="channels_first", activation="relu", name="up"
+    )(inputs)
+    model = randomize_weights(keras.Model(inputs, keras.layers.Flatten()(up)))
+    grown = kn.deepen(model, after="up")
+    new = grown.get_layer("up_deeper")
+    assert type(new) is keras.layers.Conv2D
+    assert new.kernel_size == (5, 5) and new.strides == (1, 1)
+    assert new.data_format == "channels_first" and new.filters == 5
+    x = np.random.default_rng(0).normal(size=(2, 3, 4, 4)).astype("float32")
+    before, after = model.predict(x, verbose=0), grown.predict(x, verbose=0)
+    assert np.abs(before - after).max() <= 1e-5 * np.abs(before).max()
+    with pytest.raises(ValueError, match=r"'up'.*even|'up'.*odd"):
+        kn.deepen(model, after="up", kernel_size=2)
 
 
 def test_deepening_after_an_embedding_or_a_recurrent_layer_is_exact():

@@ -165,6 +165,9 @@ def test_deepen_inserts_an_identity_copy_of_a_pre_ln_block():
         blocks = layers_of(deeper, keras_hub.layers.TransformerEncoder)
         assert len(blocks) == 3
         assert relative_difference(model, deeper, x) <= TOL
+        # method="random": the baseline copy, nothing zeroed
+        stacked = kn.deepen(model, after="block_1", init=init, method="random")
+        assert relative_difference(model, stacked, x) > 1e-3
     deeper = kn.deepen(model, after="block_0")
     inserted = deeper.get_layer("block_0_copy")
     source = model.get_layer("block_0")

@@ -112,6 +112,14 @@ def test_deepen_by_a_whole_block():
     # a fresh initialisation is exact too
     fresh = kn.deepen(model, after="add_ffn_0", blocks=2, init="random", seed=1)
     assert relative_difference(model, fresh, x) <= TOL
+    # method="random": the baseline, nothing zeroed (the function changes)
+    for init in ("copy", "random"):
+        stacked = kn.deepen(
+            model, after="add_ffn_0", blocks=2, method="random", init=init
+        )
+        assert relative_difference(model, stacked, x) > 1e-3
+        weights = stacked.get_layer("add_ffn_0_block1_mha_0").weights
+        assert np.any(keras.ops.convert_to_numpy(weights[-2]))
 
 
 def test_masks_and_causal_attention():
@@ -149,6 +157,11 @@ REFUSALS = [
         "blocks on a non-Add",
         lambda m: kn.deepen(m, after="ffn_in_0", blocks=2),
         r"'ffn_in_0'.*`blocks`",
+    ),
+    (
+        "random residual branch",
+        lambda m: kn.deepen(m, after="ffn_in_0", residual=True, method="random"),
+        r"'ffn_in_0'.*method='random' does not apply",
     ),
     (
         "heads not larger",

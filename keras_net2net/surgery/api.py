@@ -165,7 +165,8 @@ def deepen(
 ) -> Model:
     """Return a copy of ``model`` that is deeper after ``after``.
 
-    Three kinds of insertion, all function-preserving:
+    Three kinds of insertion, all function-preserving (with the default
+    ``method="identity"``):
 
     * after a Dense/Conv/DepthwiseConv/SeparableConv layer (Net2DeeperNet): a
       layer of the same kind (same units/filters and activation; stride 1,
@@ -193,8 +194,11 @@ def deepen(
     Args:
         model: a built Sequential or Functional model.
         after: name (or object) of the layer to insert after.
-        method: ``"identity"`` or ``"random"`` (Glorot-uniform, the baseline)
-            for an identity copy. Defaults to ``"identity"``.
+        method: ``"identity"`` (function-preserving) or ``"random"`` (the
+            baseline: a Glorot-uniform layer instead of an identity one; a
+            copied block or block layer with nothing zeroed, so it changes the
+            function, like stacking). Not with ``residual=True``. Defaults to
+            ``"identity"``.
         kernel_size: kernel size of a new Conv layer (odd). Defaults to
             ``after``'s kernel size.
         seed: seed of the random initialisation. Defaults to None.
@@ -204,8 +208,8 @@ def deepen(
         residual: insert a zero-initialised residual branch instead of an
             identity layer. Defaults to False.
         init: for a copied block: ``"copy"`` (the block's weights) or
-            ``"random"`` (fresh initialisation); the zeroed layer is zero
-            either way. Defaults to ``"copy"``.
+            ``"random"`` (fresh initialisation); with ``method="identity"``
+            the zeroed layer is zero either way. Defaults to ``"copy"``.
         blocks: how many consecutive residual blocks ending at ``after`` (an
             Add) to copy. Defaults to 1.
 

@@ -295,7 +295,17 @@ def find_group(graph: LayerGraph, seed: Node, source_name: str) -> ChannelGroup:
                 for i in handler.channel_outputs(node.op, node, graph):
                     add_core(node.outputs[i], axis, writer=node)
         elif role == H.SAME:
-            in_axis = axis if declared is None else declared
+            in_axis = declared
+            if in_axis is None:  # the input axis that lands on ``axis``
+                rank = H.input_rank(node, graph)
+                in_axis = next(
+                    (
+                        a
+                        for a in [axis, *range(1 - rank, 0)]
+                        if handler.output_axis(node.op, node, graph, a) == axis
+                    ),
+                    axis,
+                )
             out_axis = handler.output_axis(node.op, node, graph, in_axis)
             check_axis(node, key, axis, out_axis, "writes")
             if visit(node, "pass"):

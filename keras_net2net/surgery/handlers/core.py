@@ -113,7 +113,11 @@ class DenseHandler(UnitsHandler):
         )
         config[self.width_key] = self.width(layer)
         config.update(self._deeper_extra(layer, kernel_size))
-        return type(layer)(**config), values
+        return self.deeper_class(layer)(**config), values
+
+    def deeper_class(self, layer):
+        """The class of the layer `deeper_layer` inserts after ``layer``."""
+        return type(layer)
 
     def residual_layers(self, layer, names, *, kernel_size=None, seed=None):
         """Two new layers ``expand``, ``project`` for ``h + project(expand(h))``.
@@ -281,10 +285,19 @@ class ConvTransposeHandler(UnitsHandler):
 
     Their kernel is ``(*kernel, filters, input channels)``: the output units
     are axis -2 (copied when the layer is widened) and the input channels
-    axis -1 (divided when its input is). No identity copy: a transposed
-    convolution is not followed by ``deepen`` (with strides it changes the
-    shape; use a Conv after it).
+    axis -1 (divided when its input is). ``deepen`` after one inserts a plain
+    convolution of the same rank (stride 1, ``same`` padding, an odd kernel:
+    the transposed one's rounded up), the identity with the layer's
+    activation (ReLU or linear): a strided transposed convolution's copy would
+    change the shape.
     """
+
+    identity_deepening = True
+
+    def deeper_layer(self, layer, name, *, method, kernel_size=None, seed=None):
+        return _ConvAfterTranspose().deeper_layer(
+            layer, name, method=method, kernel_size=kernel_size, seed=seed
+        )
 
     def check(self, layer):
         check_plain_float(layer)
@@ -307,6 +320,16 @@ class ConvTransposeHandler(UnitsHandler):
 
     def zero_change(self, layer):
         return zero_kernel_and_bias(layer)
+
+
+class _ConvAfterTranspose(ConvHandler):
+    """Builds the plain convolution inserted after a transposed one."""
+
+    def deeper_class(self, layer):
+        rank = len(layer.kernel_size)
+        return {1: keras.layers.Conv1D, 2: keras.layers.Conv2D}.get(
+            rank, keras.layers.Conv3D
+        )
 
 
 def register(register_handler):

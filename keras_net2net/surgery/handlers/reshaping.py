@@ -7,7 +7,8 @@ last). Flatten turns channel ``c`` at spatial position ``p`` into feature
 moves the channels last first, so the layout is the same. Reshape keeps the
 channel axis when it keeps the last dimension (its ``target_shape`` follows
 the new width) and acts like Flatten when it flattens everything; any other
-Reshape is refused.
+Reshape is refused. Permute carries the channels to the axis its ``dims``
+send them to.
 """
 
 import math
@@ -50,6 +51,15 @@ def _flatten_positions(layer, input_shape):
             "the flattened index layout cannot be computed.",
         )
     return math.prod(spatial)
+
+
+class PermuteHandler(PassThroughHandler):
+    """Permute: the channels go to wherever ``dims`` sends their axis."""
+
+    def output_axis(self, layer, node, graph, axis):
+        rank = len(graph.shape(node.inputs[0]))
+        source = rank + axis  # the axis's 1-based index among non-batch axes
+        return layer.dims.index(source) + 1 - rank
 
 
 class FlattenHandler(LayoutHandler):
@@ -122,6 +132,7 @@ def register(register_handler):
     register_handler(L.Flatten, FlattenHandler())
     register_handler(L.Reshape, ReshapeHandler())
     register_handler(L.RepeatVector, PassThroughHandler())
+    register_handler(L.Permute, PermuteHandler())
     spatial = (
         L.MaxPooling1D,
         L.MaxPooling2D,

@@ -99,8 +99,13 @@ def _residual_block(graph, add_node):
     return shortcut, end, branch, _zero_point(graph, branch, end, target)
 
 
-def plan_block(graph, target, node, taken, name, init, seed, blocks=1):
+def plan_block(
+    graph, target, node, taken, name, init, seed, blocks=1, method=H.IDENTITY
+):
     """Copy the ``blocks`` residual blocks that end at the Add ``node``.
+
+    ``method="random"``: nothing is zeroed, so the copy changes the function
+    (the baseline: blocks stacked without a zeroed projection).
 
     With ``blocks > 1`` the blocks must follow each other directly (each one's
     shortcut is the previous one's Add), as the attention and feed-forward
@@ -131,7 +136,8 @@ def plan_block(graph, target, node, taken, name, init, seed, blocks=1):
             config = op.get_config()
             config["name"] = unique_name(f"{prefix}_{op.name}", taken)
             clone = type(op).from_config(config)
-            values = block_values(op, member is zeroed, H.get_handler(op), init)
+            zero = member is zeroed and method == H.IDENTITY
+            values = block_values(op, zero, H.get_handler(op), init)
             layers.append((clone, values))
             if init == COPY and isinstance(op, keras.layers.Layer):
                 sources[id(clone)] = op
@@ -152,6 +158,8 @@ def plan_block(graph, target, node, taken, name, init, seed, blocks=1):
         stream = add.name
 
     zeroed = ", ".join(f"'{z.op.name}'" for *_, z in chain)
+    if method != H.IDENTITY:
+        zeroed = "nothing"
     operations = sum(len(b) for _, _, b, _ in chain)
     plan = Plan(
         f"deepen after '{target.name}': insert a copy of {len(chain)} residual "

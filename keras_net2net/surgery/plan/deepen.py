@@ -64,7 +64,9 @@ def plan_deepen(
                 "branches and blocks are inserted in the top-level graph only.",
             )
     if is_residual_add(target) and not residual:
-        return plan_block(graph, target, node, taken, name, init, seed, blocks)
+        return plan_block(
+            graph, target, node, taken, name, init, seed, blocks, method=method
+        )
     if handler is not None and handler.copies_itself and not residual:
         if blocks != 1:
             raise H.unsupported(
@@ -72,12 +74,19 @@ def plan_deepen(
                 f"is a Transformer block layer; `blocks`={blocks} is not "
                 "supported for it (deepen after it once per new block).",
             )
-        return _plan_layer_copy(graph, target, node, handler, taken, name, init)
+        return _plan_layer_copy(graph, target, node, handler, taken, name, init, method)
     if blocks != 1:
         raise H.unsupported(
             target,
             f"is not a residual Add; `blocks`={blocks} only applies when "
             "deepening after an Add that closes residual blocks.",
+        )
+    if residual and method != H.IDENTITY:
+        raise ValueError(
+            f"`method`: a residual branch after '{target.name}' always starts "
+            "at zero (residual=True is function-preserving by construction); "
+            f"method='random' does not apply to it. Received: method={method!r}, "
+            "residual=True. Valid: method='identity'."
         )
     if residual:
         return _plan_residual(
@@ -109,20 +118,25 @@ def plan_deepen(
     return plan
 
 
-def _plan_layer_copy(graph, target, node, handler, taken, name, init):
-    """Insert a copy of a whole-block layer that starts as the identity."""
+def _plan_layer_copy(graph, target, node, handler, taken, name, init, method):
+    """Insert a copy of a whole-block layer that starts as the identity.
+
+    ``method="random"``: nothing is zeroed (the not function-preserving
+    baseline).
+    """
     handler.check_copy(target)
     new_name = unique_name(name or f"{target.name}_copy", taken)
     final_name, rename = output_swap(graph, node, new_name)
     config = target.get_config()
     config["name"] = final_name
     clone = type(target).from_config(config)
-    values = block_values(target, True, handler, init)
+    zero = method == H.IDENTITY
+    values = block_values(target, zero, handler, init)
     # The same call on the stream; masks and other inputs stay as they were.
     insertion = Insertion([Call(clone, like=node, fill={0: OUT})], clone.name, [])
     insertion.layers.append((clone, values))
 
-    zeroed = ", ".join(sorted(handler.zero_change(target)))
+    zeroed = ", ".join(sorted(handler.zero_change(target))) if zero else "nothing"
     plan = Plan(
         f"deepen after '{target.name}': insert '{final_name}' (a copy of the "
         f"{type(target).__name__}, {init}; {zeroed} zeroed)"

@@ -4,6 +4,9 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -104,3 +107,42 @@ def test_time_to_accuracy_quick(tmp_path, capsys):
             earlier = [p for p in points if p["counts"] and p["step"] < point["step"]]
             assert all(p["val_accuracy"] < float(target) for p in earlier)
     assert "| path |" in capsys.readouterr().out
+
+
+def test_lm_growth_quick(tmp_path, capsys):
+    lm = load("lm_growth")
+    out = tmp_path / "lm_growth.json"
+    assert lm.main(["--quick", "--noise", "0", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["seeds"] == [0] and report["quick"] is True
+    for key in ("compute_ratio_to_target", "wall_ratio_to_target"):
+        assert set(report[key]) >= {"mean", "per_seed"}
+    run = report["runs"][0]["paths"]
+    assert set(run) == {"scratch", "grown", "random", "restart"}
+    target = run["scratch"]["final"]
+    for name, path in run.items():
+        assert path["final"] == target, name  # every path ends at the target
+        assert path["points"][-1]["step"] == report["config"]["steps"], name
+    # The small model's paths see the same batches with the same optimizer
+    # until the growth (step 12 of 24): the same validation loss at step 8.
+    early = {
+        name: [p["val_loss"] for p in run[name]["points"] if p["step"] <= 8]
+        for name in ("grown", "random", "restart")
+    }
+    assert len(early["grown"]) == 2
+    np.testing.assert_allclose(early["random"], early["grown"], rtol=1e-5)
+    np.testing.assert_allclose(early["restart"], early["grown"], rtol=1e-5)
+    # Every path trains on the same tokens; growing makes the early steps cheaper.
+    assert run["grown"]["points"][-1]["flops"] < run["scratch"]["points"][-1]["flops"]
+    # Growth is exact for the function-preserving path, not for the baseline.
+    (grown,) = run["grown"]["val_loss_at_growth"].values()
+    (random,) = run["random"]["val_loss_at_growth"].values()
+    assert abs(grown["after"] - grown["before"]) < 1e-4 * grown["before"]
+    assert random["before"] == pytest.approx(grown["before"], rel=1e-5)
+    assert abs(random["after"] - random["before"]) > 1e-3
+    assert "| path |" in capsys.readouterr().out
+    assert lm.main(["--report", str(out)]) == 0
+    assert "| grown |" in capsys.readouterr().out
+    out.unlink()  # rebuilt from the seed file alone
+    assert lm.main(["--quick", "--noise", "0", "--summarise", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["seeds"] == [0]

@@ -502,8 +502,21 @@ def summarise_seed(record):
             "compute_ratio_total": points[-1]["flops"] / scratch[-1]["flops"],
             "wall_ratio_total": points[-1]["wall"] / scratch[-1]["wall"],
             "scratch_val_loss_at_equal_compute": loss_at(scratch, points[-1]["flops"]),
+            # The other way round: what scratch spends to reach this path's
+            # final loss, over what this path spent (< 1: scratch is cheaper).
+            "scratch_compute_to_this_final_loss": _over(
+                cost_to(scratch, points[-1]["val_loss"], "flops"),
+                points[-1]["flops"],
+            ),
+            "scratch_wall_to_this_final_loss": _over(
+                cost_to(scratch, points[-1]["val_loss"], "wall"), points[-1]["wall"]
+            ),
         }
     return out
+
+
+def _over(value, total):
+    return None if value is None or not total else value / total
 
 
 def stats(values):
@@ -534,6 +547,8 @@ def combine(records):
                 "wall_ratio_total",
                 "final_val_loss",
                 "scratch_val_loss_at_equal_compute",
+                "scratch_compute_to_this_final_loss",
+                "scratch_wall_to_this_final_loss",
             )
         }
         for path in paths
@@ -567,8 +582,9 @@ def markdown(report):
     lines = [
         "| path | compute to scratch's final loss (x scratch) | wall time to it "
         "(x scratch) | total compute / wall (x scratch) | final val loss "
-        "(nats/byte) | scratch's loss at this path's final compute |",
-        "|---|---|---|---|---|---|",
+        "(nats/byte) | scratch's loss at this path's final compute | scratch's "
+        "compute / wall to this path's final loss (x this path's) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for path, s in report["paths"].items():
         total = (
@@ -579,7 +595,9 @@ def markdown(report):
             f"| {path} | {fmt(s['compute_ratio_to_target'])} | "
             f"{fmt(s['wall_ratio_to_target'])} | {total} | "
             f"{fmt(s['final_val_loss'], 4)} | "
-            f"{fmt(s['scratch_val_loss_at_equal_compute'], 4, 'n/a')} |"
+            f"{fmt(s['scratch_val_loss_at_equal_compute'], 4, 'n/a')} | "
+            f"{fmt(s['scratch_compute_to_this_final_loss'], 3, 'n/a')} / "
+            f"{fmt(s['scratch_wall_to_this_final_loss'], 3, 'n/a')} |"
         )
     seeds = ", ".join(str(s) for s in report["seeds"])
     lines.append(f"\nSeeds {seeds}; mean ± sample std over seeds.")

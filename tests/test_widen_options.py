@@ -92,3 +92,26 @@ def test_bad_options(kwargs, pattern):
         kn.widen(model, "a", 40, **kwargs)
     with pytest.raises((ValueError, TypeError), match=pattern):
         kn.Widen("a", 40, **kwargs)
+
+
+def test_exact_copies_stay_identical_under_adam_and_noise_breaks_them():
+    """Why the docs recommend noise when the new units should learn."""
+    x = np.random.default_rng(0).normal(size=(64, 20)).astype("float32")
+    y = np.random.default_rng(1).normal(size=(64, 5)).astype("float32")
+    spread = {}
+    for noise in (0.0, 1e-2):
+        grown = kn.widen(dense_model(), "a", 40, noise=noise, seed=0)
+        grown.compile(keras.optimizers.Adam(1e-2), "mse")
+        grown.fit(x, y, epochs=3, batch_size=16, verbose=0)
+        kernel = arrays(grown.get_layer("a"))[0]
+        # a new unit (32..39) against the old unit it copies
+        sources = [
+            int(np.argmin(np.abs(kernel[:, :32] - kernel[:, [j]]).sum(0)))
+            for j in range(32, 40)
+        ]
+        spread[noise] = max(
+            np.abs(kernel[:, j] - kernel[:, s]).max()
+            for j, s in zip(range(32, 40), sources)
+        )
+    assert spread[0.0] <= 1e-6  # 12 Adam steps later, still exact copies
+    assert spread[1e-2] > 1e-4

@@ -24,6 +24,7 @@ from keras_net2net.surgery.handlers.base import UnitsHandler
 from keras_net2net.surgery.handlers.base import copy_transform
 from keras_net2net.surgery.handlers.base import unsupported
 from keras_net2net.surgery.handlers.core import check_plain_float
+from keras_net2net.surgery.handlers.core import zero_kernel_and_bias
 from keras_net2net.surgery.handlers.elementwise import IDEMPOTENT_ACTIVATIONS
 from keras_net2net.surgery.handlers.elementwise import ZERO_PRESERVING_ACTIVATIONS
 from keras_net2net.surgery.handlers.elementwise import activation_name
@@ -125,12 +126,7 @@ class DepthwiseHandler(PassThroughHandler, LayoutHandler):
         return False
 
     def zero_change(self, layer):
-        if activation_name(layer.activation) not in ZERO_PRESERVING_ACTIVATIONS:
-            return None  # act(0) != 0: zero weights would not give a zero output
-        values = {"kernel": np.zeros(layer.kernel.shape, "float32")}
-        if layer.use_bias:
-            values["bias"] = np.zeros(layer.bias.shape, "float32")
-        return values
+        return zero_kernel_and_bias(layer)
 
     def deeper_layer(self, layer, name, *, method, kernel_size=None, seed=None):
         _check_identity_activation(layer, method)

@@ -166,53 +166,38 @@ def flops_per_token(model, context):
     return 6 * matmul + 12 * layers * context * width
 
 
-def growth_requests(model, target, random=False, noise=0.0, seed=0):
-    """The requests that grow ``model`` (built by `gpt`, maybe grown) to ``target``.
+def vocabulary(arch):
+    """``--target``/``--small`` in `transformer_schedule`'s words."""
+    return {
+        "hidden_dim": arch["width"],
+        "num_heads": arch["heads"],
+        "intermediate_dim": arch["ffn"],
+        "num_layers": arch["layers"],
+    }
 
-    Width first (embedding width, then the heads and feed-forward width of
-    every block), then depth: each block is followed by copies of itself until
-    there are ``target["layers"]`` (interleaved, like the paper's identity
-    insertion). ``noise`` (relative to each kernel's standard deviation, on
-    the copies' incoming weights) breaks the symmetry of copied units: under
-    Adam, exact copies receive proportional gradients, so their updates are
-    identical and they never diverge. ``random``: the not function-preserving
-    baseline (random new units, fresh blocks without a zeroed projection).
+
+def growth_schedule(model, args, seed, random=False):
+    """The `GrowModel` schedule: the stage targets at the ``--at`` moments.
+
+    Width (the stream, then each block's heads and feed-forward width) and
+    depth (each block followed by copies of itself, interleaved like the
+    paper's identity insertion), written by `kn.transformer_schedule`.
+    ``--noise`` (relative to each kernel's standard deviation, on the copies'
+    incoming weights) breaks the symmetry of copied units: under Adam, exact
+    copies receive proportional gradients, so their updates are identical and
+    they never diverge. ``random``: the not function-preserving baseline
+    (random new units, fresh blocks without a zeroed projection).
     """
-    width, heads, ffn, layers = architecture(model)
-    requests, method = [], "random-pad" if random else "net2wider"
-    seeds = iter(range(1000 * seed, 1000 * seed + 1000))
-
-    def widen(name, units):
-        if random:
-            return kn.Widen(name, units, method=method, seed=next(seeds))
-        return kn.Widen(name, units, noise=noise, seed=next(seeds))
-
-    if target["width"] != width:
-        requests.append(widen("token_embedding", target["width"]))
-    names = [layer.name for layer in model.layers]
-    for layer in model.layers:
-        if isinstance(layer, L.MultiHeadAttention) and target["heads"] != heads:
-            requests.append(widen(layer.name, target["heads"]))
-        if "ffn_in" in layer.name and target["ffn"] != ffn:
-            requests.append(widen(layer.name, target["ffn"]))
-    if target["layers"] % layers:
-        raise ValueError(
-            f"--target layers={target['layers']} must be a multiple of the "
-            f"grown model's {layers}"
-        )
-    # A block ends at the Add right after its feed-forward output layer.
-    ends = [b for a, b in zip(names, names[1:]) if "ffn_out" in a]
-    for end in ends:
-        for _ in range(target["layers"] // layers - 1):
-            requests.append(
-                kn.Deepen(
-                    after=end,
-                    blocks=2,
-                    method="random" if random else "identity",
-                    init="random" if random else "copy",
-                )
-            )
-    return requests
+    targets = stage_targets(args.small, args.target, args.stages)
+    moments = [int(round(f * args.steps)) for f in args.at]
+    stages = [(kn.AtStep(m), vocabulary(t)) for m, t in zip(moments, targets)]
+    return kn.transformer_schedule(
+        model,
+        stages,
+        method="random" if random else "net2net",
+        noise=0.0 if random else args.noise,
+        seed=1000 * seed,
+    )
 
 
 def stage_targets(small, target, stages):
@@ -234,7 +219,7 @@ def stage_targets(small, target, stages):
 # --- training ---------------------------------------------------------------
 
 
-def schedule(args, steps, offset=0):
+def lr_schedule(args, steps, offset=0):
     """Linear warm-up to ``--learning-rate`` then cosine decay to 10% of it."""
     base = keras.optimizers.schedules.CosineDecay(
         0.0,
@@ -372,23 +357,15 @@ def run_path(path, args, data, starts, val, seed):
     events = []
     if path == "scratch":
         model = gpt(**args.target, context=args.context, seed=seed)
-        compile_model(model, schedule(args, args.steps))
+        compile_model(model, lr_schedule(args, args.steps))
         model.fit(Windows(data, starts, args.context), callbacks=[clock, log], **fit)
     else:
         model = gpt(**args.small, context=args.context, seed=seed)
-        compile_model(model, schedule(args, args.steps))
-        targets = stage_targets(args.small, args.target, args.stages)
-        moments = [int(round(f * args.steps)) for f in args.at]
+        compile_model(model, lr_schedule(args, args.steps))
+        schedule = growth_schedule(model, args, seed, random=path == "random")
+        moments = [trigger.step for trigger, _ in schedule]
         if path in ("grown", "random"):
-            plan, probe = {}, model
-            for index, (moment, target) in enumerate(zip(moments, targets)):
-                requests = growth_requests(
-                    probe, target, path == "random", args.noise, seed
-                )
-                plan[kn.AtStep(moment)] = requests
-                if index + 1 < len(moments):  # the next stage's names
-                    probe = _grown_copy(probe, requests)
-            grow = kn.GrowModel(plan)
+            grow = kn.GrowModel(schedule)
             before = AtGrowth(val, state, moments, "before")
             after = AtGrowth(val, state, moments, "after")
             callbacks = [clock, before, grow, after, log]
@@ -402,11 +379,9 @@ def run_path(path, args, data, starts, val, seed):
                     at["before"] = evaluate(model, val, state)
                     # Between two fits: the growth and the new optimizer count.
                     state["clock"] = time.perf_counter()
-                    requests = growth_requests(
-                        model, targets[stage - 1], False, args.noise, seed
-                    )
+                    requests = schedule[stage - 1][1]
                     kn.grow_in_place(model, requests)
-                    lr = schedule(args, args.steps, offset=bounds[stage])
+                    lr = lr_schedule(args, args.steps, offset=bounds[stage])
                     compile_model(model, lr)
                     state["wall"] += time.perf_counter() - state["clock"]
                     at["after"] = evaluate(model, val, state)
@@ -427,23 +402,6 @@ def run_path(path, args, data, starts, val, seed):
         "eval_seconds": state["eval_seconds"],
         "total_seconds": time.perf_counter() - began,
     }
-
-
-def _grown_copy(model, requests):
-    """The model the requests produce (to plan the next stage's requests)."""
-    out = model
-    for request in requests:
-        if isinstance(request, kn.Widen):
-            out = kn.widen(out, request.layer, request.units, method=request.method)
-        else:
-            out = kn.deepen(
-                out,
-                request.after,
-                blocks=request.blocks,
-                method=request.method,
-                init=request.init,
-            )
-    return out
 
 
 # --- analysis ---------------------------------------------------------------

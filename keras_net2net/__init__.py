@@ -9,6 +9,9 @@ from keras_net2net.growth import GrowthRecord
 from keras_net2net.growth import OnPlateau
 from keras_net2net.growth import ScaledSchedule
 from keras_net2net.growth import grow_in_place
+from keras_net2net.growth import transformer_config
+from keras_net2net.growth import transformer_requests
+from keras_net2net.growth import transformer_schedule
 from keras_net2net.initializers import IdentityConvInit
 from keras_net2net.initializers import Net2WiderInit
 from keras_net2net.requests import Deepen
@@ -38,6 +41,9 @@ __all__ = [
     "describe_growth",
     "max_output_difference",
     "register_handler",
+    "transformer_config",
+    "transformer_requests",
+    "transformer_schedule",
     "transforms",
     "widen",
 ]

@@ -1,12 +1,14 @@
 """A training script killed after a growth event and started again (see
 test_backup_resume.py).
 
-    python backup_worker.py BACKUP_DIR OUT_DIR ORDER [kill]
+    python backup_worker.py BACKUP_DIR OUT_DIR ORDER [kill] [llama]
 
 The same script runs twice: with ``kill`` it dies by SIGKILL at the end of
 epoch 2 (after the growth at epoch 1 and after BackupAndRestore saved),
 writing the state that the backup holds; without it, it resumes and records
-the state it resumes from and the growth events it applies.
+the state it resumes from and the growth events it applies. ``llama``: a
+tiny KerasHub LlamaCausalLM grown in its config vocabulary instead of the
+small Sequential model.
 """
 
 import json
@@ -21,6 +23,16 @@ import numpy as np  # noqa: E402
 
 import keras_net2net as kn  # noqa: E402
 
+LLAMA = "llama" in sys.argv[4:]
+
+
+def width(model):
+    return model.backbone.hidden_dim if LLAMA else model.get_layer("fc1").units
+
+
+def layer_names(model):
+    return [layer.name for layer in (model.backbone if LLAMA else model).layers]
+
 
 def state(model):
     optimizer = model.optimizer
@@ -28,8 +40,9 @@ def state(model):
         "weights": [np.array(keras.ops.convert_to_numpy(v)) for v in model.weights],
         "slots": [np.array(keras.ops.convert_to_numpy(v)) for v in optimizer.variables],
         "iterations": int(keras.ops.convert_to_numpy(optimizer.iterations)),
-        "fc1_units": model.get_layer("fc1").units,
-        "layers": [layer.name for layer in model.layers],
+        "width": width(model),
+        "layers": layer_names(model),
+        "class": type(model).__name__,
     }
 
 
@@ -37,7 +50,7 @@ def save_state(path, data):
     arrays = {f"w{i}": w for i, w in enumerate(data["weights"])}
     arrays.update({f"s{i}": s for i, s in enumerate(data["slots"])})
     np.savez(path, **arrays)
-    meta = {k: data[k] for k in ("iterations", "fc1_units", "layers")}
+    meta = {k: data[k] for k in ("iterations", "width", "layers", "class")}
     meta["n_weights"], meta["n_slots"] = len(data["weights"]), len(data["slots"])
     with open(path + ".json", "w") as f:
         json.dump(meta, f)
@@ -66,10 +79,7 @@ class RecordResume(keras.callbacks.Callback):
             save_state(os.path.join(self.out_dir, "resumed"), state(self.model))
 
 
-def main():
-    backup_dir, out_dir, order = sys.argv[1:4]
-    kill = len(sys.argv) > 4 and sys.argv[4] == "kill"
-    keras.utils.set_random_seed(0)
+def small_model():
     model = keras.Sequential(
         [
             keras.Input((4,)),
@@ -82,10 +92,41 @@ def main():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 4)).astype("float32")
     y = rng.integers(0, 3, 64)
-    backup = keras.callbacks.BackupAndRestore(backup_dir)
-    grow = kn.GrowModel(
-        {1: kn.Widen("fc1", 10), 4: kn.Deepen(after="fc1")}, lr_scale=0.5
+    return model, x, y, {1: kn.Widen("fc1", 10), 4: kn.Deepen(after="fc1")}
+
+
+def llama_model():
+    import keras_hub
+
+    backbone = keras_hub.models.LlamaBackbone(
+        vocabulary_size=50,
+        num_layers=2,
+        num_query_heads=4,
+        num_key_value_heads=2,
+        hidden_dim=16,
+        intermediate_dim=32,
     )
+    model = keras_hub.models.LlamaCausalLM(backbone=backbone, preprocessor=None)
+    model.compile(
+        optimizer=keras.optimizers.AdamW(0.01),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    ids = np.random.default_rng(0).integers(1, 50, (64, 9)).astype("int32")
+    x = {"token_ids": ids[:, :-1], "padding_mask": np.ones((64, 8), "int32")}
+    schedule = {
+        1: kn.Widen("hidden_dim", 32),
+        4: kn.Deepen(after="transformer_layer_1"),
+    }
+    return model, x, ids[:, 1:], schedule
+
+
+def main():
+    backup_dir, out_dir, order = sys.argv[1:4]
+    kill = "kill" in sys.argv[4:]
+    keras.utils.set_random_seed(0)
+    model, x, y, schedule = llama_model() if LLAMA else small_model()
+    backup = keras.callbacks.BackupAndRestore(backup_dir)
+    grow = kn.GrowModel(schedule, lr_scale=0.5)
     callbacks = [backup, grow] if order == "backup_first" else [grow, backup]
     callbacks.append(KillAfterBackup(out_dir) if kill else RecordResume(out_dir))
     model.fit(x, y, epochs=6, batch_size=16, verbose=0, callbacks=callbacks)
@@ -94,8 +135,9 @@ def main():
             {
                 "records": [r.trigger for r in grow.records],
                 "history": [h["trigger"] for h in model.growth_history],
-                "fc1_units": model.get_layer("fc1").units,
-                "layers": [layer.name for layer in model.layers],
+                "width": width(model),
+                "layers": layer_names(model),
+                "class": type(model).__name__,
                 "learning_rate": float(
                     keras.ops.convert_to_numpy(model.optimizer.learning_rate)
                 ),

@@ -15,10 +15,12 @@ import pytest
 WORKER = Path(__file__).resolve().parent / "backup_worker.py"
 
 
-def run(backup_dir, out_dir, order, kill):
+def run(backup_dir, out_dir, order, kill, llama=False):
     args = [sys.executable, str(WORKER), str(backup_dir), str(out_dir), order]
     if kill:
         args.append("kill")
+    if llama:
+        args.append("llama")
     return subprocess.run(
         args, capture_output=True, text=True, timeout=300, env=dict(os.environ)
     )
@@ -44,7 +46,7 @@ def test_killed_run_resumes_grown(order, tmp_path):
 
     saved, saved_weights, saved_slots = load(out_dir / "backed_up")
     resumed, weights, slots = load(out_dir / "resumed")
-    assert saved["fc1_units"] == resumed["fc1_units"] == 10  # grown at epoch 1
+    assert saved["width"] == resumed["width"] == 10  # fc1, grown at epoch 1
     assert resumed["layers"] == saved["layers"]
     assert resumed["iterations"] == saved["iterations"] == 3 * 4
     assert len(weights) == len(saved_weights) and len(slots) == len(saved_slots)
@@ -55,6 +57,30 @@ def test_killed_run_resumes_grown(order, tmp_path):
     # the epoch-1 event is not applied again; the epoch-4 event fires once
     assert final["records"] == ["epoch 1", "epoch 4"]
     assert final["history"] == ["epoch 1", "epoch 4"]
-    assert "fc1_deeper" in final["layers"] and final["fc1_units"] == 10
+    assert "fc1_deeper" in final["layers"] and final["width"] == 10
     assert final["learning_rate"] == pytest.approx(0.01 * 0.5 * 0.5)
     assert not backup_dir.exists()  # BackupAndRestore cleans up after success
+
+
+def test_killed_llama_causal_lm_resumes_grown(tmp_path):
+    pytest.importorskip("keras_hub")
+    backup_dir, out_dir = tmp_path / "backup", tmp_path / "out"
+    out_dir.mkdir()
+    first = run(backup_dir, out_dir, "grow_first", kill=True, llama=True)
+    assert first.returncode == -signal.SIGKILL, first.stderr[-3000:]
+    second = run(backup_dir, out_dir, "grow_first", kill=False, llama=True)
+    assert second.returncode == 0, second.stderr[-3000:]
+
+    saved, saved_weights, saved_slots = load(out_dir / "backed_up")
+    resumed, weights, slots = load(out_dir / "resumed")
+    assert saved["class"] == resumed["class"] == "LlamaCausalLM"
+    assert saved["width"] == resumed["width"] == 32  # hidden_dim, grown at epoch 1
+    assert resumed["layers"] == saved["layers"]
+    assert resumed["iterations"] == saved["iterations"] == 3 * 4
+    assert len(weights) == len(saved_weights) and len(slots) == len(saved_slots)
+    for a, b in zip(weights + slots, saved_weights + saved_slots):
+        np.testing.assert_array_equal(a, b)
+    final = json.loads((out_dir / "final.json").read_text())
+    assert final["records"] == ["epoch 1", "epoch 4"]
+    assert final["class"] == "LlamaCausalLM" and final["width"] == 32
+    assert "transformer_layer_2" in final["layers"]

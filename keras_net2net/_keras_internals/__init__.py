@@ -38,6 +38,7 @@ from keras_net2net._keras_internals.inplace import prune_nodes
 from keras_net2net._keras_internals.inplace import release_graphs
 from keras_net2net._keras_internals.inplace import set_untracked_attribute
 from keras_net2net._keras_internals.libraries import CHECKED_ON
+from keras_net2net._keras_internals.libraries import adopt_task_backbone
 from keras_net2net._keras_internals.libraries import hub_cross_attention
 from keras_net2net._keras_internals.libraries import hub_self_attention
 from keras_net2net._keras_internals.optimizers import LINEAR
@@ -59,6 +60,7 @@ SUPPORTED_KERAS = ">=3.13,<3.16"
 
 __all__ = [
     "CHECKED_ON",
+    "adopt_task_backbone",
     "KerasInternalsError",
     "LINEAR",
     "SLOT_ATTRIBUTES",

@@ -15,6 +15,13 @@ CHECKED_ON = {"keras-hub": "0.32.0", "keras-tuner": "1.4.8"}
 HUB_SELF_ATTENTION = "_self_attention_layer"
 HUB_CROSS_ATTENTION = "_cross_attention_layer"
 
+# A KerasHub Task keeps its backbone in this attribute (behind the `backbone`
+# property), the ids of its layers in `_functional_layer_ids`, and a CausalLM
+# caches its compiled generation function in `generate_function`.
+HUB_TASK_BACKBONE = "_backbone"
+HUB_TASK_LAYER_IDS = "_functional_layer_ids"
+HUB_GENERATE_FUNCTION = "generate_function"
+
 # Methods of KerasTuner classes that keras_net2net.tuner calls or overrides.
 TUNER_METHODS = {
     "Oracle": ("_random_values", "_compute_values_hash"),
@@ -30,6 +37,35 @@ def hub_self_attention(layer):
 def hub_cross_attention(layer):
     """A KerasHub Transformer decoder's cross-attention layer, or None."""
     return getattr(layer, HUB_CROSS_ATTENTION, None)
+
+
+def adopt_task_backbone(task, new_task):
+    """Point a KerasHub ``task`` at ``new_task``'s backbone (after `adopt_graph`).
+
+    The backbone is already tracked by then (it is a layer of the adopted
+    graph), so the attribute is set without tracking. A cached generation
+    function is dropped (it closed over the old backbone).
+
+    Returns:
+        A function of no arguments that undoes the change.
+    """
+    names = (HUB_TASK_BACKBONE, HUB_TASK_LAYER_IDS, HUB_GENERATE_FUNCTION)
+    missing = object()
+    before = {name: task.__dict__.get(name, missing) for name in names}
+    object.__setattr__(task, HUB_TASK_BACKBONE, new_task.backbone)
+    ids = {id(layer) for layer in task._flatten_layers()}
+    object.__setattr__(task, HUB_TASK_LAYER_IDS, ids)
+    if HUB_GENERATE_FUNCTION in task.__dict__:
+        object.__setattr__(task, HUB_GENERATE_FUNCTION, None)
+
+    def undo():
+        for name, value in before.items():
+            if value is missing:
+                task.__dict__.pop(name, None)
+            else:
+                object.__setattr__(task, name, value)
+
+    return undo
 
 
 def check_libraries(require):
@@ -51,6 +87,18 @@ def check_libraries(require):
             require(block, HUB_SELF_ATTENTION, what, "keras-hub")
             if cls is keras_hub.layers.TransformerDecoder:
                 require(block, HUB_CROSS_ATTENTION, what, "keras-hub")
+        backbone = keras_hub.models.GPT2Backbone(
+            vocabulary_size=8,
+            num_layers=1,
+            num_heads=1,
+            hidden_dim=4,
+            intermediate_dim=4,
+            max_sequence_length=4,
+        )
+        task = keras_hub.models.GPT2CausalLM(backbone, preprocessor=None)
+        what = "a KerasHub CausalLM"
+        for attr in (HUB_TASK_BACKBONE, HUB_TASK_LAYER_IDS, HUB_GENERATE_FUNCTION):
+            require(task, attr, what, "keras-hub")
     if importlib.util.find_spec("keras_tuner") is not None:
         import keras_tuner
 

@@ -7,6 +7,9 @@ from keras_net2net.growth.learning_rate import ScaledSchedule
 from keras_net2net.growth.schedule import AtEpoch
 from keras_net2net.growth.schedule import AtStep
 from keras_net2net.growth.schedule import OnPlateau
+from keras_net2net.growth.transformer import transformer_config
+from keras_net2net.growth.transformer import transformer_requests
+from keras_net2net.growth.transformer import transformer_schedule
 
 __all__ = [
     "AtEpoch",
@@ -16,4 +19,7 @@ __all__ = [
     "OnPlateau",
     "ScaledSchedule",
     "grow_in_place",
+    "transformer_config",
+    "transformer_requests",
+    "transformer_schedule",
 ]

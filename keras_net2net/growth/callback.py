@@ -9,6 +9,7 @@ from typing import Any
 import keras
 
 from keras_net2net import _keras_internals as internals
+from keras_net2net import families
 from keras_net2net._types import Logs
 from keras_net2net._types import Model
 from keras_net2net._validation import check_bool
@@ -18,6 +19,7 @@ from keras_net2net.growth import learning_rate
 from keras_net2net.growth import optimizer_state
 from keras_net2net.growth.backup import GrowthLog
 from keras_net2net.growth.backup import signature
+from keras_net2net.growth.inplace import check_family_result
 from keras_net2net.growth.inplace import check_growable_in_place
 from keras_net2net.growth.inplace import grow_in_place
 from keras_net2net.growth.schedule import AtEpoch
@@ -218,6 +220,10 @@ class GrowModel(keras.callbacks.Callback):
         if not pending:
             return
         check_growable_in_place(model)
+        # A KerasHub task grows through new models of its class (see
+        # `grow_in_place`): simulated whole, so that every request is checked
+        # to keep the class.
+        family = families.find(model) is not None
         # Simulate the events in order on graphs that share the unchanged
         # layers with the model (as growing in place does), so that the cost
         # is that of the changed layers only; then put the model's graph back.
@@ -231,17 +237,21 @@ class GrowModel(keras.callbacks.Callback):
                 operations = list(event.operations)
                 # The last operation is only planned (planning checks it): no
                 # later one needs the model it would build.
-                last = operations.pop() if index == order[-1] and operations else None
+                last = None
+                if index == order[-1] and operations and not family:
+                    last = operations.pop()
                 try:
                     result = apply_requests(
                         simulated,
                         operations,
-                        reuse_layers=True,
+                        reuse_layers=not family,
                         name_failures=True,
                         compile=False,
                     )
                     if last is not None:
                         check_request(result.model, last)
+                    if family:
+                        check_family_result(simulated, result.model, operations)
                 except (ValueError, TypeError) as error:
                     raise type(error)(
                         f"GrowModel: the growth event at {event.trigger.describe()} "

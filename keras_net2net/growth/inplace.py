@@ -18,18 +18,26 @@ def check_growable_in_place(model: Model) -> None:
     """Refuse a model whose class describes its architecture in its own config.
 
     A subclass of the Functional (or Sequential) model that overrides
-    ``get_config`` (a KerasHub backbone, whose config is ``hidden_dim``,
-    ``num_layers``, ...) would keep describing the old architecture after
-    growing in place, so it could not be saved and loaded again.
+    ``get_config`` would keep describing the old architecture after growing in
+    place, so it could not be saved and loaded again. KerasHub task models of
+    a registered family (a ``LlamaCausalLM``) are the exception: their config
+    is their backbone's, and growing in place gives them the grown backbone.
+    A bare KerasHub backbone, whose config is ``hidden_dim``, ``num_layers``,
+    ..., is refused.
     """
-    if families.find(model) is not None:
-        raise TypeError(
-            f"Model '{model.name}' is a {type(model).__name__}, a KerasHub model "
-            "grown in its config vocabulary, which builds a new model of the "
-            "same class; growing it in place (grow_in_place, GrowModel) is not "
-            "supported yet. Use widen/deepen, which return the grown "
-            f"{type(model).__name__}, and train that."
-        )
+    found = families.find(model)
+    if found is not None:
+        _, backbone, task = found
+        if task is None:
+            raise TypeError(
+                f"Model '{model.name}' is a {type(model).__name__}, a KerasHub "
+                "backbone, which describes its architecture by its own config "
+                "arguments; growing it in place (grow_in_place, GrowModel) is "
+                "not supported. Grow the task model that holds it in place "
+                f"(e.g. a CausalLM around the {type(backbone).__name__}), or "
+                f"use widen/deepen, which return the grown {type(model).__name__}."
+            )
+        return
     base = keras.Sequential if isinstance(model, keras.Sequential) else None
     if base is None:
         base = internals.functional_class()
@@ -42,6 +50,21 @@ def check_growable_in_place(model: Model) -> None:
             "Grow a plain model that contains it instead, e.g. "
             "keras.Model(inputs, outputs) built around it, or use widen/deepen, "
             "which return a new plain Functional model."
+        )
+
+
+def check_family_result(model: Model, grown: Model, operations: list) -> None:
+    """Refuse requests that would turn a KerasHub task into a plain model."""
+    if type(grown) is not type(model) or type(grown.backbone) is not type(
+        model.backbone
+    ):
+        raise TypeError(
+            f"Model '{model.name}' is a {type(model).__name__}: in place, it grows "
+            "only in its config vocabulary (Widen('hidden_dim', ...), "
+            "Widen('intermediate_dim', ...), the family's heads arguments, "
+            "Deepen(after='transformer_layer_<i>')), which keeps its class. "
+            f"These requests would make it a {type(grown).__name__}: "
+            f"{operations!r}"
         )
 
 
@@ -64,8 +87,14 @@ def grow_in_place(model: Model, operations: Requests) -> GrowthResult:
     )
     ```
 
+    A KerasHub task model of a registered family (``LlamaCausalLM``, ...)
+    grows in its config vocabulary and stays the same object of the same
+    class, with the grown backbone (`Widen("hidden_dim", 64)`,
+    `Deepen(after="transformer_layer_1")`).
+
     Args:
-        model: a built, usually compiled, Sequential or Functional model.
+        model: a built, usually compiled, Sequential or Functional model, or a
+            KerasHub task model of a registered family.
         operations: a `Widen`/`Deepen` or a list of them.
 
     Returns:
@@ -87,13 +116,23 @@ def grow_in_place(model: Model, operations: Requests) -> GrowthResult:
     carry_state = optimizer is not None and optimizer.built
     if carry_state:
         optimizer_state.slot_kinds(optimizer)
+    family = families.find(model) is not None
     state = internals.ModelState(model)
-    undo_optimizer = None
+    undo_optimizer = undo_task = None
     try:
         with internals.distribution_scope(model):
+            # A KerasHub task grows through a new model of its class (its
+            # backbone is rebuilt from the grown config), whose graph and
+            # backbone it then adopts; other models share unchanged layers.
             result = apply_requests(
-                model, operations, reuse_layers=True, name_failures=True
+                model,
+                operations,
+                reuse_layers=not family,
+                name_failures=True,
+                compile=not family,
             )
+            if family:
+                check_family_result(model, result.model, operations)
             slots = leftovers = None
             if carry_state:
                 slots, leftovers = optimizer_state.plan_state(
@@ -104,6 +143,8 @@ def grow_in_place(model: Model, operations: Requests) -> GrowthResult:
             ]
             temporaries = [result.model] + result.graphs
             internals.adopt_graph(model, result.model, own_graphs, state.node_lists())
+            if family:
+                undo_task = internals.adopt_task_backbone(model, result.model)
             if carry_state:
                 undo_optimizer = internals.rebuild_optimizer(
                     optimizer, model.trainable_variables, slots
@@ -118,6 +159,8 @@ def grow_in_place(model: Model, operations: Requests) -> GrowthResult:
     except BaseException:
         if undo_optimizer is not None:
             undo_optimizer()
+        if undo_task is not None:
+            undo_task()
         state.restore()
         try:
             internals.after_variables_changed(model)

@@ -46,8 +46,26 @@ def _descendants(graph, key):
     return seen
 
 
+def residual_branch(graph, add_node):
+    """The calls of ``f`` in the block ``x + f(x)`` that ``add_node`` closes.
+
+    None if ``add_node`` does not close a block that deepen() can copy (two
+    same-shaped inputs, one the other's ancestor, a self-contained branch).
+    """
+    try:
+        return _branch(graph, add_node)[2]
+    except ValueError:
+        return None
+
+
 def _residual_block(graph, add_node):
     """``(shortcut, end, branch, zeroed)`` of the block ``x + f(x)`` an Add closes."""
+    shortcut, end, branch = _branch(graph, add_node)
+    return shortcut, end, branch, _zero_point(graph, branch, end, add_node.op)
+
+
+def _branch(graph, add_node):
+    """``(shortcut, end, branch)`` of the block ``x + f(x)`` an Add closes."""
     target = add_node.op
     tensors = add_node.inputs
     if len(tensors) != 2 or graph.width(tensors[0]) != graph.width(tensors[1]):
@@ -96,7 +114,7 @@ def _residual_block(graph, add_node):
             )
     if not branch:
         raise H.unsupported(target, "closes an empty residual branch.")
-    return shortcut, end, branch, _zero_point(graph, branch, end, target)
+    return shortcut, end, branch
 
 
 def plan_block(

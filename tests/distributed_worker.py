@@ -2,8 +2,10 @@
 
 Usage: python distributed_worker.py MODE OUT_DIR [WORKER_INDEX TF_CONFIG_JSON]
 
-MODE is tf-mirrored, jax-data-parallel, jax-model-parallel or tf-multiworker
-(one process per worker, with its index and TF_CONFIG). Prints one JSON line
+MODE is tf-mirrored, jax-data-parallel, jax-model-parallel,
+jax-llama-model-parallel (a KerasHub LlamaCausalLM under its own
+get_layout_map) or tf-multiworker (one process per worker, with its index and
+TF_CONFIG). Prints one JSON line
 with what it measured.
 """
 
@@ -26,7 +28,7 @@ elif MODE == "tf-mirrored":
     )
 else:
     os.environ["KERAS_BACKEND"] = "jax"
-    count = 8 if MODE == "jax-model-parallel" else 2
+    count = 8 if MODE.endswith("model-parallel") else 2
     os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={count}"
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -158,9 +160,112 @@ def multiworker():
     print("RESULT " + json.dumps(result))
 
 
+def llama_model_parallel():
+    """A LlamaCausalLM sharded by LlamaBackbone.get_layout_map on a 2 x 4 mesh."""
+    import jax
+    import keras_hub
+
+    mesh = keras.distribution.DeviceMesh(
+        (2, 4), ["batch", "model"], devices=jax.devices()
+    )
+    layout = keras_hub.models.LlamaBackbone.get_layout_map(mesh)
+    keras.distribution.set_distribution(
+        keras.distribution.ModelParallel(layout_map=layout, batch_dim_name="batch")
+    )
+    backbone = keras_hub.models.LlamaBackbone(
+        vocabulary_size=64,
+        num_layers=2,
+        num_query_heads=4,
+        num_key_value_heads=2,
+        hidden_dim=16,
+        intermediate_dim=32,
+    )
+    model = keras_hub.models.LlamaCausalLM(backbone=backbone, preprocessor=None)
+    model.compile(
+        optimizer=keras.optimizers.AdamW(1e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    ids = np.random.default_rng(0).integers(1, 64, (32, 9)).astype("int32")
+    x = {"token_ids": ids[:, :-1], "padding_mask": np.ones((32, 8), "int32")}
+    fixed = {k: v[:8] for k, v in x.items()}
+    seen = {}
+
+    class Probe(keras.callbacks.Callback):
+        def __init__(self, tag):
+            super().__init__()
+            self.tag = tag
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == 2 and self.tag not in seen:  # the growth step
+                out = keras.ops.convert_to_numpy(self.model(fixed))
+                seen[self.tag] = (out, self.model.count_params())
+
+    grow = kn.GrowModel(
+        {
+            kn.AtStep(2): [
+                kn.Widen("hidden_dim", 32),
+                kn.Widen("intermediate_dim", 64),
+                kn.Deepen(after="transformer_layer_1"),
+            ]
+        }
+    )
+    history = model.fit(
+        x,
+        ids[:, 1:],
+        batch_size=8,
+        epochs=2,
+        verbose=0,
+        callbacks=[Probe("b"), grow, Probe("a")],
+    )
+
+    def expected(path):
+        found = layout[path]
+        return jax.sharding.PartitionSpec(*(found.axes if found else ()))
+
+    def mismatches(variables):
+        return [
+            f"{v.path}: {v.value.sharding.spec} != {expected(v.path)}"
+            for v in variables
+            if layout[v.path] is not None and v.value.sharding.spec != expected(v.path)
+        ]
+
+    sharded = [v for v in model.weights if layout[v.path] is not None]
+    # An AdamW slot is named after its variable's path; it should be sharded
+    # like the variable (as Keras shards the slots of a fresh model).
+    by_name = {v.path.replace("/", "_"): v for v in sharded}
+    slots, slot_mismatches = 0, []
+    for slot in model.optimizer.variables:
+        name = slot.path.split("/", 1)[-1].rsplit("_", 1)[0]
+        if name in by_name:
+            slots += 1
+            want = by_name[name].value.sharding.spec
+            if slot.value.sharding.spec != want:
+                slot_mismatches.append(f"{slot.path}: {slot.value.sharding.spec}")
+    before, after = seen["b"], seen["a"]
+    result = {
+        "devices": len(jax.devices()),
+        "class": type(model).__name__,
+        "config": {
+            k: model.backbone.get_config()[k]
+            for k in ("hidden_dim", "intermediate_dim", "num_layers")
+        },
+        "relative_difference": float(
+            np.max(np.abs(after[0] - before[0])) / np.max(np.abs(before[0]))
+        ),
+        "params": [before[1], after[1]],
+        "sharded": sorted(v.path for v in sharded),
+        "sharded_slots": slots,
+        "mismatches": mismatches(model.weights) + slot_mismatches,
+        "losses": history.history["loss"],
+    }
+    print("RESULT " + json.dumps(result))
+
+
 def main():
     if MODE == "jax-model-parallel":
         return model_parallel()
+    if MODE == "jax-llama-model-parallel":
+        return llama_model_parallel()
     if MODE == "tf-multiworker":
         return multiworker()
     x, y = data(64, size=12)

@@ -89,6 +89,35 @@ def test_jax_model_parallel_keeps_the_layout_of_grown_layers(tmp_path):
     assert result["load_difference"] <= 1e-5
 
 
+@pytest.mark.skipif(
+    keras.backend.backend() != "jax",
+    reason="keras.distribution.ModelParallel runs in the jax suite",
+)
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax missing")
+@pytest.mark.skipif(
+    importlib.util.find_spec("keras_hub") is None, reason="keras-hub missing"
+)
+def test_a_grown_llama_keeps_the_sharding_of_its_layout_map(tmp_path):
+    """LlamaBackbone.get_layout_map on 8 host devices; grown inside fit."""
+    result = run_worker("jax-llama-model-parallel", tmp_path)
+    assert result["devices"] == 8
+    assert result["class"] == "LlamaCausalLM"
+    assert result["config"] == {
+        "hidden_dim": 32,
+        "intermediate_dim": 64,
+        "num_layers": 3,
+    }
+    assert result["relative_difference"] <= TOL
+    assert result["params"][1] > result["params"][0]
+    # Every grown variable, the inserted block's too, and every optimizer slot
+    # that the layout map names are sharded as the map says.
+    assert "transformer_layer_2/self_attention/query/kernel" in result["sharded"]
+    assert "token_embedding/embeddings" in result["sharded"]
+    assert result["sharded_slots"] >= 2 * len(result["sharded"])  # AdamW: m and v
+    assert result["mismatches"] == []
+    assert np.all(np.isfinite(result["losses"]))
+
+
 def free_port():
     import socket
 

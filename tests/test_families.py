@@ -216,7 +216,10 @@ def test_generate_save_and_preset_after_growth(tmp_path, family):
         (lambda m: kn.widen(m, "hidden_dim", 24), r"'hidden_dim'.*multiple of it.*24"),
         (lambda m: kn.widen(m, "num_key_value_heads", 3), r"divides num_query_heads"),
         (lambda m: kn.widen(m, "intermediate_dim", 32), r"larger than.*32"),
-        (lambda m: kn.widen(m, "hidden_dim", 32, noise=0.1), r"noise=0 only"),
+        (
+            lambda m: kn.widen(m, "hidden_dim", 32, noise=0.1, noise_on="consumers"),
+            r"noise_on='copies' only",
+        ),
         (lambda m: kn.widen(m, "hiden_dim", 32), r"'hiden_dim'.*'hidden_dim'"),
         (lambda m: kn.deepen(m, after="transformer_layer_7"), r"'transformer_layer_1'"),
         (
@@ -482,3 +485,29 @@ def test_growmodel_refuses_a_per_layer_request_on_a_task_before_training():
         model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[grow])
     for old, new in zip(saved, weights(model)):
         np.testing.assert_array_equal(old, new)
+
+
+@pytest.mark.parametrize("family", ["Llama", "GPT2"])
+def test_noise_breaks_the_symmetry_of_the_copies_and_only_slightly(family):
+    model = build(family)
+    before = logits(model)
+    key = "hidden_dim"
+    exact = kn.widen(model, key, 32, seed=0)
+    noisy = kn.widen(model, key, 32, seed=0, noise=0.05)
+    again = kn.widen(model, key, 32, seed=0, noise=0.05)
+    assert relative(before, logits(exact)) <= TOL
+    change = relative(before, logits(noisy))
+    assert TOL < change < 0.2, change
+    np.testing.assert_array_equal(logits(noisy), logits(again))  # seeded
+    # The copied columns of the token embedding differ from their originals
+    # in the noisy model, and equal them in the exact one.
+    old = keras.ops.convert_to_numpy(model.backbone.token_embedding.embeddings)
+    for grown, differs in ((exact, False), (noisy, True)):
+        new = keras.ops.convert_to_numpy(grown.backbone.token_embedding.embeddings)
+        copies = new[:, 16:]
+        matches = [
+            any(np.allclose(copies[:, j], old[:, i]) for i in range(16))
+            for j in range(16)
+        ]
+        assert (not any(matches)) if differs else all(matches)
+    assert "noise 0.05" in kn.describe_growth(model, [kn.Widen(key, 32, noise=0.05)])

@@ -16,6 +16,7 @@ import re
 from typing import Any
 
 import keras
+import numpy as np
 
 from keras_net2net.families.base import Family
 from keras_net2net.families.base import FamilyPlan
@@ -27,6 +28,7 @@ from keras_net2net.families.llama import LlamaFamily
 from keras_net2net.families.others import FalconFamily
 from keras_net2net.families.others import GPTNeoXFamily
 from keras_net2net.families.others import Phi3Family
+from keras_net2net.requests import COPIES
 from keras_net2net.requests import NET2WIDER
 from keras_net2net.requests import Deepen
 from keras_net2net.requests import Request
@@ -131,14 +133,16 @@ def plan_request(model: Any, request: Request) -> FamilyPlan | None:
     if isinstance(request, Widen):
         if request.layer not in {**family.widen_keys, **family.refused}:
             return None
-        if request.method != NET2WIDER or request.noise:
+        if request.method != NET2WIDER or request.noise_on != COPIES:
             raise ValueError(
-                f"`method`/`noise`: widening '{request.layer}' of a "
+                f"`method`/`noise_on`: widening '{request.layer}' of a "
                 f"{type(found[1]).__name__} supports method='net2wider' with "
-                f"noise=0 only. Received: method={request.method!r}, "
-                f"noise={request.noise!r}"
+                f"noise_on='copies' only. Received: method={request.method!r}, "
+                f"noise_on={request.noise_on!r}"
             )
-        return plan_widen(model, request.layer, request.units, request.seed)
+        return plan_widen(
+            model, request.layer, request.units, request.seed, request.noise
+        )
     names_block = isinstance(request.after, str) and request.after.startswith(
         family.block_prefix
     )
@@ -147,8 +151,14 @@ def plan_request(model: Any, request: Request) -> FamilyPlan | None:
     return None
 
 
-def plan_widen(model: Any, key: str, units: Any, seed: int | None) -> FamilyPlan:
+def plan_widen(
+    model: Any, key: str, units: Any, seed: int | None, noise: float = 0.0
+) -> FamilyPlan:
     """Plan widening the config entry ``key`` of ``model`` to ``units``.
+
+    ``noise`` (relative to each kernel's standard deviation) goes on the new
+    copies of the kernels that write the widened dimensions, to break their
+    symmetry (exact copies get identical updates under Adam); 0 is exact.
 
     Example:
 
@@ -170,12 +180,18 @@ def plan_widen(model: Any, key: str, units: Any, seed: int | None) -> FamilyPlan
     family.check_widen(backbone, key)
     new_config, mappings, notes = family.plan_widen(config, key, units, seed)
     sources = [(i, False) for i in range(config["num_layers"])]
+    noisy = f" (noise {noise:g})" if noise else ""
+    if noise and seed is None:  # one draw per plan, so its chains agree
+        seed = int(np.random.default_rng().integers(2**31))
     plan = FamilyPlan(
-        f"widen {type(backbone).__name__} '{key}' {config[key]} -> {new_config[key]}",
+        f"widen {type(backbone).__name__} '{key}' {config[key]} -> "
+        f"{new_config[key]}{noisy}",
         new_config,
         mappings,
         sources,
         notes,
+        noise=float(noise),
+        seed=int(seed or 0),
     )
     _check_layouts(family, backbone, plan, model)
     return plan

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import zlib
 from typing import Any
 
 import keras
@@ -158,6 +159,10 @@ class FamilyPlan:
         sources: for each new block, ``(old block index, copied)``: a copied
             block starts as the identity (its `Family.zeroed` variables zero).
         notes: lines about choices made (which heads grew, ...).
+        noise: symmetry-breaking noise on the new copies of every kernel that
+            writes a widened dimension (relative to the kernel's standard
+            deviation, as `Widen`'s ``noise``); 0 is exact.
+        seed: the seed of that noise (each variable draws its own stream).
 
     Example:
 
@@ -173,6 +178,8 @@ class FamilyPlan:
     mappings: dict = dataclasses.field(default_factory=dict)
     sources: list = dataclasses.field(default_factory=list)
     notes: list = dataclasses.field(default_factory=list)
+    noise: float = 0.0
+    seed: int = 0
 
     def describe(self) -> list[str]:
         """The dry-run lines."""
@@ -185,10 +192,22 @@ class FamilyPlan:
         return lines
 
 
-def chain_for(family: Family, path: str, config: dict, mappings: dict) -> Chain:
-    """The transforms that carry the variable at ``path`` into the grown model."""
+def chain_for(
+    family: Family,
+    path: str,
+    config: dict,
+    mappings: dict,
+    noise: float = 0.0,
+    seed: int = 0,
+) -> Chain:
+    """The transforms that carry the variable at ``path`` into the grown model.
+
+    ``noise`` goes on the copied entries of the axes a kernel (2 or more
+    axes) writes; vectors (biases, norm scales) are copied exactly.
+    """
     steps = []
-    for axis, entry in enumerate(family.layout(path, config)):
+    layout = family.layout(path, config)
+    for axis, entry in enumerate(layout):
         if entry is None:
             continue
         dim, role = entry[:2]
@@ -198,7 +217,11 @@ def chain_for(family: Family, path: str, config: dict, mappings: dict) -> Chain:
         if len(entry) > 2:
             mapping = mapping.repeat(entry[2](config))
         side = "out" if role == COPY else "in"
-        steps.append(WidthTransform(mapping, side, axis))
+        if noise and side == "out" and len(layout) >= 2:
+            stream = zlib.crc32(f"{path}:{axis}".encode()) ^ seed
+            steps.append(WidthTransform(mapping, side, axis, noise=noise, seed=stream))
+        else:
+            steps.append(WidthTransform(mapping, side, axis))
     return Chain(steps)
 
 
@@ -216,7 +239,9 @@ def sources(
             source, copied = plan.sources[index]
             path = f"{family.block_prefix}{source}/{local}"
         zeroed = copied and any(re.fullmatch(p, local) for p in family.zeroed)
-        chain = chain_for(family, local, old_config, plan.mappings)
+        chain = chain_for(
+            family, local, old_config, plan.mappings, plan.noise, plan.seed
+        )
         found[variable.path] = (old[path], chain, zeroed)
     return found
 

@@ -118,6 +118,53 @@ CASES += [
 ]
 
 
+def moe(family, **extra):
+    common = dict(
+        vocabulary_size=50,
+        num_layers=2,
+        num_query_heads=4,
+        num_key_value_heads=2,
+        hidden_dim=16,
+        intermediate_dim=32,
+    )
+    if family == "Qwen3":
+        extra.setdefault("head_dim", 4)
+    elif family == "Mixtral":
+        extra.update(num_experts=4, top_k=2)
+    else:
+        extra.update(moe_intermediate_dim=8, num_experts=4, top_k=2)
+    if family == "QwenMoe":
+        extra.update(shared_expert_intermediate_dim=16)
+    if family == "Qwen3Moe":
+        extra.setdefault("mlp_only_layers", [1])  # one dense block, one sparse
+    backbone = getattr(keras_hub.models, f"{family}Backbone")(**common, **extra)
+    randomize(backbone)
+    return getattr(keras_hub.models, f"{family}CausalLM")(backbone, preprocessor=None)
+
+
+MOE = ["Qwen3", "Mixtral", "QwenMoe", "Qwen3Moe"]
+CASES += [("Mixtral", *r) for r in REQUESTS]
+CASES += [
+    ("Qwen3", "hidden_dim", 32, {"hidden_dim": 32, "num_query_heads": 4}),
+    ("Qwen3", "num_query_heads", 8, {"num_query_heads": 8, "hidden_dim": 16}),
+    ("Qwen3", "num_key_value_heads", 4, {"num_key_value_heads": 4}),
+    ("Qwen3", "intermediate_dim", 48, {"intermediate_dim": 48}),
+    ("QwenMoe", "moe_intermediate_dim", 16, {"moe_intermediate_dim": 16}),
+    (
+        "QwenMoe",
+        "shared_expert_intermediate_dim",
+        24,
+        {"shared_expert_intermediate_dim": 24, "intermediate_dim": 32},
+    ),
+    ("QwenMoe", "hidden_dim", 32, {"hidden_dim": 32, "num_query_heads": 8}),
+    ("QwenMoe", "num_key_value_heads", 4, {"num_key_value_heads": 4}),
+    ("Qwen3Moe", "moe_intermediate_dim", 12, {"moe_intermediate_dim": 12}),
+    ("Qwen3Moe", "intermediate_dim", 48, {"intermediate_dim": 48}),
+    ("Qwen3Moe", "hidden_dim", 32, {"hidden_dim": 32, "num_query_heads": 8}),
+    ("Qwen3Moe", "num_key_value_heads", 4, {"num_key_value_heads": 4}),
+]
+
+
 def block(family, index):
     return f"{'decoder_block' if family == 'Gemma' else 'transformer_layer'}_{index}"
 
@@ -127,6 +174,8 @@ def build(family):
         return gpt(family)
     if family in ("Phi3", "GPTNeoX", "Falcon", "Gemma"):
         return other(family)
+    if family in MOE:
+        return moe(family)
     return llama(family=family)
 
 
@@ -153,13 +202,54 @@ def test_tied_embeddings_are_compensated_in_the_final_norm():
 
 
 @pytest.mark.parametrize(
-    "family", ["GPT2", "OPT", "Mistral", "Phi3", "GPTNeoX", "Falcon", "Gemma"]
+    "family", ["GPT2", "OPT", "Mistral", "Phi3", "GPTNeoX", "Falcon", "Gemma", *MOE]
 )
 def test_deepen_keeps_the_class_and_the_function(family):
     model = build(family)
     grown = kn.deepen(model, after=block(family, 1))
     assert type(grown) is type(model) and grown.backbone.num_layers == 3
     assert relative(logits(model), logits(grown)) <= TOL
+
+
+def test_qwen3_moe_blocks_keep_their_kind_when_blocks_are_inserted():
+    model = moe("Qwen3Moe")  # block 0 sparse, block 1 dense (mlp_only_layers)
+    grown = kn.deepen(model, after="transformer_layer_0")
+    assert grown.backbone.get_config()["mlp_only_layers"] == [2]
+    kinds = [
+        "sparse" if any("experts" in v.path for v in block.weights) else "dense"
+        for block in grown.backbone.transformer_layers
+    ]
+    assert kinds == ["sparse", "sparse", "dense"]
+    assert relative(logits(model), logits(grown)) <= TOL
+    # Blocks 1, 3, ... sparse: the old block 1 (sparse) would become block 2
+    # (dense by the step).
+    stepped = moe("Qwen3Moe", mlp_only_layers=[], decoder_sparse_step=2)
+    for after in ("transformer_layer_0", "transformer_layer_1"):
+        with pytest.raises(ValueError, match="decoder_sparse_step=2"):
+            kn.deepen(stepped, after=after)
+
+
+def test_moe_experts_grow_with_one_mapping_and_the_router_reads_the_stream():
+    model = moe("Mixtral")
+    grown = kn.widen(model, "intermediate_dim", 48, seed=0)
+    old = model.backbone.transformer_layers[0]
+    new = grown.backbone.transformer_layers[0]
+    gate = [v for v in new.weights if "expert_feedforward_gate_dense" in v.path][0]
+    old_gate = [v for v in old.weights if "expert_feedforward_gate_dense" in v.path][0]
+    gate, old_gate = (keras.ops.convert_to_numpy(v) for v in (gate, old_gate))
+    assert gate.shape == (4, 16, 48)
+
+    # Column j of every expert copies one old column: the same one for all.
+    def source(e, j):
+        return int(np.argmin(np.abs(old_gate[e] - gate[e][:, [j]]).sum(0)))
+
+    match = [[source(e, j) for j in range(48)] for e in range(4)]
+    assert all(row == match[0] for row in match)
+    assert sorted(set(match[0])) == list(range(32))
+    wider = kn.widen(model, "hidden_dim", 32)
+    router = [v for v in wider.backbone.weights if "sparse_feedforward_gate" in v.path]
+    assert tuple(router[0].shape) == (32, 4)
+    assert relative(logits(model), logits(wider)) <= TOL
 
 
 def test_deepen_inserts_identity_blocks_in_order():
@@ -181,12 +271,14 @@ def test_deepen_inserts_identity_blocks_in_order():
 
 
 FAMILIES = ["Llama", "Llama3", "Mistral", "Qwen", "Phi3", "GPT2", "OPT", "GPTNeoX"]
-FAMILIES += ["Gemma"]
+FAMILIES += ["Gemma", *MOE]
 
 
 @pytest.mark.parametrize("family", FAMILIES + ["Falcon"])
 def test_generate_save_and_preset_after_growth(tmp_path, family):
-    model = build(family)
+    # KerasHub 0.32's Qwen3MoeCausalLM.generate needs head_dim set (its
+    # cache shape reads it): with head_dim=None it fails before any growth.
+    model = moe(family, head_dim=4) if family == "Qwen3Moe" else build(family)
     model.compile(sampler="greedy")
     prompt = {
         "token_ids": np.array([[3, 4, 5, 0, 0, 0, 0, 0]], "int32"),
@@ -375,7 +467,7 @@ def lm_batch(n=8, length=7, seed=0):
     return x, ids[:, 1:]
 
 
-@pytest.mark.parametrize("family", ["Llama", "GPT2", "Gemma"])
+@pytest.mark.parametrize("family", ["Llama", "GPT2", "Gemma", "Mixtral"])
 def test_grow_in_place_keeps_the_task_object_and_its_class(family):
     model = build(family)
     model.compile(

@@ -25,6 +25,10 @@ from keras_net2net.families.base import origins
 from keras_net2net.families.gemma import GemmaFamily
 from keras_net2net.families.gpt import GPTFamily
 from keras_net2net.families.llama import LlamaFamily
+from keras_net2net.families.moe import MixtralFamily
+from keras_net2net.families.moe import Qwen3Family
+from keras_net2net.families.moe import Qwen3MoeFamily
+from keras_net2net.families.moe import QwenMoeFamily
 from keras_net2net.families.others import FalconFamily
 from keras_net2net.families.others import GPTNeoXFamily
 from keras_net2net.families.others import Phi3Family
@@ -49,6 +53,10 @@ _BUILTIN = (
     ("GPTNeoXBackbone", GPTNeoXFamily),
     ("FalconBackbone", FalconFamily),
     ("GemmaBackbone", GemmaFamily),
+    ("Qwen3Backbone", Qwen3Family),
+    ("MixtralBackbone", MixtralFamily),
+    ("QwenMoeBackbone", QwenMoeFamily),
+    ("Qwen3MoeBackbone", Qwen3MoeFamily),
 )
 
 
@@ -234,7 +242,7 @@ def plan_deepen(model: Any, after: Any) -> FamilyPlan:
         sources.append((index, False))
         if index in indices:
             sources.append((index, True))
-    config["num_layers"] = len(sources)
+    config = family.deepen_config(config, sources)
     copies = ", ".join(f"'{prefix}{i}'" for i in sorted(indices))
     plan = FamilyPlan(
         f"deepen {type(backbone).__name__}: an identity copy after {copies} "
@@ -323,7 +331,11 @@ __all__ = [
     "GemmaFamily",
     "GPTNeoXFamily",
     "LlamaFamily",
+    "MixtralFamily",
     "Phi3Family",
+    "Qwen3Family",
+    "Qwen3MoeFamily",
+    "QwenMoeFamily",
     "apply",
     "build",
     "find",

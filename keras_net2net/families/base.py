@@ -44,10 +44,13 @@ I_IN, I_OUT = ("intermediate", DIVIDE), ("intermediate", COPY)
 Q_IN, Q_OUT = ("heads", DIVIDE), ("heads", COPY)
 KV_OUT = ("kv_heads", COPY)
 
-# Per axis: None, ``(dimension, COPY | DIVIDE)``, or ``(dimension, role,
+# Per axis: None, ``(dimension, COPY | DIVIDE)``, ``(dimension, role,
 # slots)`` for an axis where each unit owns ``slots(config)`` consecutive
-# entries (the heads of a flattened ``heads * head_dim`` axis).
+# entries (the heads of a flattened ``heads * head_dim`` axis), or
+# ``(dimension, role, PARTS, n)`` for ``n`` parts side by side, each the whole
+# dimension (a fused ``[gate | up]`` expert kernel).
 Layout = tuple
+PARTS = "parts"
 
 
 class Family:
@@ -77,6 +80,10 @@ class Family:
             prefix); the first match wins.
         zeroed: regexes of block variables set to zero in an inserted copy.
         block_prefix: the blocks' names without their index.
+        auto_named: names of sublayers that KerasHub leaves to Keras's
+            automatic naming (``"mixtral_sparse_moe_block_3"``): their
+            numeric suffix differs between two models of one session, so
+            paths are compared without it.
     """
 
     name = ""
@@ -85,6 +92,7 @@ class Family:
     layouts: list[tuple[str, Layout]] = []
     zeroed: list[str] = []
     block_prefix = "transformer_layer_"
+    auto_named: list[str] = []
 
     def plan_widen(
         self, config: dict[str, Any], key: str, value: int, seed: int | None
@@ -130,12 +138,31 @@ class Family:
     def check_deepen(self, config: dict[str, Any]) -> None:
         """Raise a ValueError if inserting blocks cannot keep the function."""
 
+    def deepen_config(
+        self, config: dict[str, Any], sources: list[tuple[int, bool]]
+    ) -> dict[str, Any]:
+        """The config after inserting blocks (``sources`` as `FamilyPlan`'s).
+
+        The default sets ``num_layers``; a family whose blocks differ by
+        index (dense or sparse feed-forward) also moves those entries, or
+        raises a ValueError when the new indices cannot keep every block's
+        kind.
+        """
+        return {**config, "num_layers": len(sources)}
+
     def split(self, path: str) -> tuple[int | None, str]:
-        """``(block index or None, path within the block)`` of a variable path."""
+        """``(block index or None, path within the block)`` of a variable path.
+
+        The path within the block drops the numeric suffix of `auto_named`
+        sublayers.
+        """
         match = re.match(rf"^{re.escape(self.block_prefix)}(\d+)/(.*)$", path)
         if match is None:
             return None, path
-        return int(match.group(1)), match.group(2)
+        local = match.group(2)
+        for name in self.auto_named:
+            local = re.sub(rf"^{re.escape(name)}(_\d+)?/", f"{name}/", local)
+        return int(match.group(1)), local
 
     def layout(self, path: str, config: dict[str, Any]) -> Layout:
         """The layout of the variable at ``path`` (see `layouts`)."""
@@ -214,7 +241,9 @@ def chain_for(
         mapping = mappings.get(dim)
         if mapping is None or mapping.is_identity:
             continue
-        if len(entry) > 2:
+        if len(entry) > 3 and entry[2] == PARTS:
+            mapping = mapping.expand(entry[3])
+        elif len(entry) > 2:
             mapping = mapping.repeat(entry[2](config))
         side = "out" if role == COPY else "in"
         if noise and side == "out" and len(layout) >= 2:
@@ -229,20 +258,19 @@ def sources(
     family: Family, backbone: Any, new_backbone: Any, plan: FamilyPlan
 ) -> dict[str, tuple[Any, Chain, bool]]:
     """``{new path: (old variable, chain, zeroed)}`` for ``new_backbone``."""
-    old = {v.path: v for v in backbone.weights}
+    old = {family.split(v.path): v for v in backbone.weights}
     old_config = family.config(backbone)
     found = {}
     for variable in new_backbone.weights:
-        path, copied = variable.path, False
-        index, local = family.split(path)
+        copied = False
+        index, local = family.split(variable.path)
         if index is not None:
-            source, copied = plan.sources[index]
-            path = f"{family.block_prefix}{source}/{local}"
+            index, copied = plan.sources[index]
         zeroed = copied and any(re.fullmatch(p, local) for p in family.zeroed)
         chain = chain_for(
             family, local, old_config, plan.mappings, plan.noise, plan.seed
         )
-        found[variable.path] = (old[path], chain, zeroed)
+        found[variable.path] = (old[(index, local)], chain, zeroed)
     return found
 
 

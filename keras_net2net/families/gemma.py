@@ -37,10 +37,8 @@ from keras_net2net.families.base import Q_IN
 from keras_net2net.families.base import Q_OUT
 from keras_net2net.families.llama import LlamaFamily
 from keras_net2net.families.llama import _check
-from keras_net2net.transforms import MappingRule
 from keras_net2net.transforms import WidthMapping
 from keras_net2net.transforms import choose_mapping
-from keras_net2net.transforms import grouped_query_mappings
 
 
 class GemmaFamily(LlamaFamily):
@@ -76,6 +74,9 @@ class GemmaFamily(LlamaFamily):
 
     def layout(self, path: str, config: dict[str, Any]) -> tuple:
         return super(LlamaFamily, self).layout(path, config)
+
+    def separate_head_dim(self, config: dict[str, Any]) -> bool:
+        return True
 
     def check_widen(self, backbone: Any, key: str) -> None:
         # KerasHub 0.32's blocks always scale queries by 1/sqrt(head_dim); a
@@ -122,34 +123,13 @@ class GemmaFamily(LlamaFamily):
                 f"`layer`: Gemma's '{key}' cannot grow exactly: "
                 f"{self.refused[key]}; add heads ('num_query_heads') instead."
             )
+        if key != "intermediate_dim":
+            return super().plan_widen(config, key, value, seed)
         config = dict(config)
-        hidden, inter = config["hidden_dim"], config["intermediate_dim"]
-        heads, kv = config["num_query_heads"], config["num_key_value_heads"]
-        mappings: dict[str, WidthMapping] = {}
-        notes: list[str] = []
-        if key == "intermediate_dim":
-            what = " (an even integer: each gating projection is half of it)"
-            _check(key, value, inter, lambda v: v % 2 == 0, what)
-            mappings["intermediate"] = choose_mapping(inter // 2, value // 2, seed=seed)
-            notes.append(f"  each gating projection {inter // 2} -> {value // 2}")
-        elif key == "hidden_dim":
-            _check(key, value, hidden, lambda v: v % hidden == 0, ", a multiple of it")
-            rule = MappingRule(
-                uniform=True,
-                reason="the Gemma blocks normalise the stream (RMS) over its "
-                "channels, so every channel is copied equally often",
-            )
-            mappings["hidden"] = choose_mapping(hidden, value, [rule])
-        else:
-            new_q = value if key == "num_query_heads" else heads
-            new_kv = value if key == "num_key_value_heads" else kv
-            current = heads if key == "num_query_heads" else kv
-            _check(key, value, current, lambda v: True, "")
-            try:
-                mappings["heads"], mappings["kv_heads"] = grouped_query_mappings(
-                    heads, kv, new_q, new_kv, seed=seed
-                )
-            except ValueError as error:
-                raise ValueError(f"`units` for '{key}': {error}") from None
+        inter = config["intermediate_dim"]
+        what = " (an even integer: each gating projection is half of it)"
+        _check(key, value, inter, lambda v: v % 2 == 0, what)
+        mappings = {"intermediate": choose_mapping(inter // 2, value // 2, seed=seed)}
+        notes = [f"  each gating projection {inter // 2} -> {value // 2}"]
         config[key] = value
         return config, mappings, notes

@@ -80,6 +80,17 @@ class LlamaFamily(Family):
         r"self_attention/attention_output/kernel",
         r"feedforward_output_dense/kernel",
     ]
+    # Config keys of feed-forward widths, with the dimension each one grows.
+    feedforward_keys = {"intermediate_dim": "intermediate"}
+
+    def separate_head_dim(self, config: dict[str, Any]) -> bool:
+        """Whether ``head_dim`` is its own config entry (set, not derived).
+
+        Then ``hidden_dim`` grows with the heads unchanged and the heads grow
+        with the stream unchanged; otherwise ``head_dim = hidden_dim //
+        num_query_heads`` and the two grow together.
+        """
+        return bool(config.get("head_dim"))
 
     def layout(self, path: str, config: dict[str, Any]) -> tuple:
         if path == "sequence_output_layernorm/scale" and config.get(
@@ -93,16 +104,23 @@ class LlamaFamily(Family):
     def plan_widen(
         self, config: dict[str, Any], key: str, value: int, seed: int | None
     ) -> tuple[dict[str, Any], dict[str, WidthMapping], list[str]]:
+        if key in self.refused:
+            raise ValueError(
+                f"`layer`: {self.name}'s '{key}' cannot grow exactly: "
+                f"{self.refused[key]}; add heads ('{self.heads_key}') instead."
+            )
         config = dict(config)
-        hidden, inter = config["hidden_dim"], config["intermediate_dim"]
+        hidden = config["hidden_dim"]
         heads = config[self.heads_key]
         kv = config[self.kv_key] if self.kv_key else heads
         notes: list[str] = []
         mappings: dict[str, WidthMapping] = {}
-        if key == "intermediate_dim":
-            _check(key, value, inter, lambda v: True, "")
-            mappings["intermediate"] = choose_mapping(inter, value, seed=seed)
-            config["intermediate_dim"] = value
+        if key in self.feedforward_keys:
+            _check(key, value, config[key], lambda v: True, "")
+            mappings[self.feedforward_keys[key]] = choose_mapping(
+                config[key], value, seed=seed
+            )
+            config[key] = value
             return config, mappings, notes
         if self.kv_key and key == self.kv_key:
             _check(
@@ -117,17 +135,35 @@ class LlamaFamily(Family):
             )
             config[self.kv_key] = value
             return config, mappings, notes
+        rule = MappingRule(
+            uniform=True,
+            reason=f"the {self.name} blocks normalise the stream (RMS) over its "
+            "channels, so every channel is copied equally often",
+        )
+        if self.separate_head_dim(config):
+            # Heads and the stream are independent: grow one of them.
+            if key == "hidden_dim":
+                what = ", a multiple of it"
+                _check(key, value, hidden, lambda v: v % hidden == 0, what)
+                mappings["hidden"] = choose_mapping(hidden, value, [rule])
+                notes.append(f"  heads unchanged: {self.heads_key}={heads}")
+            else:
+                _check(key, value, heads, lambda v: True, "")
+                try:
+                    mappings["heads"], _ = grouped_query_mappings(
+                        heads, kv, value, kv, seed=seed
+                    )
+                except ValueError as error:
+                    raise ValueError(f"`units` for '{key}': {error}") from None
+                notes.append(f"  the stream unchanged: hidden_dim={hidden}")
+            config[key] = value
+            return config, mappings, notes
         if key == self.heads_key:
             _check(key, value, heads, lambda v: v % heads == 0, ", a multiple of it")
             factor = value // heads
         else:  # hidden_dim
             _check(key, value, hidden, lambda v: v % hidden == 0, ", a multiple of it")
             factor = value // hidden
-        rule = MappingRule(
-            uniform=True,
-            reason=f"the {self.name} blocks normalise the stream (RMS) over its "
-            "channels, so every channel is copied equally often",
-        )
         mappings["hidden"] = choose_mapping(hidden, hidden * factor, [rule])
         # Without grouped heads every head is its own key/value group.
         new_kv = kv if self.kv_key else kv * factor

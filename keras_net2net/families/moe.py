@@ -1,0 +1,252 @@
+"""Qwen 3 and the sparse mixture-of-experts decoders: Mixtral, Qwen-MoE, Qwen3-MoE.
+
+All are Llama-style (pre-norm blocks, grouped-query attention, rotary
+embeddings, RMS norms, SiLU-gated feed-forward networks), so `LlamaFamily`'s
+growth of the stream, the heads and the blocks applies. What differs:
+
+* Qwen 3 normalises each head's queries and keys (RMS over ``head_dim``,
+  one scale per head dimension: heads keep their size, so the scales stay)
+  and takes ``head_dim`` as its own entry: ``hidden_dim`` grows with the
+  heads unchanged, ``num_query_heads`` with the stream unchanged. Qwen3-MoE
+  does the same when its ``head_dim`` is set, and grows like Llama (heads
+  with the stream) when it is derived.
+* A sparse block routes each token to its ``top_k`` experts by a router
+  that reads the stream (its rows divided, so the routing is unchanged);
+  every expert is a gated feed-forward network, widened with one mapping
+  for all experts (``intermediate_dim`` for Mixtral, ``moe_intermediate_dim``
+  for the Qwen MoE families; the Qwen experts fuse ``[gate | up]`` in one
+  kernel, each half copied by that mapping). Qwen-MoE adds a shared expert
+  (``shared_expert_intermediate_dim``) and its sigmoid gate (reads the
+  stream); ``intermediate_dim`` of the Qwen MoE families is the width of
+  their dense blocks (``mlp_only_layers``).
+* An inserted block copies its source with the attention output, every
+  expert's down projection and the shared expert's at zero: the identity.
+  Qwen3-MoE chooses dense or sparse blocks by index (``mlp_only_layers``,
+  ``decoder_sparse_step``); the grown config moves ``mlp_only_layers`` with
+  the blocks, and a schedule that would change a block's kind is refused.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from keras_net2net.families.base import COPY
+from keras_net2net.families.base import DIVIDE
+from keras_net2net.families.base import H_IN
+from keras_net2net.families.base import H_OUT
+from keras_net2net.families.base import I_IN
+from keras_net2net.families.base import I_OUT
+from keras_net2net.families.base import KV_OUT
+from keras_net2net.families.base import PARTS
+from keras_net2net.families.base import Q_IN
+from keras_net2net.families.base import Q_OUT
+from keras_net2net.families.llama import LlamaFamily
+
+E_IN, E_OUT = ("expert", DIVIDE), ("expert", COPY)
+S_IN, S_OUT = ("shared", DIVIDE), ("shared", COPY)
+ROTARY = "rotary embeddings pair a head's dimensions by position"
+
+# Attention shared by these families (Qwen-MoE adds biases, Qwen 3 per-head norms).
+_ATTENTION = [
+    (r"token_embedding/embeddings", (None, H_OUT)),
+    (r"token_embedding/reverse_embeddings", (H_IN, None)),
+    (r"self_attention/query/kernel", (H_IN, Q_OUT, None)),
+    (r"self_attention/(key|value)/kernel", (H_IN, KV_OUT, None)),
+    (r"self_attention/query/bias", (Q_OUT, None)),
+    (r"self_attention/(key|value)/bias", (KV_OUT, None)),
+    (r"self_attention/(query|key)_dense_layernorm/scale", (None,)),
+    (r"self_attention/attention_output/kernel", (Q_IN, None, H_OUT)),
+    (r"(self_attention|feedforward)_layernorm/scale", (H_OUT,)),
+    (r"sequence_output_layernorm/scale", (H_OUT,)),
+]
+
+
+def _dense(prefix: str) -> list:
+    """A dense gated feed-forward network under ``prefix``."""
+    return [
+        (rf"{prefix}feedforward_(intermediate|gate)_dense/kernel", (H_IN, I_OUT)),
+        (rf"{prefix}feedforward_output_dense/kernel", (I_IN, H_OUT)),
+    ]
+
+
+def _qwen_experts(block: str) -> list:
+    """The router and the experts of a Qwen sparse block (fused ``[gate | up]``)."""
+    return [
+        (rf"{block}/sparse_feedforward_gate_dense/kernel", (H_IN, None)),
+        (
+            rf"{block}/experts/expert_feedforward_gate_dense",
+            (None, H_IN, ("expert", COPY, PARTS, 2)),
+        ),
+        (rf"{block}/experts/expert_feedforward_output_dense", (None, E_IN, H_OUT)),
+    ]
+
+
+class Qwen3Family(LlamaFamily):
+    """Qwen 3 backbones (see the module docstring).
+
+    Example:
+
+    ```python
+    grown = keras_net2net.widen(qwen3_causal_lm, "num_query_heads", 8)
+    ```
+    """
+
+    name = "Qwen 3"
+    widen_keys = {
+        "hidden_dim": "the residual stream (heads unchanged)",
+        "intermediate_dim": "the feed-forward width",
+        "num_query_heads": "query heads (the stream unchanged)",
+        "num_key_value_heads": "key/value heads",
+    }
+    refused = {"head_dim": ROTARY}
+    layouts = _ATTENTION + _dense("")
+
+
+class MixtralFamily(LlamaFamily):
+    """Mixtral backbones (see the module docstring).
+
+    Example:
+
+    ```python
+    grown = keras_net2net.widen(mixtral_causal_lm, "intermediate_dim", 64)
+    ```
+    """
+
+    name = "Mixtral"
+    widen_keys = {
+        "hidden_dim": "the residual stream (heads added with it)",
+        "intermediate_dim": "every expert's width (one mapping for all)",
+        "num_query_heads": "query heads (the stream grows with them)",
+        "num_key_value_heads": "key/value heads",
+    }
+    feedforward_keys = {"intermediate_dim": "expert"}
+    auto_named = ["mixtral_sparse_moe_block"]
+    _block = "mixtral_sparse_moe_block"
+    layouts = _ATTENTION + [
+        (rf"{_block}/sparse_feedforward_gate_dense/kernel", (H_IN, None)),
+        (
+            rf"{_block}/experts/expert_feedforward_(gate|intermediate)_dense",
+            (None, H_IN, E_OUT),
+        ),
+        (rf"{_block}/experts/expert_feedforward_output_dense", (None, E_IN, H_OUT)),
+    ]
+    zeroed = [
+        r"self_attention/attention_output/kernel",
+        rf"{_block}/experts/expert_feedforward_output_dense",
+    ]
+
+
+class QwenMoeFamily(LlamaFamily):
+    """Qwen-MoE (Qwen 1.5/2 MoE) backbones (see the module docstring).
+
+    Example:
+
+    ```python
+    grown = keras_net2net.widen(qwen_moe_causal_lm, "moe_intermediate_dim", 16)
+    ```
+    """
+
+    name = "Qwen-MoE"
+    widen_keys = {
+        "hidden_dim": "the residual stream (heads added with it)",
+        "moe_intermediate_dim": "every expert's width (one mapping for all)",
+        "shared_expert_intermediate_dim": "the shared expert's width",
+        "intermediate_dim": "the width of the dense blocks (mlp_only_layers)",
+        "num_query_heads": "query heads (the stream grows with them)",
+        "num_key_value_heads": "key/value heads",
+    }
+    feedforward_keys = {
+        "intermediate_dim": "intermediate",
+        "moe_intermediate_dim": "expert",
+        "shared_expert_intermediate_dim": "shared",
+    }
+    auto_named = ["qwen_sparse_moe_block", "qwen_moe_mlp"]
+    _block = "qwen_sparse_moe_block"
+    layouts = (
+        _ATTENTION
+        + _qwen_experts(_block)
+        + [
+            (
+                rf"{_block}/shared_expert_dense/feedforward_(intermediate|gate)_dense"
+                "/kernel",
+                (H_IN, S_OUT),
+            ),
+            (
+                rf"{_block}/shared_expert_dense/feedforward_output_dense/kernel",
+                (S_IN, H_OUT),
+            ),
+            (rf"{_block}/shared_expert_gate_dense/kernel", (H_IN, None)),
+        ]
+        + _dense("qwen_moe_mlp/")
+    )
+    zeroed = [
+        r"self_attention/attention_output/kernel",
+        rf"{_block}/experts/expert_feedforward_output_dense",
+        rf"{_block}/shared_expert_dense/feedforward_output_dense/kernel",
+        r"qwen_moe_mlp/feedforward_output_dense/kernel",
+    ]
+
+
+class Qwen3MoeFamily(LlamaFamily):
+    """Qwen3-MoE backbones (see the module docstring).
+
+    Example:
+
+    ```python
+    grown = keras_net2net.deepen(qwen3_moe_causal_lm, after="transformer_layer_0")
+    ```
+    """
+
+    name = "Qwen3-MoE"
+    widen_keys = {
+        "hidden_dim": "the residual stream",
+        "moe_intermediate_dim": "every expert's width (one mapping for all)",
+        "intermediate_dim": "the width of the dense blocks (mlp_only_layers)",
+        "num_query_heads": "query heads",
+        "num_key_value_heads": "key/value heads",
+    }
+    refused = {"head_dim": ROTARY}
+    feedforward_keys = {
+        "intermediate_dim": "intermediate",
+        "moe_intermediate_dim": "expert",
+    }
+    auto_named = ["qwen3_sparse_moe_block", "qwen3_moe_mlp"]
+    _block = "qwen3_sparse_moe_block"
+    layouts = _ATTENTION + _qwen_experts(_block) + _dense("qwen3_moe_mlp/")
+    zeroed = [
+        r"self_attention/attention_output/kernel",
+        rf"{_block}/experts/expert_feedforward_output_dense",
+        r"qwen3_moe_mlp/feedforward_output_dense/kernel",
+    ]
+
+    def deepen_config(
+        self, config: dict[str, Any], sources: list[tuple[int, bool]]
+    ) -> dict[str, Any]:
+        dense = set(config.get("mlp_only_layers") or [])
+        step = config.get("decoder_sparse_step", 1) or 1
+        experts = config.get("num_experts", 0)
+
+        def sparse(index: int, only: set) -> bool:
+            return index not in only and experts > 0 and (index + 1) % step == 0
+
+        # Every block whose source is dense is listed, wherever it lands.
+        moved = {
+            i for i, (source, _) in enumerate(sources) if not sparse(source, dense)
+        }
+        for index, (source, _) in enumerate(sources):
+            if sparse(index, moved) != sparse(source, dense):
+                kind = "sparse" if sparse(source, dense) else "dense"
+                copied = sorted({s for s, c in sources if c})
+                raise ValueError(
+                    f"`after`: in this Qwen3-MoE model (decoder_sparse_step="
+                    f"{step}) only the blocks i with (i + 1) % {step} == 0 are "
+                    f"sparse; inserting blocks after {copied} "
+                    f"would make the {kind} block {source} block {index} of the "
+                    "other kind, so the model would not keep its function. "
+                    "Blocks can be inserted when decoder_sparse_step=1."
+                )
+        return {
+            **config,
+            "num_layers": len(sources),
+            "mlp_only_layers": sorted(moved),
+        }

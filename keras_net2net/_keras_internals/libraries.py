@@ -43,15 +43,29 @@ def adopt_task_backbone(task, new_task):
     """Point a KerasHub ``task`` at ``new_task``'s backbone (after `adopt_graph`).
 
     The backbone is already tracked by then (it is a layer of the adopted
-    graph), so the attribute is set without tracking. A cached generation
+    graph), so the attribute is set without tracking. So are the task's own
+    layers kept in attributes (a classifier's ``output_dense``): they point
+    to ``new_task``'s, which the adopted graph holds. A cached generation
     function is dropped (it closed over the old backbone).
 
     Returns:
         A function of no arguments that undoes the change.
     """
-    names = (HUB_TASK_BACKBONE, HUB_TASK_LAYER_IDS, HUB_GENERATE_FUNCTION)
+    import keras
+
+    heads = [
+        name
+        for name, value in vars(new_task).items()
+        if not name.startswith("_")
+        and isinstance(value, keras.layers.Layer)
+        and isinstance(task.__dict__.get(name), type(value))
+        and value is not new_task.backbone
+    ]
+    names = (HUB_TASK_BACKBONE, HUB_TASK_LAYER_IDS, HUB_GENERATE_FUNCTION, *heads)
     missing = object()
     before = {name: task.__dict__.get(name, missing) for name in names}
+    for name in heads:
+        object.__setattr__(task, name, getattr(new_task, name))
     object.__setattr__(task, HUB_TASK_BACKBONE, new_task.backbone)
     ids = {id(layer) for layer in task._flatten_layers()}
     object.__setattr__(task, HUB_TASK_LAYER_IDS, ids)

@@ -12,7 +12,6 @@ time a model is looked up, and only when ``keras_hub`` is installed.
 from __future__ import annotations
 
 import importlib.util
-import re
 from typing import Any
 
 import keras
@@ -20,8 +19,11 @@ import numpy as np
 
 from keras_net2net.families.base import Family
 from keras_net2net.families.base import FamilyPlan
+from keras_net2net.families.base import chain_for
 from keras_net2net.families.base import new_values
 from keras_net2net.families.base import origins
+from keras_net2net.families.encoders import BertFamily
+from keras_net2net.families.encoders import ViTFamily
 from keras_net2net.families.gemma import GemmaFamily
 from keras_net2net.families.gpt import GPTFamily
 from keras_net2net.families.llama import LlamaFamily
@@ -57,6 +59,8 @@ _BUILTIN = (
     ("MixtralBackbone", MixtralFamily),
     ("QwenMoeBackbone", QwenMoeFamily),
     ("Qwen3MoeBackbone", Qwen3MoeFamily),
+    ("BertBackbone", BertFamily),
+    ("ViTBackbone", ViTFamily),
 )
 
 
@@ -218,22 +222,18 @@ def plan_deepen(model: Any, after: Any) -> FamilyPlan:
     config = family.config(backbone)
     count = config["num_layers"]
     names = [after] if isinstance(after, str) else list(after)
-    prefix = family.block_prefix
     indices = []
     if not names:
         raise ValueError(f"`after` names no block. Received: after={after!r}")
+    known = {family.block_name(i): i for i in range(count)}
     for name in names:
-        match = re.fullmatch(rf"{re.escape(prefix)}(\d+)", str(name))
-        if (
-            match is None
-            or int(match.group(1)) >= count
-            or name != f"{prefix}{int(match.group(1))}"
-        ):
+        if not isinstance(name, str) or name not in known:
             raise ValueError(
                 f"`after`: {type(backbone).__name__} has blocks "
-                f"'{prefix}0' to '{prefix}{count - 1}'. Received: after={after!r}"
+                f"'{family.block_name(0)}' to '{family.block_name(count - 1)}'. "
+                f"Received: after={after!r}"
             )
-        indices.append(int(match.group(1)))
+        indices.append(known[name])
     family.check_deepen(config)
     if len(set(indices)) != len(indices):
         raise ValueError(f"`after` names a block twice. Received: after={after!r}")
@@ -243,7 +243,7 @@ def plan_deepen(model: Any, after: Any) -> FamilyPlan:
         if index in indices:
             sources.append((index, True))
     config = family.deepen_config(config, sources)
-    copies = ", ".join(f"'{prefix}{i}'" for i in sorted(indices))
+    copies = ", ".join(f"'{family.block_name(i)}'" for i in sorted(indices))
     plan = FamilyPlan(
         f"deepen {type(backbone).__name__}: an identity copy after {copies} "
         f"(num_layers {count} -> {len(sources)}; blocks renumbered in order)",
@@ -259,7 +259,11 @@ def _check_layouts(family, backbone, plan, model=None):
     """Refuse, before anything is built, a variable the family cannot map."""
     if model is not None and model is not backbone:
         inside = {id(v) for v in backbone.weights}
-        outside = [v.path for v in model.weights if id(v) not in inside]
+        outside = [
+            v.path
+            for v in model.weights
+            if id(v) not in inside and family.task_layout(v.path, model) is None
+        ]
         if outside:
             raise ValueError(
                 f"`model`: {type(model).__name__} has weights outside its "
@@ -298,15 +302,40 @@ def build(model: Any, plan: FamilyPlan, compile: bool = True) -> tuple[Any, dict
     values = new_values(family, backbone, new_backbone, plan)
     for variable in new_backbone.weights:
         variable.assign(values[variable.path])
+    found = origins(family, backbone, new_backbone, plan)
     if task is None:
         grown = new_backbone
     else:
         config = task.get_config()
         config.update(backbone=new_backbone, preprocessor=task.preprocessor)
         grown = type(task)(**config)
+        found.update(_carry_task_head(family, task, grown, new_backbone, plan))
     if compile and getattr(model, "compiled", False):
         _compile_like(model, grown)
-    return grown, origins(family, backbone, new_backbone, plan)
+    return grown, found
+
+
+def _carry_task_head(family, task, grown, new_backbone, plan):
+    """Map a task's own variables (a classifier's head) into ``grown``'s."""
+    inside = {id(v) for v in new_backbone.weights}
+    old = {v.path: v for v in task.weights}
+    config = family.config(task.backbone)
+    found = {}
+    for variable in grown.weights:
+        if id(variable) in inside:
+            continue
+        layout = family.task_layout(variable.path, task)
+        source = old.get(variable.path)
+        if layout is None or source is None:
+            raise ValueError(
+                f"`model`: {type(task).__name__} has the variable "
+                f"'{variable.path}' outside its backbone, which the "
+                f"{family.name} family cannot map; nothing was grown."
+            )
+        chain = chain_for(family, variable.path, config, plan.mappings, layout=layout)
+        variable.assign(chain.apply(keras.ops.convert_to_numpy(source)))
+        found[id(variable)] = (source, list(chain))
+    return found
 
 
 def _compile_like(model, grown):
@@ -324,6 +353,7 @@ def _compile_like(model, grown):
 
 
 __all__ = [
+    "BertFamily",
     "Family",
     "FamilyPlan",
     "FalconFamily",
@@ -345,6 +375,7 @@ __all__ = [
     "plan_widen",
     "register_family",
     "train_only",
+    "ViTFamily",
 ]
 
 
@@ -364,8 +395,7 @@ def inserted_blocks(model: Any, after: Any) -> list[str]:
     """
     family, _, _ = _found(model)
     plan = plan_deepen(model, after)
-    prefix = family.block_prefix
-    return [f"{prefix}{i}" for i, (_, copied) in enumerate(plan.sources) if copied]
+    return [family.block_name(i) for i, (_, c) in enumerate(plan.sources) if c]
 
 
 def train_only(model: Any, blocks: list[str]) -> list[str]:

@@ -80,6 +80,13 @@ class Family:
             prefix); the first match wins.
         zeroed: regexes of block variables set to zero in an inserted copy.
         block_prefix: the blocks' names without their index.
+        block_path: what precedes a block's name in its variables' paths
+            (``"vit_encoder/"`` where the blocks live in one layer).
+        first_block: the index of the first block's name (ViT's blocks are
+            named from ``transformer_block_1``).
+        task_layouts: ``[(regex, layout)]`` of the variables a task model
+            holds outside its backbone (a classifier's head), matched
+            against their paths; a task with other variables is refused.
         auto_named: names of sublayers that KerasHub leaves to Keras's
             automatic naming (``"mixtral_sparse_moe_block_3"``): their
             numeric suffix differs between two models of one session, so
@@ -92,6 +99,9 @@ class Family:
     layouts: list[tuple[str, Layout]] = []
     zeroed: list[str] = []
     block_prefix = "transformer_layer_"
+    block_path = ""
+    first_block = 0
+    task_layouts: list[tuple[str, Layout]] = []
     auto_named: list[str] = []
 
     def plan_widen(
@@ -156,13 +166,25 @@ class Family:
         The path within the block drops the numeric suffix of `auto_named`
         sublayers.
         """
-        match = re.match(rf"^{re.escape(self.block_prefix)}(\d+)/(.*)$", path)
+        blocks = re.escape(self.block_path + self.block_prefix)
+        match = re.match(rf"^{blocks}(\d+)/(.*)$", path)
         if match is None:
             return None, path
         local = match.group(2)
         for name in self.auto_named:
             local = re.sub(rf"^{re.escape(name)}(_\d+)?/", f"{name}/", local)
-        return int(match.group(1)), local
+        return int(match.group(1)) - self.first_block, local
+
+    def block_name(self, index: int) -> str:
+        """The name of block ``index`` (counted from 0)."""
+        return f"{self.block_prefix}{index + self.first_block}"
+
+    def task_layout(self, path: str, task: Any) -> Layout | None:
+        """The layout of ``task``'s variable at ``path`` (outside the backbone)."""
+        for pattern, layout in self.task_layouts:
+            if re.fullmatch(pattern, path):
+                return layout
+        return None
 
     def layout(self, path: str, config: dict[str, Any]) -> Layout:
         """The layout of the variable at ``path`` (see `layouts`)."""
@@ -226,6 +248,7 @@ def chain_for(
     mappings: dict,
     noise: float = 0.0,
     seed: int = 0,
+    layout: Layout | None = None,
 ) -> Chain:
     """The transforms that carry the variable at ``path`` into the grown model.
 
@@ -233,7 +256,7 @@ def chain_for(
     axes) writes; vectors (biases, norm scales) are copied exactly.
     """
     steps = []
-    layout = family.layout(path, config)
+    layout = family.layout(path, config) if layout is None else layout
     for axis, entry in enumerate(layout):
         if entry is None:
             continue

@@ -25,10 +25,17 @@ memory is measured on another run of the same event.
 A second table keeps the changed layers small (fc1 64 -> 128) and grows an
 unchanged tail: the event's time should not depend on the tail's size.
 
+A third (``--llama``) grows a KerasHub ``LlamaCausalLM`` compiled with AdamW
+in place, ``hidden_dim`` x2 (``hidden_dim=512``: ~9.2e7 parameters after;
+every variable changes shape, so the new weights are the whole model). Its
+backbone is rebuilt from the grown config, so the event holds the old and
+the new model at once.
+
 Usage::
 
     python benchmarks/growth_cost.py            # full: up to 1e8 parameters
     python benchmarks/growth_cost.py --quick    # seconds; run by the tests
+    python benchmarks/growth_cost.py --sizes 1e5 --tails none --llama 512
 
 Prints markdown tables and writes JSON (``--out``).
 """
@@ -143,7 +150,10 @@ def step_time(model, x, y, repeats=3):
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
-        model.train_on_batch(x[:BATCH], y[:BATCH])
+        if isinstance(x, dict):  # already one batch
+            model.train_on_batch(x, y)
+        else:
+            model.train_on_batch(x[:BATCH], y[:BATCH])
         times.append(time.perf_counter() - t)
     return statistics.median(times)
 
@@ -293,7 +303,105 @@ def measure_fit(h, op, tail=0, tail_width=0, grow_at=3):
     }
 
 
-MEASURES = {"event": measure_event, "memory": measure_memory, "fit": measure_fit}
+def build_llama(h):
+    """A KerasHub LlamaCausalLM (``hidden_dim=h``) compiled with AdamW.
+
+    ``h // 64`` heads of 64 (at least 2), as many key/value heads,
+    ``intermediate_dim = 4h``, 8 blocks (2 for ``h < 256``), vocabulary 8192
+    (256): after ``hidden_dim`` x2 (heads x2, key/value heads kept) a block has
+    ``9 (2h)^2`` parameters, so ``h=512`` gives ~9.2e7 in all.
+    """
+    import keras_hub
+
+    heads = max(2, h // 64)
+    big = h >= 256
+    backbone = keras_hub.models.LlamaBackbone(
+        vocabulary_size=8192 if big else 256,
+        num_layers=8 if big else 2,
+        num_query_heads=heads,
+        num_key_value_heads=heads,
+        hidden_dim=h,
+        intermediate_dim=4 * h,
+    )
+    lm = keras_hub.models.LlamaCausalLM(backbone=backbone, preprocessor=None)
+    lm.compile(
+        optimizer=keras.optimizers.AdamW(1e-4),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    return lm
+
+
+def llama_data(lm):
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1, lm.backbone.vocabulary_size, (2, 17)).astype("int32")
+    x = {"token_ids": ids[:, :-1], "padding_mask": np.ones((2, 16), "int32")}
+    return x, ids[:, 1:]
+
+
+def measure_llama_event(h):
+    """`grow_in_place(llama_causal_lm, Widen("hidden_dim", 2h))`, timed."""
+    model = build_llama(h)
+    x, y = llama_data(model)
+    model.train_on_batch(x, y)  # AdamW's slots exist
+    steady = step_time(model, x, y)
+    model.get_config()
+    gc.collect()
+    sync(model)
+    t = time.perf_counter()
+    kn.grow_in_place(model, kn.Widen("hidden_dim", 2 * h))
+    sync(model)
+    event = time.perf_counter() - t
+    first = step_time(model, x, y, repeats=1)
+    return {
+        "event_s": event,
+        "first_step_s": first,
+        "step_s": step_time(model, x, y),
+        "step_before_s": steady,
+    }
+
+
+def measure_llama_memory(h):
+    """Peak extra memory of the same event (its own process)."""
+    model = build_llama(h)
+    x, y = llama_data(model)
+    model.train_on_batch(x, y)
+    model.get_config()
+    before_ids = {id(v) for v in model.weights}
+    with PeakRSS() as memory:
+        kn.grow_in_place(model, kn.Widen("hidden_dim", 2 * h))
+    new = changed_bytes(model, before_ids)
+    return {
+        "params": model.count_params(),
+        "peak_extra_mb": memory.extra / 2**20,
+        "new_mb": new / 2**20,
+        "memory_ratio": memory.extra / new if new else float("nan"),
+        "memory_kind": "rss",
+    }
+
+
+def llama_row(h, repeats, isolate):
+    """The KerasHub Llama row: events in fresh processes, then memory."""
+    events = [
+        measure({"what": "llama_event", "args": {"h": h}}, isolate)
+        for _ in range(repeats)
+    ]
+    result = {"h": h, "operation": "LlamaCausalLM hidden_dim x2 (in place)"}
+    result.update({k: statistics.median(e[k] for e in events) for k in events[0]})
+    result["event_range_s"] = [
+        min(e["event_s"] for e in events),
+        max(e["event_s"] for e in events),
+    ]
+    result.update(measure({"what": "llama_memory", "args": {"h": h}}, isolate))
+    return result
+
+
+MEASURES = {
+    "event": measure_event,
+    "memory": measure_memory,
+    "fit": measure_fit,
+    "llama_event": measure_llama_event,
+    "llama_memory": measure_llama_memory,
+}
 
 
 def measure(task, isolate):
@@ -400,6 +508,24 @@ def table(rows, tail_rows):
     return "\n".join(lines)
 
 
+def llama_table(rows):
+    lines = [
+        "| KerasHub model | params after | event (s, median (range)) | "
+        "first step after (s) | step before (s) | peak extra (MB) | "
+        "new weights + AdamW slots (MB) | ratio |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        low, high = r["event_range_s"]
+        lines.append(
+            f"| {r['operation']} (h={r['h']}) | {r['params']:.3g} | "
+            f"{r['event_s']:.3f} ({low:.2f}-{high:.2f}) | {r['first_step_s']:.3f} | "
+            f"{r['step_before_s']:.3f} | {r['peak_extra_mb']:.1f} | "
+            f"{r['new_mb']:.1f} | {r['memory_ratio']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def environment():
     return {
         "backend": keras.backend.backend(),
@@ -430,6 +556,12 @@ def main(argv=None):
     parser.add_argument(
         "--tails", help="comma-separated tail sizes, or 'none' (default 1e4..1e8)"
     )
+    parser.add_argument(
+        "--llama",
+        help="comma-separated hidden_dim values of KerasHub LlamaCausalLM rows "
+        "(grown to 2x; 512 gives ~9.2e7 parameters after; needs keras-hub), "
+        "or 'none' (default: 512, or none with --quick)",
+    )
     parser.add_argument("--task", help=argparse.SUPPRESS)  # one isolated measure
     args = parser.parse_args(argv)
     if not args.task:  # not in the isolated measuring subprocess
@@ -448,16 +580,23 @@ def main(argv=None):
         tails = (
             [] if args.tails == "none" else [float(v) for v in args.tails.split(",")]
         )
+    llamas = [] if args.quick else [512]
+    if args.llama:
+        llamas = [] if args.llama == "none" else [int(v) for v in args.llama.split(",")]
     repeats = args.repeats or (1 if args.quick else 3)
     rows, tail_rows = run(sizes, tails, repeats, isolate=not args.quick)
+    llama_rows = []
+    for h in llamas:
+        llama_rows.append(llama_row(h, repeats, isolate=not args.quick))
+        print(json.dumps(llama_rows[-1]))
     print(table(rows, tail_rows))
+    if llama_rows:
+        print()
+        print(llama_table(llama_rows))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(
-        json.dumps(
-            {"environment": environment(), "rows": rows, "tail_rows": tail_rows},
-            indent=2,
-        )
-    )
+    result = {"environment": environment(), "rows": rows, "tail_rows": tail_rows}
+    result["llama_rows"] = llama_rows
+    Path(args.out).write_text(json.dumps(result, indent=2))
     return 0
 
 

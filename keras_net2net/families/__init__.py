@@ -24,6 +24,7 @@ from keras_net2net.families.base import new_values
 from keras_net2net.families.base import origins
 from keras_net2net.families.encoders import BertFamily
 from keras_net2net.families.encoders import ViTFamily
+from keras_net2net.families.gemma import Gemma3Family
 from keras_net2net.families.gemma import GemmaFamily
 from keras_net2net.families.gpt import GPTFamily
 from keras_net2net.families.llama import LlamaFamily
@@ -55,6 +56,7 @@ _BUILTIN = (
     ("GPTNeoXBackbone", GPTNeoXFamily),
     ("FalconBackbone", FalconFamily),
     ("GemmaBackbone", GemmaFamily),
+    ("Gemma3Backbone", Gemma3Family),
     ("Qwen3Backbone", Qwen3Family),
     ("MixtralBackbone", MixtralFamily),
     ("QwenMoeBackbone", QwenMoeFamily),
@@ -359,6 +361,7 @@ __all__ = [
     "FalconFamily",
     "GPTFamily",
     "GemmaFamily",
+    "Gemma3Family",
     "GPTNeoXFamily",
     "LlamaFamily",
     "MixtralFamily",

@@ -133,3 +133,46 @@ class GemmaFamily(LlamaFamily):
         notes = [f"  each gating projection {inter // 2} -> {value // 2}"]
         config[key] = value
         return config, mappings, notes
+
+
+class Gemma3Family(GemmaFamily):
+    """Gemma 3 text backbones (see the module docstring).
+
+    Gemma 3 adds per-head query and key RMS norms (one scale per head
+    dimension: heads keep their size, so they stay) and gates with the full
+    ``intermediate_dim`` (any larger width). With sliding-window attention
+    five of every six blocks are local (their own rotary wavelength), so
+    ``deepen`` is refused for such a model, as for Gemma. A backbone with a
+    vision encoder is refused by its variables' paths.
+
+    Example:
+
+    ```python
+    grown = keras_net2net.widen(gemma3_causal_lm, "num_key_value_heads", 4)
+    ```
+    """
+
+    name = "Gemma 3"
+    widen_keys = {
+        **GemmaFamily.widen_keys,
+        "intermediate_dim": "the feed-forward width",
+    }
+    layouts = GemmaFamily.layouts + [
+        (r"attention/(query|key)_norm/scale", (None,)),
+    ]
+
+    def check_deepen(self, config: dict[str, Any]) -> None:
+        if config.get("use_sliding_window_attention"):
+            raise ValueError(
+                "`after`: this Gemma 3 model uses sliding-window attention (and "
+                "its own rotary wavelength) in five of every six blocks, by "
+                "index; an inserted block would move later blocks to the other "
+                "pattern, so it cannot start as the identity."
+            )
+
+    def plan_widen(
+        self, config: dict[str, Any], key: str, value: int, seed: int | None
+    ) -> tuple[dict[str, Any], dict[str, WidthMapping], list[str]]:
+        if key == "intermediate_dim":  # gates are the full width
+            return LlamaFamily.plan_widen(self, config, key, value, seed)
+        return super().plan_widen(config, key, value, seed)

@@ -20,6 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from growth_helpers import tiny_llama  # noqa: E402
 
 import keras_net2net as kn  # noqa: E402
 
@@ -96,28 +97,12 @@ def small_model():
 
 
 def llama_model():
-    import keras_hub
-
-    backbone = keras_hub.models.LlamaBackbone(
-        vocabulary_size=50,
-        num_layers=2,
-        num_query_heads=4,
-        num_key_value_heads=2,
-        hidden_dim=16,
-        intermediate_dim=32,
-    )
-    model = keras_hub.models.LlamaCausalLM(backbone=backbone, preprocessor=None)
-    model.compile(
-        optimizer=keras.optimizers.AdamW(0.01),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    ids = np.random.default_rng(0).integers(1, 50, (64, 9)).astype("int32")
-    x = {"token_ids": ids[:, :-1], "padding_mask": np.ones((64, 8), "int32")}
+    model, x, y = tiny_llama(learning_rate=0.01)
     schedule = {
         1: kn.Widen("hidden_dim", 32),
         4: kn.Deepen(after="transformer_layer_1"),
     }
-    return model, x, ids[:, 1:], schedule
+    return model, x, y, schedule
 
 
 def main():

@@ -35,8 +35,10 @@ sys.path.insert(0, os.path.dirname(__file__))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from growth_helpers import LossProbe  # noqa: E402
+from growth_helpers import StepProbe  # noqa: E402
 from growth_helpers import data  # noqa: E402
 from growth_helpers import mnist_model  # noqa: E402
+from growth_helpers import tiny_llama  # noqa: E402
 
 import keras_net2net as kn  # noqa: E402
 
@@ -172,33 +174,13 @@ def llama_model_parallel():
     keras.distribution.set_distribution(
         keras.distribution.ModelParallel(layout_map=layout, batch_dim_name="batch")
     )
-    backbone = keras_hub.models.LlamaBackbone(
-        vocabulary_size=64,
-        num_layers=2,
-        num_query_heads=4,
-        num_key_value_heads=2,
-        hidden_dim=16,
-        intermediate_dim=32,
-    )
-    model = keras_hub.models.LlamaCausalLM(backbone=backbone, preprocessor=None)
-    model.compile(
-        optimizer=keras.optimizers.AdamW(1e-3),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    ids = np.random.default_rng(0).integers(1, 64, (32, 9)).astype("int32")
-    x = {"token_ids": ids[:, :-1], "padding_mask": np.ones((32, 8), "int32")}
+    model, x, y = tiny_llama(vocabulary_size=64, samples=32)
     fixed = {k: v[:8] for k, v in x.items()}
     seen = {}
 
-    class Probe(keras.callbacks.Callback):
-        def __init__(self, tag):
-            super().__init__()
-            self.tag = tag
-
-        def on_train_batch_begin(self, batch, logs=None):
-            if batch == 2 and self.tag not in seen:  # the growth step
-                out = keras.ops.convert_to_numpy(self.model(fixed))
-                seen[self.tag] = (out, self.model.count_params())
+    def probe(tag):
+        output = lambda m: keras.ops.convert_to_numpy(m(fixed))  # noqa: E731
+        return StepProbe(tag, seen, output, at={2})
 
     grow = kn.GrowModel(
         {
@@ -211,11 +193,11 @@ def llama_model_parallel():
     )
     history = model.fit(
         x,
-        ids[:, 1:],
+        y,
         batch_size=8,
         epochs=2,
         verbose=0,
-        callbacks=[Probe("b"), grow, Probe("a")],
+        callbacks=[probe("b"), grow, probe("a")],
     )
 
     def expected(path):
@@ -241,7 +223,7 @@ def llama_model_parallel():
             want = by_name[name].value.sharding.spec
             if slot.value.sharding.spec != want:
                 slot_mismatches.append(f"{slot.path}: {slot.value.sharding.spec}")
-    before, after = seen["b"], seen["a"]
+    before, after = seen[("b", 2)], seen[("a", 2)]  # the growth step
     result = {
         "devices": len(jax.devices()),
         "class": type(model).__name__,

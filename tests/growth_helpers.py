@@ -81,6 +81,38 @@ class LossProbe(keras.callbacks.Callback):
         self._step += 1
 
 
+def logits_loss(model, x, y):
+    """Mean sparse cross-entropy of a logits model on a fixed batch."""
+    p = keras.ops.convert_to_numpy(model(x, training=False)).astype("float64")
+    p = np.exp(p - p.max(-1, keepdims=True))
+    p = p / p.sum(-1, keepdims=True)
+    return float(-np.mean(np.log(p[np.arange(len(y)), y])))
+
+
+class StepProbe(keras.callbacks.Callback):
+    """Records ``(measure(model), parameter count)`` as each step begins.
+
+    Keyed ``(tag, optimizer step)`` in ``seen``; the first record of a step
+    wins; ``at`` (a set of steps) limits the records. Placed before and
+    after a `GrowModel` with two tags, it shows what the growth at a step
+    changed.
+    """
+
+    def __init__(self, tag, seen, measure, at=None):
+        super().__init__()
+        self.tag, self.seen, self.measure, self.at = tag, seen, measure, at
+
+    def on_train_batch_begin(self, batch, logs=None):
+        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        if self.at is not None and step not in self.at:
+            return
+        if (self.tag, step) not in self.seen:
+            self.seen[(self.tag, step)] = (
+                self.measure(self.model),
+                self.model.count_params(),
+            )
+
+
 class StepCounter(keras.callbacks.Callback):
     def __init__(self):
         super().__init__()
@@ -106,3 +138,30 @@ def record_builds(monkeypatch):
         lambda *a, **k: built.append(a[1]) or apply_plan(*a, **k),
     )
     return built
+
+
+def tiny_llama(vocabulary_size=50, learning_rate=1e-3, samples=64, seed=0):
+    """A tiny KerasHub LlamaCausalLM compiled with AdamW, and a token batch.
+
+    Returns ``(model, x, y)``: ``samples`` sequences of 8 tokens and their
+    next tokens.
+    """
+    import keras_hub
+
+    backbone = keras_hub.models.LlamaBackbone(
+        vocabulary_size=vocabulary_size,
+        num_layers=2,
+        num_query_heads=4,
+        num_key_value_heads=2,
+        hidden_dim=16,
+        intermediate_dim=32,
+    )
+    model = keras_hub.models.LlamaCausalLM(backbone=backbone, preprocessor=None)
+    model.compile(
+        optimizer=keras.optimizers.AdamW(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1, vocabulary_size, (samples, 9)).astype("int32")
+    x = {"token_ids": ids[:, :-1], "padding_mask": np.ones((samples, 8), "int32")}
+    return model, x, ids[:, 1:]

@@ -7,6 +7,7 @@ random, so each request is checked for exact function preservation.
 import numpy as np
 import pytest
 from conftest import TOL
+from growth_helpers import StepProbe
 
 import keras_net2net as kn
 
@@ -561,15 +562,8 @@ def test_growmodel_grows_a_llama_causal_lm_inside_fit(tmp_path):
     fixed = {k: v[:4] for k, v in x.items()}
     seen = {}
 
-    class Probe(keras.callbacks.Callback):
-        def __init__(self, tag):
-            super().__init__()
-            self.tag = tag
-
-        def on_train_batch_begin(self, batch, logs=None):
-            step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-            out = keras.ops.convert_to_numpy(self.model(fixed))
-            seen.setdefault((self.tag, step), (out, self.model.count_params()))
+    def probe(tag):
+        return StepProbe(tag, seen, lambda m: keras.ops.convert_to_numpy(m(fixed)))
 
     grow = kn.GrowModel(
         {
@@ -586,7 +580,7 @@ def test_growmodel_grows_a_llama_causal_lm_inside_fit(tmp_path):
         batch_size=4,
         epochs=1,
         verbose=0,
-        callbacks=[Probe("before"), grow, Probe("after")],
+        callbacks=[probe("before"), grow, probe("after")],
     )
     assert len(grow.records) == 2
     for step in (2, 3):

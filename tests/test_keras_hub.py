@@ -13,6 +13,8 @@ import pytest
 from conftest import TOL
 from conftest import assert_unchanged
 from conftest import snapshot
+from growth_helpers import StepProbe
+from growth_helpers import logits_loss
 
 import keras_net2net as kn
 
@@ -302,20 +304,8 @@ def test_growmodel_grows_keras_hub_blocks_with_adamw(tmp_path):
     fixed_x, fixed_y = x[:16], y[:16]
     losses = {}
 
-    def batch_loss():
-        p = keras.ops.convert_to_numpy(model(fixed_x, training=False))
-        p = np.exp(p - p.max(-1, keepdims=True))
-        p = p / p.sum(-1, keepdims=True)
-        return float(-np.mean(np.log(p[np.arange(16), fixed_y])))
-
-    class Probe(keras.callbacks.Callback):
-        def __init__(self, tag):
-            super().__init__()
-            self.tag = tag
-
-        def on_train_batch_begin(self, batch, logs=None):
-            step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-            losses.setdefault((self.tag, step), (batch_loss(), model.count_params()))
+    def probe(tag):
+        return StepProbe(tag, losses, lambda m: logits_loss(m, fixed_x, fixed_y))
 
     model.compile(
         keras.optimizers.AdamW(3e-3),
@@ -335,7 +325,7 @@ def test_growmodel_grows_keras_hub_blocks_with_adamw(tmp_path):
         epochs=2,
         batch_size=8,
         verbose=0,
-        callbacks=[Probe("before"), grow, Probe("after")],
+        callbacks=[probe("before"), grow, probe("after")],
     )
     assert len(grow.records) == 4
     for step in (3, 6, 9, 11):

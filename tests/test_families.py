@@ -752,6 +752,13 @@ def test_classifiers_grow_in_place_with_their_head(family):
     labels = np.arange(8) % 3
     task.fit(inputs, labels, batch_size=4, epochs=1, verbose=0)
     before, cls = keras.ops.convert_to_numpy(task(inputs)), type(task)
+    if family == "Bert":  # through a block's layers: a plain model, refused
+        saved = weights(task)
+        inner = kn.Widen("transformer_layer_0/feedforward_intermediate_dense", 48)
+        with pytest.raises(TypeError, match=r"would make it a Functional"):
+            kn.grow_in_place(task, inner)
+        for old, new in zip(saved, weights(task)):
+            np.testing.assert_array_equal(old, new)
     key = "hidden_dim"
     kn.grow_in_place(task, kn.Widen(key, 32))
     assert type(task) is cls and task.backbone.get_config()[key] == 32

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.scripts  # CI: on TensorFlow only
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -33,8 +35,15 @@ def test_applications_coverage_quick(tmp_path, capsys):
 def test_growth_cost_quick(tmp_path, capsys):
     cost = load("growth_cost")
     out = tmp_path / "cost.json"
-    assert cost.main(["--quick", "--out", str(out)]) == 0
+    hub = importlib.util.find_spec("keras_hub") is not None
+    llama = ["--llama", "32"] if hub else []  # a tiny LlamaCausalLM row
+    assert cost.main(["--quick", "--out", str(out), *llama]) == 0
     result = json.loads(out.read_text())
+    if hub:
+        (row,) = result["llama_rows"]
+        assert row["event_s"] > 0 and row["params"] > 0
+        # every variable changes shape: the new weights are the whole model
+        assert row["new_mb"] * 2**20 == pytest.approx(row["params"] * 4 * 3, rel=0.01)
     operations = [r["operation"] for r in result["rows"]]
     assert operations == ["widen fc1 h -> 2h", "deepen after fc1"]
     for row in result["rows"] + result["tail_rows"]:

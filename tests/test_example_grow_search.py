@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.scripts  # CI: on TensorFlow only
+
 pytest.importorskip(
     "keras_tuner", reason="the tuner extra: pip install 'keras-net2net[tuner]'"
 )

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.scripts  # CI: on TensorFlow only
+
 GUIDES = Path(__file__).resolve().parents[1] / "docs" / "guides"
 PAGES = sorted(GUIDES.glob("*.md"))
 FENCE = re.compile(r"^```python\n(.*?)^```", flags=re.S | re.M)

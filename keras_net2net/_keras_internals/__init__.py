@@ -47,7 +47,10 @@ from keras_net2net._keras_internals.optimizers import SQUARED
 from keras_net2net._keras_internals.optimizers import slot_lists
 from keras_net2net._keras_internals.training import after_variables_changed
 from keras_net2net._keras_internals.training import backup_paths
+from keras_net2net._keras_internals.training import deferred_variables
+from keras_net2net._keras_internals.training import discard_deferred
 from keras_net2net._keras_internals.training import distribution_scope
+from keras_net2net._keras_internals.training import initialize_variables
 from keras_net2net._keras_internals.training import learning_rate_object
 from keras_net2net._keras_internals.training import optimizer_trainable_variables
 from keras_net2net._keras_internals.training import rebuild_optimizer
@@ -75,6 +78,9 @@ __all__ = [
     "application_layer_classes",
     "backup_paths",
     "check_supported",
+    "deferred_variables",
+    "discard_deferred",
+    "initialize_variables",
     "distribution_scope",
     "fill_arguments",
     "graph_attrs",
@@ -167,3 +173,6 @@ def check_supported():
 
     check_slot_attributes(_require, KerasInternalsError)
     check_libraries(_require)
+    from keras_net2net._keras_internals.training import check_deferred
+
+    check_deferred(_require)

@@ -152,6 +152,85 @@ def _forget_snapshot(tracked_list):
         tracked_list._last_wrapped_list_snapshot = list(tracked_list)
 
 
+# --------------------------------------------------------------------------
+# Variables created without a value.
+
+_PENDING = "uninitialized_variables"  # Keras's global list of deferred variables
+
+
+@contextlib.contextmanager
+def deferred_variables():
+    """Context in which new variables get no value until `initialize_variables`.
+
+    A model built in it draws no random initial values (a KerasHub backbone
+    of 1e8 parameters: over a second) for variables that growth then sets.
+    Yields a list that holds, after the block, every variable created in it
+    (weights, and state such as a dropout's seed).
+    """
+    from keras.src.backend.common import global_state
+
+    before = {id(v) for v in global_state.get_global_attribute(_PENDING) or []}
+    created: list = []
+    try:
+        with keras.StatelessScope(initialize_variables=False):
+            yield created
+    finally:
+        pending = global_state.get_global_attribute(_PENDING) or []
+        created.extend(v for v in pending if id(v) not in before)
+
+
+def initialize_variables(created, values):
+    """Give the variables of `deferred_variables` their first values.
+
+    ``values`` maps ``id(variable)`` to an array; the other variables get
+    their own initializer's value. All of them leave Keras's list of
+    variables still to initialize.
+    """
+    try:
+        for variable in created:
+            if id(variable) in values:
+                variable._initializer = _Constant(values.pop(id(variable)))
+            variable._deferred_initialize()
+    finally:
+        discard_deferred(created)
+
+
+def discard_deferred(variables):
+    """Drop ``variables`` from Keras's list of variables still to initialize."""
+    from keras.src.backend.common import global_state
+
+    ids = {id(v) for v in variables}
+    pending = global_state.get_global_attribute(_PENDING) or []
+    global_state.set_global_attribute(
+        _PENDING, [v for v in pending if id(v) not in ids]
+    )
+
+
+class _Constant:
+    """An initializer that returns one array (released once it is used)."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __call__(self, shape, dtype=None):
+        value, self.value = self.value, None
+        return value
+
+
+def check_deferred(require):
+    """Check the attributes `initialize_variables` uses on this Keras."""
+    from keras.src.backend.common import global_state
+
+    with deferred_variables() as created:
+        variable = keras.Variable(keras.initializers.Zeros(), shape=(2,))
+    for attr in ("_initializer", "_deferred_initialize"):
+        require(variable, attr, "a Variable created in a StatelessScope")
+    if not any(v is variable for v in created):
+        # Not an attribute: `require` reports it missing.
+        require(global_state, _PENDING, "Keras's global list of deferred variables")
+    discard_deferred(created)
+
+
 def learning_rate_object(optimizer):
     """The optimizer's learning-rate variable, schedule or callable."""
     return optimizer._learning_rate

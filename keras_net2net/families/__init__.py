@@ -17,6 +17,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_net2net import _keras_internals as internals
 from keras_net2net.families.base import Family
 from keras_net2net.families.base import FamilyPlan
 from keras_net2net.families.base import chain_for
@@ -300,10 +301,17 @@ def build(model: Any, plan: FamilyPlan, compile: bool = True) -> tuple[Any, dict
     ```
     """
     family, backbone, task = _found(model)
-    new_backbone = type(backbone).from_config(plan.config)
-    values = new_values(family, backbone, new_backbone, plan)
-    for variable in new_backbone.weights:
-        variable.assign(values[variable.path])
+    # Every variable is set from the old model: built without initial values
+    # (no random draws), each variable created with its mapped value.
+    with internals.deferred_variables() as created:
+        new_backbone = type(backbone).from_config(plan.config)
+    try:
+        values = new_values(family, backbone, new_backbone, plan)
+        by_id = {id(v): values.pop(v.path) for v in new_backbone.weights}
+    except BaseException:
+        internals.discard_deferred(created)
+        raise
+    internals.initialize_variables(created, by_id)
     found = origins(family, backbone, new_backbone, plan)
     if task is None:
         grown = new_backbone

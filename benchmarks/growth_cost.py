@@ -560,7 +560,7 @@ def main(argv=None):
         "--llama",
         help="comma-separated hidden_dim values of KerasHub LlamaCausalLM rows "
         "(grown to 2x; 512 gives ~9.2e7 parameters after; needs keras-hub), "
-        "or 'none' (default: 512, or none with --quick)",
+        "or 'none' (default: 512 where keras-hub is installed, none with --quick)",
     )
     parser.add_argument("--task", help=argparse.SUPPRESS)  # one isolated measure
     args = parser.parse_args(argv)
@@ -580,7 +580,10 @@ def main(argv=None):
         tails = (
             [] if args.tails == "none" else [float(v) for v in args.tails.split(",")]
         )
-    llamas = [] if args.quick else [512]
+    import importlib.util
+
+    hub = importlib.util.find_spec("keras_hub") is not None
+    llamas = [512] if hub and not args.quick else []
     if args.llama:
         llamas = [] if args.llama == "none" else [int(v) for v in args.llama.split(",")]
     repeats = args.repeats or (1 if args.quick else 3)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.scripts  # CI: on TensorFlow only
+pytestmark = pytest.mark.scripts  # CI: TensorFlow, newest Keras
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "mnist_net2net.py"

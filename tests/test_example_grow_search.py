@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.scripts  # CI: on TensorFlow only
+pytestmark = pytest.mark.scripts  # CI: TensorFlow, newest Keras
 
 pytest.importorskip(
     "keras_tuner", reason="the tuner extra: pip install 'keras-net2net[tuner]'"

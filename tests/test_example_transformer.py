@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.scripts  # CI: on TensorFlow only
+pytestmark = pytest.mark.scripts  # CI: TensorFlow, newest Keras
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "grow_transformer.py"

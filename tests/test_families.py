@@ -31,9 +31,10 @@ def randomize(model, seed=1):
         )
 
 
-def llama(tie=False, family="Llama"):
+def llama(tie=False, family="Llama", **extra):
     backbone_class = getattr(keras_hub.models, f"{family}Backbone")
-    extra = {} if family == "Qwen" else {"tie_word_embeddings": tie}
+    if family != "Qwen":
+        extra["tie_word_embeddings"] = tie
     backbone = backbone_class(
         **extra,
         vocabulary_size=50,
@@ -168,6 +169,10 @@ def moe(family, **extra):
 MOE = ["Qwen3", "Mixtral", "QwenMoe", "Qwen3Moe"]
 CASES += [("Mixtral", *r) for r in REQUESTS]
 CASES += [
+    ("MistralHeadDim", "hidden_dim", 32, {"hidden_dim": 32, "num_query_heads": 4}),
+    ("MistralHeadDim", "num_query_heads", 8, {"hidden_dim": 16, "num_query_heads": 8}),
+]
+CASES += [
     ("Qwen3", "hidden_dim", 32, {"hidden_dim": 32, "num_query_heads": 4}),
     ("Qwen3", "num_query_heads", 8, {"num_query_heads": 8, "hidden_dim": 16}),
     ("Qwen3", "num_key_value_heads", 4, {"num_key_value_heads": 4}),
@@ -200,6 +205,8 @@ def build(family):
         return other(family)
     if family in MOE:
         return moe(family)
+    if family == "MistralHeadDim":  # head_dim its own entry: 4 heads of 8
+        return llama(family="Mistral", head_dim=8)
     return llama(family=family)
 
 
@@ -712,6 +719,29 @@ def test_bert_and_vit_classifiers_keep_their_class_and_their_head(
     assert relative(before, after) <= TOL
 
 
+def test_vit_without_a_class_token_and_with_average_pooling():
+    backbone = keras_hub.models.ViTBackbone(
+        image_shape=(8, 8, 3),
+        patch_size=4,
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=16,
+        mlp_dim=32,
+        use_class_token=False,
+    )
+    task = keras_hub.models.ViTImageClassifier(
+        backbone=backbone, num_classes=3, preprocessor=None, pooling="gap"
+    )
+    randomize(task)
+    images = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype("float32")
+    grown = kn.deepen(kn.widen(task, "num_heads", 4), after="transformer_block_1")
+    assert type(grown) is type(task) and grown.backbone.hidden_dim == 32
+    before = keras.ops.convert_to_numpy(task(images))
+    assert relative(before, keras.ops.convert_to_numpy(grown(images))) <= TOL
+    with pytest.raises(ValueError, match="transformer_layers"):
+        kn.families.train_only(grown, ["transformer_block_2"])
+
+
 def test_vit_inserts_identity_blocks_and_bert_refuses_them(tmp_path):
     task, inputs = encoder("ViT")
     after = ["transformer_block_1", "transformer_block_2"]
@@ -738,7 +768,7 @@ def test_vit_inserts_identity_blocks_and_bert_refuses_them(tmp_path):
 
 
 @pytest.mark.parametrize("family", ["Bert", "ViT"])
-def test_classifiers_grow_in_place_with_their_head(family):
+def test_classifiers_grow_in_place_with_their_head(tmp_path, family):
     task, inputs = encoder(family)
     task.compile(
         optimizer=keras.optimizers.AdamW(1e-3),
@@ -772,3 +802,8 @@ def test_classifiers_grow_in_place_with_their_head(family):
     assert moment and all(slots[k].shape[0] == 32 for k in moment if "kernel" in k)
     history = task.fit(inputs, labels, batch_size=4, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][-1])
+    task.save(tmp_path / "grown.keras")
+    loaded = keras.models.load_model(tmp_path / "grown.keras")
+    assert type(loaded) is cls
+    out = keras.ops.convert_to_numpy(task(inputs))
+    assert relative(out, keras.ops.convert_to_numpy(loaded(inputs))) <= TOL

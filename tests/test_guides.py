@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.scripts  # CI: on TensorFlow only
+pytestmark = pytest.mark.scripts  # CI: TensorFlow, newest Keras
 
 GUIDES = Path(__file__).resolve().parents[1] / "docs" / "guides"
 PAGES = sorted(GUIDES.glob("*.md"))

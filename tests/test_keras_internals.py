@@ -51,3 +51,31 @@ def test_a_renamed_library_attribute_fails_the_check(monkeypatch):
         match=r"`_no_such_method` of KerasTuner's Oracle.*Checked on keras-tuner",
     ):
         internals.check_supported()
+
+
+def pending():
+    from keras.src.backend.common import global_state
+
+    return list(global_state.get_global_attribute("uninitialized_variables") or [])
+
+
+def test_deferred_variables_leave_nothing_pending_after_an_error():
+    import numpy as np
+
+    before = pending()
+    with pytest.raises(RuntimeError, match="boom"):
+        with internals.deferred_variables():
+            keras.Variable(keras.initializers.Zeros(), shape=(2,))
+            raise RuntimeError("boom")
+    assert pending() == before
+    with internals.deferred_variables() as created:
+        variable = keras.Variable(keras.initializers.Zeros(), shape=(3,))
+    assert [v for v in created] == [variable] and len(pending()) == len(before) + 1
+    with pytest.raises(ValueError, match=r"shape \(2,\).*shape \(3,\)"):
+        internals.initialize_variables(created, {id(variable): np.ones(2, "float32")})
+    assert pending() == before
+    with internals.deferred_variables() as created:
+        variable = keras.Variable(keras.initializers.Zeros(), shape=(3,))
+    internals.initialize_variables(created, {id(variable): np.ones(3, "float64")})
+    assert keras.ops.convert_to_numpy(variable).tolist() == [1.0, 1.0, 1.0]
+    assert variable.dtype == "float32" and pending() == before

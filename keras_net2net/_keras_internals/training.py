@@ -165,18 +165,25 @@ def deferred_variables():
     A model built in it draws no random initial values (a KerasHub backbone
     of 1e8 parameters: over a second) for variables that growth then sets.
     Yields a list that holds, after the block, every variable created in it
-    (weights, and state such as a dropout's seed).
+    (weights, and state such as a dropout's seed). If the block fails, those
+    variables leave Keras's list of variables still to initialize.
     """
     from keras.src.backend.common import global_state
 
     before = {id(v) for v in global_state.get_global_attribute(_PENDING) or []}
     created: list = []
+    failed = False
     try:
         with keras.StatelessScope(initialize_variables=False):
             yield created
+    except BaseException:
+        failed = True
+        raise
     finally:
         pending = global_state.get_global_attribute(_PENDING) or []
         created.extend(v for v in pending if id(v) not in before)
+        if failed:
+            discard_deferred(created)
 
 
 def initialize_variables(created, values):
@@ -214,7 +221,12 @@ class _Constant:
 
     def __call__(self, shape, dtype=None):
         value, self.value = self.value, None
-        return value
+        if tuple(value.shape) != tuple(shape):
+            raise ValueError(
+                f"A value of shape {tuple(value.shape)} cannot initialize a "
+                f"variable of shape {tuple(shape)}."
+            )
+        return value if dtype is None else value.astype(dtype, copy=False)
 
 
 def check_deferred(require):

@@ -307,7 +307,16 @@ def build(model: Any, plan: FamilyPlan, compile: bool = True) -> tuple[Any, dict
         new_backbone = type(backbone).from_config(plan.config)
     try:
         values = new_values(family, backbone, new_backbone, plan)
-        by_id = {id(v): values.pop(v.path) for v in new_backbone.weights}
+        by_id = {}
+        for variable in new_backbone.weights:
+            value = values.pop(variable.path)
+            if tuple(value.shape) != tuple(variable.shape):
+                raise ValueError(
+                    f"The {family.name} family mapped '{variable.path}' to shape "
+                    f"{tuple(value.shape)}, but the grown model's variable has "
+                    f"shape {tuple(variable.shape)}; nothing was grown."
+                )
+            by_id[id(variable)] = value
     except BaseException:
         internals.discard_deferred(created)
         raise
@@ -431,7 +440,14 @@ def train_only(model: Any, blocks: list[str]) -> list[str]:
     grown.compile(optimizer="adamw", loss=...)
     ```
     """
-    _, backbone, _ = _found(model)
+    family, backbone, _ = _found(model)
+    if not hasattr(backbone, "transformer_layers"):
+        raise ValueError(
+            f"`model`: train_only needs the backbone's `transformer_layers`, "
+            f"which a {type(backbone).__name__} does not have ({family.name} "
+            "keeps its blocks inside another layer); set `trainable` on its "
+            "layers yourself."
+        )
     names = {layer.name for layer in backbone.transformer_layers}
     unknown = [b for b in blocks if b not in names]
     if unknown or not blocks:

@@ -58,9 +58,11 @@ class LlamaFamily(Family):
     heads_key = "num_query_heads"
     kv_key: str | None = "num_key_value_heads"
     widen_keys = {
-        "hidden_dim": "the residual stream (heads added with it)",
+        "hidden_dim": "the residual stream (heads added with it; unchanged where "
+        "head_dim is set)",
         "intermediate_dim": "the feed-forward width",
-        "num_query_heads": "query heads (the stream grows with them)",
+        "num_query_heads": "query heads (the stream grows with them; unchanged "
+        "where head_dim is set)",
         "num_key_value_heads": "key/value heads",
     }
     layouts = [

@@ -18,7 +18,9 @@ growth of the stream, the heads and the blocks applies. What differs:
   kernel, each half copied by that mapping). Qwen-MoE adds a shared expert
   (``shared_expert_intermediate_dim``) and its sigmoid gate (reads the
   stream); ``intermediate_dim`` of the Qwen MoE families is the width of
-  their dense blocks (``mlp_only_layers``).
+  their dense blocks (``mlp_only_layers``; keras-hub 0.32 builds every
+  Qwen-MoE block with the index 0, so its blocks are all dense when
+  ``mlp_only_layers`` holds 0, all sparse otherwise).
 * An inserted block copies its source with the attention output, every
   expert's down projection and the shared expert's at zero: the identity.
   Qwen3-MoE chooses dense or sparse blocks by index (``mlp_only_layers``,

@@ -155,3 +155,16 @@ def test_lm_growth_quick(tmp_path, capsys):
     out.unlink()  # rebuilt from the seed file alone
     assert lm.main(["--quick", "--noise", "0", "--summarise", "--out", str(out)]) == 0
     assert json.loads(out.read_text())["seeds"] == [0]
+
+
+def test_keras_io_coverage_runs_on_some_models(tmp_path, capsys):
+    coverage = load("keras_io_coverage")
+    out = tmp_path / "io.json"
+    models = ["conv1d_text", "wide_and_deep", "siamese"]
+    assert coverage.main(["--models", *models, "--out", str(out)]) == 0
+    rows = {r["model"]: r for r in json.loads(out.read_text())["rows"]}
+    assert rows["conv1d_text"]["exact"] == rows["conv1d_text"]["tried"] == 8
+    assert rows["wide_and_deep"]["exact"] == rows["wide_and_deep"]["tried"] == 4
+    # the shared embedding network is refused, with the reason
+    assert any("shared" in why for why in rows["siamese"]["refused"])
+    assert "all: " in capsys.readouterr().out

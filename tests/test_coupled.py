@@ -169,10 +169,16 @@ BAD = [
         r"'add'.*derived",
     ),
     (
-        "projection shortcut block",
+        "random init of a new block after a projection shortcut",
         lambda: _projection_model(),
+        lambda m: kn.deepen(m, after="add", method="random"),
+        r"'add'.*starts at zero",
+    ),
+    (
+        "new block after a channels_first stream",
+        lambda: _projection_model("channels_first"),
         lambda m: kn.deepen(m, after="add"),
-        r"'add'.*identity-shortcut",
+        r"'add'.*channels-last",
     ),
     (
         "residual deepening of a Sequential model",
@@ -212,12 +218,47 @@ def _concat_add_model():
     return randomize_weights(keras.Model(inputs, L.Dense(2, name="out")(x)))
 
 
-def _projection_model():
-    inputs = keras.Input((4,))
-    a = L.Dense(3, name="short")(inputs)
-    b = L.Dense(3, name="branch")(inputs)
+def _projection_model(data_format=None):
+    if data_format is None:
+        inputs, layer, extra = keras.Input((4,)), L.Dense, {}
+    else:
+        inputs, layer = keras.Input((4, 5, 5)), L.Conv2D
+        extra = {"kernel_size": 1, "data_format": data_format}
+    a = layer(3, name="short", **extra)(inputs)
+    b = layer(3, name="branch", **extra)(inputs)
     x = L.Add(name="add")([a, b])
-    return randomize_weights(keras.Model(inputs, L.Dense(2, name="out")(x)))
+    return randomize_weights(keras.Model(inputs, layer(2, name="out", **extra)(x)))
+
+
+@pytest.mark.parametrize("shape", [(4,), (6, 4), (6, 6, 4)])
+def test_deepen_after_a_projection_shortcut_inserts_a_new_block(shape):
+    # x = short(in) + branch(in): no identity-shortcut block to copy, so a
+    # new one on the stream (Dense or Conv of the stream's rank, end at zero).
+    layer = {1: L.Dense, 2: L.Conv1D, 3: L.Conv2D}[len(shape)]
+    extra = {} if layer is L.Dense else {"kernel_size": 1}
+    inputs = keras.Input(shape)
+    a = layer(3, name="short", **extra)(inputs)
+    b = layer(3, name="branch", activation="relu", **extra)(inputs)
+    x = L.Add(name="add")([a, b])
+    model = randomize_weights(keras.Model(inputs, layer(2, name="out", **extra)(x)))
+    x = np.random.default_rng(0).normal(size=(2, *shape)).astype("float32")
+    before = snapshot(model)
+    grown = kn.deepen(model, after="add")
+    assert_unchanged(model, before)
+    old = {existing.name for existing in model.layers}
+    new = [
+        inserted
+        for inserted in grown.layers
+        if inserted.name not in old and not isinstance(inserted, L.InputLayer)
+    ]
+    assert [type(inserted) for inserted in new] == [layer, layer, L.Add]
+    assert not keras.ops.convert_to_numpy(new[1].kernel).any()
+    a = keras.ops.convert_to_numpy(model(x))
+    b = keras.ops.convert_to_numpy(grown(x))
+    assert np.max(np.abs(a - b)) / np.max(np.abs(a)) <= TOL
+    assert "closes no identity-shortcut block" in kn.describe_growth(
+        model, kn.Deepen(after="add")
+    )
 
 
 @pytest.mark.parametrize("case", BAD, ids=[c[0] for c in BAD])

@@ -2,7 +2,10 @@
 
 `plan_deepen` inserts an identity copy of a layer (Net2DeeperNet), a residual
 branch that starts at zero (``residual=True``), or a copy of a whole residual
-block whose branch output is zero (``after=`` an Add: `blocks`).
+block whose branch output is zero (``after=`` an Add: `blocks`). After an Add
+that closes no identity-shortcut block (a projection shortcut, a U-Net skip),
+it inserts a new block on the stream instead: a residual branch of two fresh
+Dense/Conv layers, the second at zero.
 """
 
 import keras
@@ -13,6 +16,7 @@ from keras_net2net.surgery.graph import LayerGraph
 from keras_net2net.surgery.handlers.merging import is_residual_add
 from keras_net2net.surgery.plan.blocks import block_values
 from keras_net2net.surgery.plan.blocks import plan_block
+from keras_net2net.surgery.plan.blocks import residual_branch
 from keras_net2net.surgery.plan.data import OUT
 from keras_net2net.surgery.plan.data import Call
 from keras_net2net.surgery.plan.data import Insertion
@@ -63,7 +67,17 @@ def plan_deepen(
                 f"is inside the nested model '{node.path[-1].name}'; residual "
                 "branches and blocks are inserted in the top-level graph only.",
             )
-    if is_residual_add(target) and not residual:
+    if is_residual_add(target) and (
+        residual or (blocks == 1 and residual_branch(graph, node) is None)
+    ):
+        if method != H.IDENTITY:
+            raise ValueError(
+                f"`method`: after '{target.name}' deepen() inserts a residual "
+                "branch that starts at zero; method='random' does not apply to "
+                f"it. Received: method={method!r}. Valid: method='identity'."
+            )
+        return _plan_stream_block(graph, target, node, taken, name, kernel_size, seed)
+    if is_residual_add(target):
         return plan_block(
             graph, target, node, taken, name, init, seed, blocks, method=method
         )
@@ -176,6 +190,79 @@ def _plan_residual(graph, target, node, handler, taken, name, kernel_size, seed)
     plan = Plan(
         f"deepen after '{target.name}': insert residual branch '{names[0]}' -> "
         f"'{names[1]}' (zero-initialised) and '{add_name}'"
+    )
+    layers = [(expand, None), (project, None), (add, None)]
+    insert_after(plan, node, Insertion(calls, add.name, layers), rename)
+    return plan
+
+
+_STREAM_LAYERS = {2: keras.layers.Dense, 3: keras.layers.Conv1D}
+_STREAM_LAYERS.update({4: keras.layers.Conv2D, 5: keras.layers.Conv3D})
+
+
+def _plan_stream_block(graph, target, node, taken, name, kernel_size, seed):
+    """After an Add: ``x + project(relu(expand(x)))`` with ``project`` at zero.
+
+    A new block on the stream, for an Add that closes no identity-shortcut
+    block to copy: fresh Dense (a vector stream) or Conv layers (kernel 3,
+    ``"same"`` padding; channels last), as wide as the stream.
+    """
+    output = node.outputs[0]
+    rank = len(graph.shape(output))
+    layer_class = _STREAM_LAYERS.get(rank)
+    producers = [graph.producer(key) for key in node.inputs]
+    formats = {getattr(p.op, "data_format", "channels_last") for p in producers if p}
+    if layer_class is None or "channels_first" in formats:
+        raise H.unsupported(
+            target,
+            "closes no identity-shortcut block to copy, and a new block after "
+            f"it needs a channels-last stream of rank 2 to 5 (this one: rank "
+            f"{rank}, {sorted(formats)}).",
+        )
+    width = graph.width(output)
+    base = name or f"{target.name}_residual"
+    names = [unique_name(f"{base}_{part}", taken) for part in ("expand", "project")]
+    add_name, rename = output_swap(
+        graph, node, unique_name(base if name else f"{base}_add", taken)
+    )
+    dtype = getattr(target, "dtype_policy", None)
+    common = dict(use_bias=True, bias_initializer="zeros", dtype=dtype)
+    if layer_class is not keras.layers.Dense:
+        common["padding"] = "same"
+    expand = layer_class(
+        width,
+        **(
+            {}
+            if layer_class is keras.layers.Dense
+            else {"kernel_size": kernel_size or 3}
+        ),
+        activation="relu",
+        kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
+        name=names[0],
+        **common,
+    )
+    project = layer_class(
+        width,
+        **({} if layer_class is keras.layers.Dense else {"kernel_size": 1}),
+        kernel_initializer="zeros",
+        name=names[1],
+        **common,
+    )
+    add = keras.layers.Add(name=add_name, dtype=dtype)
+    calls = [
+        Call(expand, (OUT,)),
+        Call(project, (expand.name,)),
+        Call(add, ([OUT, project.name],)),
+    ]
+    plan = Plan(
+        f"deepen after '{target.name}': it closes no identity-shortcut block to "
+        f"copy, so a new block: residual branch '{names[0]}' -> '{names[1]}' "
+        f"(zero-initialised) and '{add_name}'"
+    )
+    plan.details.append(
+        f"'{target.name}' closes no identity-shortcut block to copy (a projection "
+        "shortcut or a skip connection): a new block on the stream, whose "
+        "zero-initialised branch end keeps the function"
     )
     layers = [(expand, None), (project, None), (add, None)]
     insert_after(plan, node, Insertion(calls, add.name, layers), rename)

@@ -188,6 +188,19 @@ def recurrent():
     return randomize_weights(keras.Model(inputs, L.Dense(3, name="head")(x)))
 
 
+def bidirectional():
+    """Bidirectional LSTM (concat), GRU (sum) and SimpleRNN (ave) layers over a
+    projected sequence."""
+    inputs = keras.Input((6, 5))
+    x = L.Dense(8, name="proj")(inputs)
+    x = L.Bidirectional(L.LSTM(4, return_sequences=True), name="bi_lstm")(x)
+    x = L.Bidirectional(
+        L.GRU(5, return_sequences=True), merge_mode="sum", name="bi_gru"
+    )(x)
+    x = L.Bidirectional(L.SimpleRNN(3), merge_mode="ave", name="bi_rnn")(x)
+    return randomize_weights(keras.Model(inputs, L.Dense(3, name="head")(x)))
+
+
 def group_norm():
     """GroupNormalization (channels_last and channels_first, groups=-1 too)
     in a diffusion-UNet-style residual block (no spatial size equals a channel
@@ -218,5 +231,6 @@ BUILDERS = {
     "channels_first": channels_first,
     "decoder": decoder,
     "recurrent": recurrent,
+    "bidirectional": bidirectional,
     "group_norm": group_norm,
 }

@@ -15,7 +15,7 @@ from keras_net2net.surgery.handlers.merging import is_residual_add
 
 L = keras.layers
 GROWABLE = (L.Dense, L.Conv2D, L.DepthwiseConv2D, L.SeparableConv2D, L.Conv2DTranspose)
-GROWABLE += (L.LSTM, L.GRU, L.SimpleRNN)
+GROWABLE += (L.LSTM, L.GRU, L.SimpleRNN, L.Bidirectional)
 
 # (model, operation, layer) -> what the refusal must say; everything else is exact
 REFUSALS = {
@@ -31,11 +31,10 @@ REFUSALS = {
     ("sequential_chain", "deepen", "fc"): r"'fc'.*'gelu'",
     ("channels_first", "widen", "head"): r"model output",
     ("channels_first", "deepen", "se_expand"): r"'se_expand'.*'sigmoid'",
-    ("channels_first", "deepen", "fc_add"): r"'fc_add'.*residual block",
     ("decoder", "widen", "out"): r"model output",
-    ("decoder", "deepen", "merge"): r"'merge'.*residual block",
     ("recurrent", "widen", "head"): r"model output",
     ("recurrent", "deepen", "lstm"): r"'lstm'.*returns 3 outputs",
+    ("bidirectional", "widen", "head"): r"model output",
     ("group_norm", "widen", "head"): r"model output",
 }
 
@@ -67,7 +66,9 @@ def test_every_layer_widens_and_deepens_exactly(name):
         if kind == "widen":
             group = kn.coupled_layers(model, op) if expected is None else None
             width = group.width if group else 8
-            units = 2 * width if group is not None and group.uniform else width + 3
+            halves = group is not None and any(r.groups > 1 for r in group.core_rules())
+            uniform = group is not None and (group.uniform or halves)
+            units = 2 * width if uniform else width + 3
 
             def grow(op=op, units=units):
                 return kn.widen(model, op, units, seed=1)
@@ -378,7 +379,13 @@ def test_optimizer_slots_follow_the_group_mapping():
 
 
 @pytest.mark.parametrize(
-    "name, layer", [("recurrent", "lstm"), ("group_norm", "stem"), ("decoder", "up1")]
+    "name, layer",
+    [
+        ("recurrent", "lstm"),
+        ("bidirectional", "bi_lstm"),
+        ("group_norm", "stem"),
+        ("decoder", "up1"),
+    ],
 )
 def test_new_layer_families_save_and_load_after_growth(tmp_path, name, layer):
     model = BUILDERS[name]()
@@ -454,3 +461,49 @@ def test_growmodel_with_adam_through_recurrent_and_transposed_layers(name, growt
     assert slot.shape != old.shape and np.any(slot)
     kept = tuple(slice(0, n) for n in old.shape)
     np.testing.assert_allclose(slot[kept][..., :1], old[..., :1], atol=1e-6)
+
+
+def test_growmodel_with_adam_through_bidirectional_layers():
+    model = BUILDERS["bidirectional"]()
+    model.compile(keras.optimizers.Adam(0.01), "mse")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, 6, 5)).astype("float32")
+    y = rng.normal(size=(16, 3)).astype("float32")
+    before, after = OutputProbe(x[:4]), OutputProbe(x[:4])
+    growth = [kn.Widen("bi_lstm", 16), kn.Widen("bi_gru", 8), kn.Deepen("bi_rnn")]
+    grow = kn.GrowModel({1: growth})
+    history = model.fit(
+        x, y, epochs=2, batch_size=8, verbose=0, callbacks=[before, grow, after]
+    )
+    b, a = before.out[1], after.out[1]
+    assert np.abs(a - b).max() <= TOL * np.abs(b).max()  # exact at the growth
+    assert np.all(np.isfinite(history.history["loss"]))
+    layer = model.get_layer("bi_lstm")
+    assert layer.forward_layer.units == layer.backward_layer.units == 8
+    assert model.get_layer("bi_gru").forward_layer.units == 8
+    assert int(model.optimizer.iterations) == 4
+
+
+def test_bidirectional_slots_follow_each_directions_mapping():
+    model = BUILDERS["bidirectional"]()
+    model.compile(keras.optimizers.Adam(0.01), "mse")
+    rng = np.random.default_rng(0)
+    model.train_on_batch(rng.normal(size=(8, 6, 5)), rng.normal(size=(8, 3)))
+
+    def moment(layer):
+        kernel = layer.backward_layer.cell.kernel
+        optimizer = model.optimizer
+        index = {id(v): i for i, v in enumerate(optimizer._trainable_variables)}
+        return keras.ops.convert_to_numpy(optimizer._momentums[index[id(kernel)]])
+
+    old = moment(model.get_layer("bi_lstm"))  # (8 inputs, 4 gates x 4 units)
+    kn.grow_in_place(model, kn.Widen("bi_lstm", 16))
+    new = moment(model.get_layer("bi_lstm"))  # (8, 4 gates x 8 units)
+    assert old.shape == (8, 16) and new.shape == (8, 32)
+    for gate in range(4):
+        old_columns = old[:, 4 * gate : 4 * gate + 4].T
+        new_columns = new[:, 8 * gate : 8 * gate + 8].T
+        # every new unit's moments copy an old unit's of the same gate
+        for column in new_columns:
+            assert np.min(np.abs(old_columns - column).max(1)) <= 1e-7
+        assert np.allclose(new_columns[:4], old_columns)  # old units stay first

@@ -292,6 +292,9 @@ def find_group(graph: LayerGraph, seed: Node, source_name: str) -> ChannelGroup:
             check_axis(node, key, axis, out_axis, "writes")
             if visit(node, "writer"):
                 group.writers.append(node)
+                rule = handler.output_rule(node.op, node, graph, axis)
+                if rule is not None:
+                    group.rules.append((node, rule, key))
                 for i in handler.channel_outputs(node.op, node, graph):
                     add_core(node.outputs[i], axis, writer=node)
         elif role == H.SAME:

@@ -360,6 +360,18 @@ class UnitsHandler(Handler):
         """
         raise unsupported(layer, "cannot read widened channels.")
 
+    def output_rule(
+        self, layer: Any, node: Node, graph: LayerGraph, axis: int
+    ) -> MappingRule | None:
+        """What the layer needs of the mapping of the units it writes.
+
+        `mapping_rule` constrains the channels a layer reads; this, those it
+        writes (None, the default: any mapping). ``Bidirectional`` with
+        ``merge_mode="concat"`` writes ``[forward | backward]`` units: each
+        half must copy units of its own half (``MappingRule(groups=2)``).
+        """
+        return None
+
     def internal_width(self, layer: Any) -> int | None:
         """Width of the axis widened when ``layer`` itself is the target.
 

@@ -16,7 +16,16 @@ cell and hidden state as its original at every step, whatever the
 activations. A widened input divides the kernel's rows. ``deepen`` after a
 recurrent layer (one output) inserts an identity Dense on its output; an
 initial state passed from another layer is refused by name.
+
+``Bidirectional`` runs two such layers, one over the reversed sequence. With
+``merge_mode="concat"`` its output is ``[forward units | backward units]``:
+the group's mapping keeps the two runs (each new half copies units of its
+own half, `MappingRule` ``groups=2``), and each direction is widened by its
+half. With ``"sum"``, ``"ave"`` or ``"mul"`` both directions share the
+output's mapping (a copied unit's sum, mean or product is a copy too).
 """
+
+import copy
 
 import keras
 
@@ -26,6 +35,8 @@ from keras_net2net.surgery.handlers.base import copy_transform
 from keras_net2net.surgery.handlers.base import unsupported
 from keras_net2net.surgery.handlers.core import check_plain_float
 from keras_net2net.surgery.handlers.core import identity_dense
+from keras_net2net.transforms import MappingRule
+from keras_net2net.transforms import WidthMapping
 from keras_net2net.transforms import concat_mappings
 
 
@@ -86,8 +97,139 @@ class RecurrentHandler(UnitsHandler):
         return LayerChange().add("kernel", options.reader(mapping, seeds, axis=0))
 
 
+_GATES = {"SimpleRNN": 1, "GRU": 3, "LSTM": 4}
+MERGES = ("concat", "sum", "ave", "mul")
+
+
+class BidirectionalHandler(UnitsHandler):
+    """``Bidirectional`` around an LSTM, GRU or SimpleRNN (module docstring)."""
+
+    identity_deepening = True
+
+    def _directions(self, layer):
+        """``(forward, backward, their handler)``."""
+        forward, backward = layer.forward_layer, layer.backward_layer
+        gates = _GATES.get(type(forward).__name__)
+        if (
+            gates is None
+            or type(forward)
+            not in (keras.layers.LSTM, keras.layers.GRU, keras.layers.SimpleRNN)
+            or type(backward) is not type(forward)
+            or int(backward.units) != int(forward.units)
+        ):
+            raise unsupported(
+                layer,
+                "wraps a layer other than an LSTM, GRU or SimpleRNN (with a "
+                "backward layer of the same type and units); only those grow.",
+            )
+        return forward, backward, RecurrentHandler(gates)
+
+    def check(self, layer):
+        forward, backward, handler = self._directions(layer)
+        handler.check(forward)
+        handler.check(backward)
+        if layer.merge_mode not in MERGES or getattr(layer, "return_state", False):
+            raise unsupported(
+                layer,
+                f"has merge_mode={layer.merge_mode!r} (return_state="
+                f"{getattr(layer, 'return_state', False)}); it grows with one "
+                f"output and merge_mode in {MERGES}.",
+            )
+
+    def width(self, layer):
+        units = int(layer.forward_layer.units)
+        return 2 * units if layer.merge_mode == "concat" else units
+
+    def output_rule(self, layer, node, graph, axis):
+        if layer.merge_mode != "concat":
+            return None
+        return MappingRule(
+            groups=2,
+            reason=f"'{layer.name}' concatenates its forward and backward units",
+        )
+
+    def channel_outputs(self, layer, node, graph):
+        states = [label for label in node.labels if label not in (0, "mask")]
+        if states:
+            raise unsupported(
+                layer,
+                "is called with an initial state from another layer; that "
+                "state has the old number of units, so the layer cannot be "
+                "widened on its own.",
+            )
+        return super().channel_outputs(layer, node, graph)
+
+    def deeper_layer(self, layer, name, *, method, kernel_size=None, seed=None):
+        return identity_dense(layer, self.width(layer), name, method, seed)
+
+    def init_key(self, layer, variable):
+        return None
+
+    def _each(self, layer, changes):
+        """One change of ``layer`` from per-direction changes of the inner layers."""
+        combined = LayerChange()
+        for inner, change in changes:
+            prefix = f"{inner.name}/{inner.cell.name}"
+            for key, chain in change.transforms.items():
+                for transform in chain:
+                    combined.add(f"{prefix}/{key}", transform)
+        return combined
+
+    def widen_out(self, layer, mapping, options, seeds):
+        forward, backward, handler = self._directions(layer)
+        units = int(forward.units)
+        if layer.merge_mode == "concat":
+            half = mapping.new_width // 2
+            indices = mapping.indices
+            second = indices[half:]
+            mappings = [
+                WidthMapping(indices[:half], units),
+                WidthMapping(second - units * (second >= 0), units),
+            ]
+        else:
+            half, mappings = mapping.new_width, [mapping, mapping]
+        change = self._each(
+            layer,
+            [
+                (inner, handler.widen_out(inner, g, options, seeds))
+                for inner, g in zip((forward, backward), mappings)
+            ],
+        )
+        change.config.update(_inner_configs(layer, units=half))
+        return change
+
+    def widen_in(self, layer, mapping, options, seeds, position=0, node=None):
+        forward, backward, handler = self._directions(layer)
+        change = self._each(
+            layer,
+            [
+                (inner, handler.widen_in(inner, mapping, options, seeds))
+                for inner in (forward, backward)
+            ],
+        )
+        # Rebuilt on the wider input (a units change, if any, overrides).
+        change.defaults.update(_inner_configs(layer))
+        return change
+
+
+def _inner_configs(layer, units=None):
+    """The wrapped layers' configs, without their built input shape."""
+    config = layer.get_config()
+    entries = {}
+    for key in ("layer", "backward_layer"):
+        if config.get(key) is None:
+            continue
+        entry = copy.deepcopy(config[key])
+        entry.pop("build_config", None)
+        if units is not None:
+            entry["config"]["units"] = units
+        entries[key] = entry
+    return entries
+
+
 def register(register_handler):
     L = keras.layers
     register_handler(L.SimpleRNN, RecurrentHandler(1))
     register_handler(L.GRU, RecurrentHandler(3))
     register_handler(L.LSTM, RecurrentHandler(4))
+    register_handler(L.Bidirectional, BidirectionalHandler())

@@ -33,7 +33,6 @@ REFUSALS = {
     ("channels_first", "deepen", "se_expand"): r"'se_expand'.*'sigmoid'",
     ("decoder", "widen", "out"): r"model output",
     ("recurrent", "widen", "head"): r"model output",
-    ("recurrent", "deepen", "lstm"): r"'lstm'.*returns 3 outputs",
     ("bidirectional", "widen", "head"): r"model output",
     ("group_norm", "widen", "head"): r"model output",
 }

@@ -206,7 +206,14 @@ class _Builder:
                 args, kwargs = internals.fill_arguments(node, tensors)
                 result = new_op(*args, **kwargs)
                 for insertion in insertions:
-                    result = _call_insertion(insertion, result, tensors)
+                    if insertion.index is None:
+                        result = _call_insertion(insertion, result, tensors)
+                    else:  # one of several outputs; the others pass on
+                        result = list(keras.tree.flatten(result))
+                        followed = result[insertion.index]
+                        result[insertion.index] = _call_insertion(
+                            insertion, followed, tensors
+                        )
                 outputs = keras.tree.flatten(result)
             for old, new in zip(old_outputs, outputs):
                 tensors[id(old)] = new

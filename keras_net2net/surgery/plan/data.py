@@ -47,12 +47,16 @@ class Insertion:
             shape).
         sequential: the layers in order, if they form a plain chain (the only
             insertion a Sequential model can hold), else None.
+        index: for an operation with several outputs (a recurrent layer with
+            ``return_state=True``), the output the insertion follows; the
+            others pass on unchanged. None: the operation's only output.
     """
 
     calls: list
     output: str
     layers: list
     sequential: list | None = None
+    index: int | None = None
 
     @classmethod
     def chain(cls, layers: list) -> "Insertion":

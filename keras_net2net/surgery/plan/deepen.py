@@ -113,14 +113,21 @@ def plan_deepen(
             "Dense, Conv, DepthwiseConv and SeparableConv layers, and copies "
             "residual blocks after an Add.",
         )
-    if len(node.outputs) > 1:
+    several = len(node.outputs) > 1
+    if several and (
+        isinstance(model, keras.Sequential) or graph.is_output(node.outputs[0])
+    ):
         raise H.unsupported(
             target,
-            f"returns {len(node.outputs)} outputs (e.g. return_state=True); "
-            "deepen() inserts an identity layer after a layer with one output.",
+            f"returns {len(node.outputs)} outputs (e.g. return_state=True) and "
+            "its first output is a model output (or it is in a Sequential "
+            "model); deepen() inserts after the first output of such a layer "
+            "only inside a Functional graph.",
         )
     new_name = unique_name(name or f"{target.name}_deeper", taken)
     final_name, rename = output_swap(graph, node, new_name)
+    if several:
+        final_name, rename = new_name, None  # the first output is not an output
     new_layer, values = handler.deeper_layer(
         target, final_name, method=method, kernel_size=kernel_size, seed=seed
     )
@@ -128,7 +135,15 @@ def plan_deepen(
         f"deepen after '{target.name}': insert '{final_name}' "
         f"({type(new_layer).__name__}, {method})"
     )
-    insert_after(plan, node, Insertion.chain([(new_layer, values)]), rename)
+    insertion = Insertion.chain([(new_layer, values)])
+    if several:
+        insertion.index = 0
+        plan.details.append(
+            f"'{target.name}' returns {len(node.outputs)} outputs: "
+            f"'{final_name}' follows the first (its sequence or last output); "
+            "the others (its states) pass on unchanged"
+        )
+    insert_after(plan, node, insertion, rename)
     return plan
 
 

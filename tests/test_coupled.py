@@ -506,3 +506,28 @@ def test_bidirectional_slots_follow_each_directions_mapping():
         for column in new_columns:
             assert np.min(np.abs(old_columns - column).max(1)) <= 1e-7
         assert np.allclose(new_columns[:4], old_columns)  # old units stay first
+
+
+@pytest.mark.parametrize("rnn", [L.LSTM, L.GRU, L.SimpleRNN])
+def test_an_encoder_and_the_decoder_it_initialises_grow_together(rnn):
+    # keras.io's character-level seq2seq: the decoder starts from the
+    # encoder's states, so both layers' units share one mapping.
+    encoder_inputs = keras.Input((None, 5))
+    encoded = rnn(6, return_state=True, name="encoder")(encoder_inputs)
+    decoder_inputs = keras.Input((None, 4))
+    decoded = rnn(6, return_sequences=True, name="decoder")(
+        decoder_inputs, initial_state=encoded[1:]
+    )
+    outputs = L.Dense(4, name="head")(decoded)
+    model = randomize_weights(keras.Model([encoder_inputs, decoder_inputs], outputs))
+    rng = np.random.default_rng(0)
+    x = [rng.normal(size=(2, 7, 5)), rng.normal(size=(2, 5, 4))]
+    x = [v.astype("float32") for v in x]
+    group = kn.coupled_layers(model, "decoder")
+    assert {n.op.name for n in group.writers} == {"encoder", "decoder"}
+    for target in ("encoder", "decoder"):
+        grown = kn.widen(model, target, 10, seed=0)
+        assert grown.get_layer("encoder").units == grown.get_layer("decoder").units
+        assert relative_difference(model, grown, x) <= TOL
+    grown = kn.deepen(model, after="encoder")  # its sequence; states pass on
+    assert relative_difference(model, grown, x) <= TOL

@@ -282,6 +282,20 @@ def find_group(graph: LayerGraph, seed: Node, source_name: str) -> ChannelGroup:
         if rule is not None:
             group.rules.append((node, rule, key))
 
+    def add_writer(handler, node, key, axis):
+        if not visit(node, "writer"):
+            return
+        group.writers.append(node)
+        rule = handler.output_rule(node.op, node, graph, axis)
+        if rule is not None:
+            group.rules.append((node, rule, key))
+        for i in handler.channel_outputs(node.op, node, graph):
+            add_core(node.outputs[i], axis, writer=node)
+        # Inputs that carry the layer's own units (a recurrent layer's
+        # initial state) share its mapping.
+        for i in handler.coupled_inputs(node.op, node, graph):
+            add_core(node.inputs[i], axis)
+
     def backward(key, axis):
         node = graph.producer(key)
         assert node is not None  # model inputs were refused by check_ends
@@ -290,13 +304,7 @@ def find_group(graph: LayerGraph, seed: Node, source_name: str) -> ChannelGroup:
         if role == H.UNITS:
             out_axis = handler.output_axis(node.op, node, graph, declared)
             check_axis(node, key, axis, out_axis, "writes")
-            if visit(node, "writer"):
-                group.writers.append(node)
-                rule = handler.output_rule(node.op, node, graph, axis)
-                if rule is not None:
-                    group.rules.append((node, rule, key))
-                for i in handler.channel_outputs(node.op, node, graph):
-                    add_core(node.outputs[i], axis, writer=node)
+            add_writer(handler, node, key, axis)
         elif role == H.SAME:
             in_axis = declared
             if in_axis is None:  # the input axis that lands on ``axis``
@@ -333,6 +341,15 @@ def find_group(graph: LayerGraph, seed: Node, source_name: str) -> ChannelGroup:
             handler, role = _handler(node, source_name, graph, axis)
             declared = _declared_axis(handler, node, graph)
             in_axis = axis if declared is None else declared
+            if role == H.UNITS and position in handler.coupled_inputs(
+                node.op, node, graph
+            ):
+                # The layer's own units start from these channels: it is
+                # widened with them (a decoder LSTM whose initial state is
+                # the encoder's).
+                check_axis(node, key, axis, in_axis, "reads")
+                add_writer(handler, node, key, axis)
+                continue
             if role == H.UNITS:
                 if position not in handler.reads(node.op, node):
                     raise H.unsupported(

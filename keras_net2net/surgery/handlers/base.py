@@ -360,6 +360,16 @@ class UnitsHandler(Handler):
         """
         raise unsupported(layer, "cannot read widened channels.")
 
+    def coupled_inputs(self, layer: Any, node: Node, graph: LayerGraph) -> list[int]:
+        """Positions of inputs whose channels are the layer's own units.
+
+        A recurrent layer called with ``initial_state=`` starts from those
+        states, so they share the mapping of the units it writes: widening
+        either widens both (an encoder-decoder's two LSTMs grow together).
+        None by default.
+        """
+        return []
+
     def output_rule(
         self, layer: Any, node: Node, graph: LayerGraph, axis: int
     ) -> MappingRule | None:

@@ -14,8 +14,10 @@ the recurrent kernel also divides its rows (it reads the previous state,
 whose units are copied): every copy of a unit then computes the same gates,
 cell and hidden state as its original at every step, whatever the
 activations. A widened input divides the kernel's rows. ``deepen`` after a
-recurrent layer (one output) inserts an identity Dense on its output; an
-initial state passed from another layer is refused by name.
+recurrent layer inserts an identity Dense on its (first) output. An initial
+state passed from another layer carries the layer's own units: the layer
+and the state's writer share one mapping (`coupled_inputs`), so an encoder
+and a decoder LSTM grow together.
 
 ``Bidirectional`` runs two such layers, one over the reversed sequence. With
 ``merge_mode="concat"`` its output is ``[forward units | backward units]``:
@@ -68,16 +70,9 @@ class RecurrentHandler(UnitsHandler):
     def width(self, layer):
         return int(layer.units)
 
-    def channel_outputs(self, layer, node, graph):
-        states = [label for label in node.labels if label not in (0, "mask")]
-        if states:
-            raise unsupported(
-                layer,
-                "is called with an initial state from another layer; that "
-                "state has the old number of units, so the layer cannot be "
-                "widened on its own.",
-            )
-        return super().channel_outputs(layer, node, graph)
+    def coupled_inputs(self, layer, node, graph):
+        # The initial state (every input but the sequence and its mask).
+        return [i for i, label in enumerate(node.labels) if label not in (0, "mask")]
 
     def init_key(self, layer, variable):
         return None  # the cell owns the initializers: values are assigned

@@ -531,3 +531,36 @@ def test_an_encoder_and_the_decoder_it_initialises_grow_together(rnn):
         assert relative_difference(model, grown, x) <= TOL
     grown = kn.deepen(model, after="encoder")  # its sequence; states pass on
     assert relative_difference(model, grown, x) <= TOL
+
+
+def test_a_shared_layer_is_followed_by_one_shared_identity_layer(tmp_path):
+    # keras.io's Attention example: one embedding and one Conv1D applied to
+    # the query and to the value.
+    query, value = (
+        keras.Input((None,), dtype="int32"),
+        keras.Input((None,), dtype="int32"),
+    )
+    embedding = L.Embedding(20, 8, name="emb")
+    conv = L.Conv1D(8, 3, padding="same", name="conv")
+    q, v = conv(embedding(query)), conv(embedding(value))
+    attended = L.Attention(name="attention")([q, v])
+    pooled = L.Concatenate()(
+        [L.GlobalAveragePooling1D()(q), L.GlobalAveragePooling1D()(attended)]
+    )
+    model = randomize_weights(
+        keras.Model([query, value], L.Dense(2, name="out")(pooled))
+    )
+    rng = np.random.default_rng(0)
+    x = [rng.integers(0, 20, (2, 6)).astype("int32") for _ in range(2)]
+    for after in ("emb", "conv"):
+        grown = kn.deepen(model, after=after)
+        new = grown.get_layer(f"{after}_deeper")
+        assert len(grown.layers) == len(model.layers) + 1
+        # one layer, called after each call
+        assert len(kn.surgery.LayerGraph(grown).calls(new)) == 2
+        assert relative_difference(model, grown, x) <= TOL
+    grown.save(tmp_path / "shared.keras")
+    loaded = keras.models.load_model(tmp_path / "shared.keras")
+    assert relative_difference(grown, loaded, x) <= TOL
+    with pytest.raises(ValueError, match=r"'conv'.*shared"):
+        kn.widen(model, "conv", 12)

@@ -47,7 +47,13 @@ def plan_deepen(
     handler = H.get_handler(target)
     if handler is not None:
         handler.check(target)
-    node = single_call(graph, target, "be followed by a new layer")
+    calls = graph.calls(target)
+    if len(calls) > 1 and _shared_identity(graph, target, handler, calls, residual):
+        # A shared layer (one network applied to two inputs): one identity
+        # layer, shared too, follows every call.
+        node = calls[0]
+    else:
+        node = single_call(graph, target, "be followed by a new layer")
     taken = graph.names()
     if name is not None and name in taken:
         raise ValueError(
@@ -282,3 +288,22 @@ def _plan_stream_block(graph, target, node, taken, name, kernel_size, seed):
     layers = [(expand, None), (project, None), (add, None)]
     insert_after(plan, node, Insertion(calls, add.name, layers), rename)
     return plan
+
+
+def _shared_identity(graph, target, handler, calls, residual):
+    """Whether a shared ``target`` can be followed by one shared identity layer.
+
+    Every call must have one output that is not a model output, and the
+    layer must take an identity copy (not an Add or a block).
+    """
+    return (
+        not residual
+        and not is_residual_add(target)
+        and handler is not None
+        and handler.identity_deepening
+        and not handler.copies_itself
+        and all(
+            len(node.outputs) == 1 and not graph.is_output(node.outputs[0])
+            for node in calls
+        )
+    )

@@ -562,5 +562,44 @@ def test_a_shared_layer_is_followed_by_one_shared_identity_layer(tmp_path):
     grown.save(tmp_path / "shared.keras")
     loaded = keras.models.load_model(tmp_path / "shared.keras")
     assert relative_difference(grown, loaded, x) <= TOL
-    with pytest.raises(ValueError, match=r"'conv'.*shared"):
+    # The query and the value widen together, but Attention's scores count
+    # copied channels twice: refused, saying why.
+    with pytest.raises(ValueError, match=r"'attention'.*count\s+twice"):
         kn.widen(model, "conv", 12)
+    grown = kn.widen(model, "emb", 12, seed=0)  # read by the shared conv
+    assert relative_difference(model, grown, x) <= TOL
+
+
+def test_a_shared_network_widens_once_for_all_its_calls(tmp_path):
+    # keras.io's Siamese network: one embedding network applied to two
+    # images; every call's readers are adjusted, its weights change once.
+    embedding = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            L.Conv2D(4, 3, activation="relu", name="conv"),
+            L.MaxPooling2D(2),
+            L.Flatten(),
+            L.BatchNormalization(name="bn"),
+            L.Dense(6, activation="relu", name="embed"),
+        ],
+        name="embedding",
+    )
+    left, right = keras.Input((8, 8, 1)), keras.Input((8, 8, 1))
+    distance = L.Subtract()([embedding(left), embedding(right)])
+    outputs = L.Dense(1, name="out")(L.Dense(5, activation="relu", name="fc")(distance))
+    model = randomize_weights(keras.Model([left, right], outputs))
+    rng = np.random.default_rng(0)
+    x = [rng.normal(size=(2, 8, 8, 1)).astype("float32") for _ in range(2)]
+    before = snapshot(model)
+    for target, units in (("conv", 7), ("embed", 9)):
+        grown = kn.widen(model, target, units, seed=0)
+        assert relative_difference(model, grown, x) <= TOL, target
+        nested = grown.get_layer("embedding")
+        assert (
+            nested.get_layer(target).count_params()
+            > embedding.get_layer(target).count_params()
+        )
+    assert_unchanged(model, before)
+    grown.save(tmp_path / "siamese.keras")
+    loaded = keras.models.load_model(tmp_path / "siamese.keras")
+    assert relative_difference(grown, loaded, x) <= TOL

@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+from conftest import TOL
 from conftest import assert_unchanged
 from conftest import build
 from conftest import randomize_weights
@@ -162,14 +163,22 @@ def test_channels_first_and_grouped_conv_are_rejected():
         kn.widen(model, "g", 8)
 
 
-def test_shared_layer_is_rejected():
+def test_a_shared_layer_takes_part_with_every_call():
+    # shared(shared(a)): the layer reads its own output, so its units and
+    # inputs are one group with a's; the second call writes a model output.
     shared = L.Dense(3, name="shared")
     inputs = keras.Input((3,))
     a = L.Dense(3, name="a")(inputs)
-    out = shared(shared(a))
-    model = keras.Model(inputs, out)
-    with pytest.raises(ValueError, match=r"'shared'.*shared"):
+    model = keras.Model(inputs, shared(shared(a)))
+    with pytest.raises(ValueError, match=r"'shared'.*model output"):
         kn.widen(model, "a", 6)
+    model = randomize_weights(keras.Model(inputs, L.Dense(2)(shared(shared(a)))))
+    x = np.random.default_rng(0).normal(size=(4, 3)).astype("float32")
+    grown = kn.widen(model, "a", 6)
+    assert grown.get_layer("shared").kernel.shape == (6, 6)
+    ref = keras.ops.convert_to_numpy(model(x))
+    diff = np.abs(keras.ops.convert_to_numpy(grown(x)) - ref).max()
+    assert diff <= TOL * np.abs(ref).max()
 
 
 def test_subclassed_model_is_rejected():

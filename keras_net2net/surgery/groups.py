@@ -144,14 +144,19 @@ def _handler(node, source_name, graph, axis=None):
             "handler with keras_net2net.register_handler.",
         )
     handler.check(op)
-    if handler.has_state and len(graph.calls(op)) > 1:
-        raise H.unsupported(
-            op,
-            f"is shared (called {len(graph.calls(op))} times) and is on the path "
-            f"of the channels of '{source_name}'; shared layers with weights "
-            "cannot be widened.",
-        )
     return handler, handler.role_of(op, node, graph, axis=axis)
+
+
+def _siblings(handler, node, graph):
+    """The other calls of a shared layer with weights (none for other layers).
+
+    One set of weights serves every call, so every call takes part in the
+    group the same way: a writer's calls all write the group's channels, a
+    reader's or a pass-through's calls all read them.
+    """
+    if not handler.has_state:
+        return []
+    return [other for other in graph.calls(node.op) if other is not node]
 
 
 def _producer_name(graph, key):
@@ -282,10 +287,21 @@ def find_group(graph: LayerGraph, seed: Node, source_name: str) -> ChannelGroup:
         if rule is not None:
             group.rules.append((node, rule, key))
 
+    def add_sibling_input(key, axis, is_derived):
+        # Another call of a shared layer reads the same kind of channels: a
+        # derived layout (after a Flatten) or the group's own.
+        if is_derived:
+            derived.append((key, axis))
+        else:
+            add_core(key, axis)
+
     def add_writer(handler, node, key, axis):
         if not visit(node, "writer"):
             return
         group.writers.append(node)
+        for other in _siblings(handler, node, graph):
+            for i in handler.channel_outputs(other.op, other, graph):
+                add_core(other.outputs[i], axis, writer=other)
         rule = handler.output_rule(node.op, node, graph, axis)
         if rule is not None:
             group.rules.append((node, rule, key))
@@ -324,10 +340,11 @@ def find_group(graph: LayerGraph, seed: Node, source_name: str) -> ChannelGroup:
                 positions = handler.channel_inputs(node.op, node, graph)
                 if positions:
                     add_rule(handler, node, node.inputs[positions[0]], in_axis)
-                for position in positions:
-                    add_core(node.inputs[position], in_axis)
-                for other in node.outputs:
-                    add_core(other, out_axis)
+                for call in [node, *_siblings(handler, node, graph)]:
+                    for position in positions:
+                        add_core(call.inputs[position], in_axis)
+                    for other in call.outputs:
+                        add_core(other, out_axis)
         else:
             raise H.unsupported(
                 node.op,
@@ -361,6 +378,8 @@ def find_group(graph: LayerGraph, seed: Node, source_name: str) -> ChannelGroup:
                 if visit(node, f"reader{position}"):
                     group.readers.append((node, position))
                     add_rule(handler, node, key, axis)
+                    for other in _siblings(handler, node, graph):
+                        add_sibling_input(other.inputs[position], axis, is_derived)
                 continue
             positions = handler.channel_inputs(node.op, node, graph)
             if position not in positions:
@@ -380,6 +399,8 @@ def find_group(graph: LayerGraph, seed: Node, source_name: str) -> ChannelGroup:
                 continue
             group.passes.append(node)
             add_rule(handler, node, key, axis)
+            for other in _siblings(handler, node, graph):
+                add_sibling_input(other.inputs[position], axis, is_derived)
             if is_derived:
                 if len([p for p in positions if p != position]) > 0:
                     raise H.unsupported(

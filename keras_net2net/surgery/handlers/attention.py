@@ -26,6 +26,7 @@ import keras
 import numpy as np
 
 from keras_net2net.surgery.handlers.base import LayerChange
+from keras_net2net.surgery.handlers.base import PassThroughHandler
 from keras_net2net.surgery.handlers.base import UnitsHandler
 from keras_net2net.surgery.handlers.base import copy_transform
 from keras_net2net.surgery.handlers.base import unsupported
@@ -240,7 +241,34 @@ class MultiHeadAttentionHandler(UnitsHandler):
         return values or None
 
 
+class ScoreAttentionHandler(PassThroughHandler):
+    """``Attention``/``AdditiveAttention``: refused, with the reason.
+
+    Their scores compare the query's and the key's channels (a dot product,
+    or a sum over channels of ``tanh(q + k)``) with no weights on those
+    channels: a copied channel would count twice in every score, and no
+    reader could divide it back. Nothing a handler could do keeps the
+    function, so they are refused by name with why.
+    """
+
+    def check(self, layer):
+        kind = (
+            "sums tanh(query + key) over their channels"
+            if isinstance(layer, keras.layers.AdditiveAttention)
+            else "takes the dot product of query and key channels"
+        )
+        raise unsupported(
+            layer,
+            f"{kind} with no weights on them, so a copied channel would count "
+            "twice in every attention score; widening its inputs cannot keep "
+            "the function. Widen layers after it, or use MultiHeadAttention "
+            "(its projections absorb widened inputs).",
+        )
+
+
 def register(register_handler):
     L = keras.layers
     register_handler(L.Embedding, EmbeddingHandler())
     register_handler(L.MultiHeadAttention, MultiHeadAttentionHandler())
+    register_handler(L.Attention, ScoreAttentionHandler())
+    register_handler(L.AdditiveAttention, ScoreAttentionHandler())

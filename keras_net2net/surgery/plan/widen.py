@@ -18,7 +18,6 @@ from keras_net2net.surgery.groups import group_mappings
 from keras_net2net.surgery.plan.data import Plan
 from keras_net2net.surgery.plan.data import check_rebuildable
 from keras_net2net.surgery.plan.data import seed_stream
-from keras_net2net.surgery.plan.data import single_call
 from keras_net2net.transforms import choose_mapping
 from keras_net2net.transforms import satisfies
 
@@ -46,7 +45,8 @@ def plan_widen(
             "cannot be widened: it is not a layer type keras-net2net supports.",
         )
     handler.check(target)
-    node = single_call(graph, target, "be widened")
+    # A shared layer: its first call; the group takes in every call.
+    node = graph.calls(target)[0]
     options = H.WidenOptions(
         method=method,
         noise=float(noise),
@@ -90,12 +90,25 @@ def _plan_group(graph, target, node, units, seed, options):
         f"{len(group.layers())} coupled operations"
     )
     plan.details = [plan.description, group.summary()]
+    # A shared layer takes part once per call; its weights change once.
+    done: set = set()
+
+    def first(*key):
+        if key in done:
+            return False
+        done.add(key)
+        return True
+
     for writer in sorted(group.writers, key=lambda n: n.index):
+        if not first(id(writer.op), "out"):
+            continue
         plan.change(
             writer.op,
             H.handler_for(writer.op).widen_out(writer.op, mapping, options, seeds),
         )
     for reader, position in sorted(group.readers, key=lambda r: (r[0].index, r[1])):
+        if not first(id(reader.op), "in", position):
+            continue
         key = reader.inputs[position]
         plan.change(
             reader.op,
@@ -104,6 +117,8 @@ def _plan_group(graph, target, node, units, seed, options):
             ),
         )
     for node in sorted(group.passes + group.layouts, key=lambda n: n.index):
+        if not first(id(node.op), "pass"):
+            continue
         handler = H.handler_for(node.op)
         if node in group.layouts:
             inputs = [mappings.get(k) for k in node.inputs]

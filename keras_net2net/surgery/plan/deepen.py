@@ -53,7 +53,10 @@ def plan_deepen(
         # layer, shared too, follows every call.
         node = calls[0]
     else:
-        node = single_call(graph, target, "be followed by a new layer")
+        what = "be followed by a new layer"
+        if residual or is_residual_add(target):
+            what = "be followed by a residual branch or a block"
+        node = single_call(graph, target, what)
     taken = graph.names()
     if name is not None and name in taken:
         raise ValueError(

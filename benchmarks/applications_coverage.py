@@ -196,6 +196,9 @@ def sweep(name, model, x, sample=None, seed=0, widenable=WIDENABLE):
         except Exception as error:  # noqa: BLE001 - recorded as a bug
             row["errors"].append(f"{kind} {op.name}: {type(error).__name__}: {error}")
             continue
+        if grown.count_params() <= model.count_params():
+            row["errors"].append(f"{kind} {op.name}: nothing was grown")
+            continue
         out = outputs(grown, x)
         relative = float(np.max(np.abs(out - reference))) / scale
         row["worst"] = max(row["worst"], relative)

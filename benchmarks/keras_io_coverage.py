@@ -48,6 +48,7 @@ WIDENABLE_IO = WIDENABLE + (
     L.LSTM,
     L.GRU,
     L.SimpleRNN,
+    L.Bidirectional,
     L.Embedding,
 )
 VOCAB, LENGTH = 50, 12

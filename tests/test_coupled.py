@@ -178,7 +178,7 @@ BAD = [
         "new block after a channels_first stream",
         lambda: _projection_model("channels_first"),
         lambda m: kn.deepen(m, after="add"),
-        r"'add'.*channels-last",
+        r"'add'.*channels last",
     ),
     (
         "residual deepening of a Sequential model",
@@ -529,8 +529,12 @@ def test_an_encoder_and_the_decoder_it_initialises_grow_together(rnn):
         grown = kn.widen(model, target, 10, seed=0)
         assert grown.get_layer("encoder").units == grown.get_layer("decoder").units
         assert relative_difference(model, grown, x) <= TOL
-    grown = kn.deepen(model, after="encoder")  # its sequence; states pass on
+    # Only the encoder's states are read: nothing to follow on its sequence.
+    with pytest.raises(ValueError, match=r"'encoder'.*nothing reads the first"):
+        kn.deepen(model, after="encoder")
+    grown = kn.deepen(model, after="decoder")
     assert relative_difference(model, grown, x) <= TOL
+    assert grown.count_params() > model.count_params()
 
 
 def test_a_shared_layer_is_followed_by_one_shared_identity_layer(tmp_path):
@@ -600,6 +604,24 @@ def test_a_shared_network_widens_once_for_all_its_calls(tmp_path):
             > embedding.get_layer(target).count_params()
         )
     assert_unchanged(model, before)
+    # A shared BatchNormalization whose calls read a widened layout and a
+    # tensor outside the group cannot follow one mapping: refused.
+    inputs = keras.Input((4, 4, 2))
+    bn = L.BatchNormalization(name="shared_bn")
+    flat = L.Flatten()(L.Conv2D(2, 3, name="c")(inputs))  # 8 features
+    other = L.Dense(8, name="d")(L.Flatten()(inputs))
+    mixed = L.Concatenate()([bn(flat), bn(other)])
+    mixed_model = keras.Model(inputs, L.Dense(1)(mixed))
+    with pytest.raises(ValueError, match=r"'shared_bn'.*shared"):
+        kn.widen(mixed_model, "c", 4)
+    compiled = keras.models.clone_model(grown)
+    compiled.set_weights(grown.get_weights())
+    compiled.compile(keras.optimizers.Adam(0.01), "mse")
+    compiled.fit(x, np.zeros((2, 1)), verbose=0)
+    reference = keras.ops.convert_to_numpy(compiled(x))
+    kn.grow_in_place(compiled, kn.Widen("conv", 9))  # in place, optimizer kept
+    after = keras.ops.convert_to_numpy(compiled(x))
+    assert np.abs(after - reference).max() <= TOL * np.abs(reference).max()
     grown.save(tmp_path / "siamese.keras")
     loaded = keras.models.load_model(tmp_path / "siamese.keras")
     assert relative_difference(grown, loaded, x) <= TOL

@@ -25,6 +25,8 @@ it before anything changes.
 import dataclasses
 from typing import Any
 
+import numpy as np
+
 from keras_net2net.surgery import handlers as H
 from keras_net2net.surgery.graph import LayerGraph
 from keras_net2net.surgery.graph import Node
@@ -145,6 +147,24 @@ def _handler(node, source_name, graph, axis=None):
         )
     handler.check(op)
     return handler, handler.role_of(op, node, graph, axis=axis)
+
+
+def _same_argument(node, position, other):
+    """The position in ``other`` (a call of the same layer) of ``node``'s input.
+
+    Matched by the argument it was passed as, not by its flat position (calls
+    may pass different optional arguments).
+    """
+    label = node.labels[position]
+    matches = [i for i, other_label in enumerate(other.labels) if other_label == label]
+    if len(matches) != 1 or len(other.labels) != len(node.labels):
+        raise H.unsupported(
+            node.op,
+            "is shared, and its calls pass different arguments; a shared "
+            "layer is widened only when every call reads the channels the same "
+            "way.",
+        )
+    return matches[0]
 
 
 def _siblings(handler, node, graph):
@@ -340,9 +360,15 @@ def find_group(graph: LayerGraph, seed: Node, source_name: str) -> ChannelGroup:
                 positions = handler.channel_inputs(node.op, node, graph)
                 if positions:
                     add_rule(handler, node, node.inputs[positions[0]], in_axis)
-                for call in [node, *_siblings(handler, node, graph)]:
+                for position in positions:
+                    add_core(node.inputs[position], in_axis)
+                for other in node.outputs:
+                    add_core(other, out_axis)
+                for call in _siblings(handler, node, graph):
                     for position in positions:
-                        add_core(call.inputs[position], in_axis)
+                        add_core(
+                            call.inputs[_same_argument(node, position, call)], in_axis
+                        )
                     for other in call.outputs:
                         add_core(other, out_axis)
         else:
@@ -364,6 +390,13 @@ def find_group(graph: LayerGraph, seed: Node, source_name: str) -> ChannelGroup:
                 # The layer's own units start from these channels: it is
                 # widened with them (a decoder LSTM whose initial state is
                 # the encoder's).
+                if is_derived:
+                    raise H.unsupported(
+                        node.op,
+                        f"starts from a state whose channels are a layout "
+                        f"(Concatenate, ...) derived from those of "
+                        f"'{source_name}'; its units cannot follow it.",
+                    )
                 check_axis(node, key, axis, in_axis, "reads")
                 add_writer(handler, node, key, axis)
                 continue
@@ -379,7 +412,10 @@ def find_group(graph: LayerGraph, seed: Node, source_name: str) -> ChannelGroup:
                     group.readers.append((node, position))
                     add_rule(handler, node, key, axis)
                     for other in _siblings(handler, node, graph):
-                        add_sibling_input(other.inputs[position], axis, is_derived)
+                        other_position = _same_argument(node, position, other)
+                        add_sibling_input(
+                            other.inputs[other_position], axis, is_derived
+                        )
                 continue
             positions = handler.channel_inputs(node.op, node, graph)
             if position not in positions:
@@ -391,6 +427,13 @@ def find_group(graph: LayerGraph, seed: Node, source_name: str) -> ChannelGroup:
             check_axis(node, key, axis, in_axis, "reads")
             out_axis = handler.output_axis(node.op, node, graph, in_axis)
             if role == H.DERIVED:
+                if _siblings(handler, node, graph):
+                    raise H.unsupported(
+                        node.op,
+                        "is shared and derives a channel layout (e.g. a "
+                        "depthwise multiplier); such a shared layer is not "
+                        "widened.",
+                    )
                 if visit(node, "layout"):
                     group.layouts.append(node)
                     derived.extend((k, out_axis) for k in node.outputs)
@@ -400,7 +443,8 @@ def find_group(graph: LayerGraph, seed: Node, source_name: str) -> ChannelGroup:
             group.passes.append(node)
             add_rule(handler, node, key, axis)
             for other in _siblings(handler, node, graph):
-                add_sibling_input(other.inputs[position], axis, is_derived)
+                other_position = _same_argument(node, position, other)
+                add_sibling_input(other.inputs[other_position], axis, is_derived)
             if is_derived:
                 if len([p for p in positions if p != position]) > 0:
                     raise H.unsupported(
@@ -462,7 +506,9 @@ def group_mappings(
             handler = H.handler_for(node.op)
             out = handler.derive(node.op, node, graph, inputs)
         else:
-            out = next(m for m in inputs if m is not None)
+            out = next((m for m in inputs if m is not None), None)
+            if out is None:  # another call's input, not derived here
+                continue
         for key in node.outputs:
             mappings[key] = out
     return mappings
@@ -473,3 +519,35 @@ def identity_if_missing(graph, key, mappings):
     if mapping is not None:
         return mapping
     return WidthMapping.identity(graph.width(key))
+
+
+def check_shared_calls(group: ChannelGroup, mappings: dict) -> None:
+    """Refuse a shared layer whose calls would need different mappings.
+
+    A shared reader or pass-through changes its weights once, by the mapping
+    of its first call's input: every other call must read channels with the
+    same mapping (its input in the group, derived the same way).
+    """
+    graph = group.graph
+    assert isinstance(graph, LayerGraph)
+    members = [(n, p) for n, p in group.readers]
+    members += [(n, p) for n in group.passes for p in range(len(n.inputs))]
+    for node, position in members:
+        key = node.inputs[position]
+        handler = H.get_handler(node.op)
+        if key not in mappings or handler is None or not handler.has_state:
+            continue
+        for other in graph.calls(node.op):
+            if other is node:
+                continue
+            other_key = other.inputs[_same_argument(node, position, other)]
+            theirs = mappings.get(other_key)
+            if theirs is None or not np.array_equal(
+                theirs.indices, mappings[key].indices
+            ):
+                raise H.unsupported(
+                    node.op,
+                    "is shared, and its calls read channels that would be "
+                    "widened differently (or one call's not at all); its "
+                    "weights can follow only one mapping.",
+                )

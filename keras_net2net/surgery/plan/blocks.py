@@ -58,6 +58,21 @@ def residual_branch(graph, add_node):
         return None
 
 
+def no_identity_shortcut(graph, add_node):
+    """True if an Add of two same-shaped tensors has no identity shortcut.
+
+    Neither input is an ancestor of the other (a projection shortcut, a
+    U-Net skip connection): there is no block ``x + f(x)`` to copy, and
+    deepen() inserts a new one instead. Any other reason a block cannot be
+    copied is left to `plan_block` to report.
+    """
+    tensors = add_node.inputs
+    if len(tensors) != 2 or graph.width(tensors[0]) != graph.width(tensors[1]):
+        return False
+    a, b = tensors
+    return a not in _ancestors(graph, b) and b not in _ancestors(graph, a)
+
+
 def _residual_block(graph, add_node):
     """``(shortcut, end, branch, zeroed)`` of the block ``x + f(x)`` an Add closes."""
     shortcut, end, branch = _branch(graph, add_node)

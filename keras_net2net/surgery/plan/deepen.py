@@ -13,10 +13,11 @@ import keras
 from keras_net2net.requests import COPY
 from keras_net2net.surgery import handlers as H
 from keras_net2net.surgery.graph import LayerGraph
+from keras_net2net.surgery.groups import output_axis
 from keras_net2net.surgery.handlers.merging import is_residual_add
 from keras_net2net.surgery.plan.blocks import block_values
+from keras_net2net.surgery.plan.blocks import no_identity_shortcut
 from keras_net2net.surgery.plan.blocks import plan_block
-from keras_net2net.surgery.plan.blocks import residual_branch
 from keras_net2net.surgery.plan.data import OUT
 from keras_net2net.surgery.plan.data import Call
 from keras_net2net.surgery.plan.data import Insertion
@@ -77,8 +78,14 @@ def plan_deepen(
                 "branches and blocks are inserted in the top-level graph only.",
             )
     if is_residual_add(target) and (
-        residual or (blocks == 1 and residual_branch(graph, node) is None)
+        residual or (blocks == 1 and no_identity_shortcut(graph, node))
     ):
+        if blocks != 1:
+            raise H.unsupported(
+                target,
+                f"is followed by one new residual branch with residual=True; "
+                f"`blocks`={blocks} applies to block copies only.",
+            )
         if method != H.IDENTITY:
             raise ValueError(
                 f"`method`: after '{target.name}' deepen() inserts a residual "
@@ -123,6 +130,15 @@ def plan_deepen(
             "residual blocks after an Add.",
         )
     several = len(node.outputs) > 1
+    unread = not graph.consumers(node.outputs[0])
+    if several and unread and not graph.is_output(node.outputs[0]):
+        raise H.unsupported(
+            target,
+            f"returns {len(node.outputs)} outputs and nothing reads the first "
+            "(e.g. an encoder whose states alone are used): a layer inserted "
+            "there would change nothing. Deepen after a layer that reads its "
+            "states instead.",
+        )
     if several and (
         isinstance(model, keras.Sequential) or graph.is_output(node.outputs[0])
     ):
@@ -228,20 +244,22 @@ def _plan_stream_block(graph, target, node, taken, name, kernel_size, seed):
     """After an Add: ``x + project(relu(expand(x)))`` with ``project`` at zero.
 
     A new block on the stream, for an Add that closes no identity-shortcut
-    block to copy: fresh Dense (a vector stream) or Conv layers (kernel 3,
-    ``"same"`` padding; channels last), as wide as the stream.
+    block to copy: fresh Dense (a vector stream) or Conv layers (``"same"``
+    padding, channels last; kernel 3 over images and volumes, 1 over
+    sequences), as wide as the stream.
     """
     output = node.outputs[0]
     rank = len(graph.shape(output))
     layer_class = _STREAM_LAYERS.get(rank)
-    producers = [graph.producer(key) for key in node.inputs]
-    formats = {getattr(p.op, "data_format", "channels_last") for p in producers if p}
-    if layer_class is None or "channels_first" in formats:
+    axis = output_axis(graph, node)
+    dtype_name = keras.backend.standardize_dtype(graph.tensor(output).dtype)
+    if layer_class is None or axis != -1 or "float" not in dtype_name:
         raise H.unsupported(
             target,
             "closes no identity-shortcut block to copy, and a new block after "
-            f"it needs a channels-last stream of rank 2 to 5 (this one: rank "
-            f"{rank}, {sorted(formats)}).",
+            "it needs a floating-point stream of rank 2 to 5 with the channels "
+            f"last (this one: rank {rank}, channels on axis {axis}, "
+            f"{dtype_name}).",
         )
     width = graph.width(output)
     base = name or f"{target.name}_residual"
@@ -253,12 +271,15 @@ def _plan_stream_block(graph, target, node, taken, name, kernel_size, seed):
     common = dict(use_bias=True, bias_initializer="zeros", dtype=dtype)
     if layer_class is not keras.layers.Dense:
         common["padding"] = "same"
+    # Kernel 3 over images and volumes; 1 over sequences, which may be
+    # causal (a wider kernel would read later steps once trained).
+    default_kernel = 1 if rank == 3 else 3
     expand = layer_class(
         width,
         **(
             {}
             if layer_class is keras.layers.Dense
-            else {"kernel_size": kernel_size or 3}
+            else {"kernel_size": kernel_size or default_kernel}
         ),
         activation="relu",
         kernel_initializer=keras.initializers.GlorotUniform(seed=seed),

@@ -13,6 +13,7 @@ import numpy as np
 
 from keras_net2net.surgery import handlers as H
 from keras_net2net.surgery.graph import LayerGraph
+from keras_net2net.surgery.groups import check_shared_calls
 from keras_net2net.surgery.groups import find_group
 from keras_net2net.surgery.groups import group_mappings
 from keras_net2net.surgery.plan.data import Plan
@@ -85,6 +86,7 @@ def _plan_group(graph, target, node, units, seed, options):
         target, units, old_width, group.core_rules(), method == H.RANDOM_PAD, seeds
     )
     mappings = group_mappings(group, mapping)
+    check_shared_calls(group, mappings)
     plan = Plan(
         f"widen '{target.name}' {old_width} -> {units} ({method}), "
         f"{len(group.layers())} coupled operations"

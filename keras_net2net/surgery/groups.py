@@ -25,11 +25,11 @@ it before anything changes.
 import dataclasses
 from typing import Any
 
-import numpy as np
-
 from keras_net2net.surgery import handlers as H
 from keras_net2net.surgery.graph import LayerGraph
 from keras_net2net.surgery.graph import Node
+from keras_net2net.surgery.sharing import same_argument
+from keras_net2net.surgery.sharing import shared_calls
 from keras_net2net.transforms import MappingRule
 from keras_net2net.transforms import WidthMapping
 
@@ -147,36 +147,6 @@ def _handler(node, source_name, graph, axis=None):
         )
     handler.check(op)
     return handler, handler.role_of(op, node, graph, axis=axis)
-
-
-def _same_argument(node, position, other):
-    """The position in ``other`` (a call of the same layer) of ``node``'s input.
-
-    Matched by the argument it was passed as, not by its flat position (calls
-    may pass different optional arguments).
-    """
-    label = node.labels[position]
-    matches = [i for i, other_label in enumerate(other.labels) if other_label == label]
-    if len(matches) != 1 or len(other.labels) != len(node.labels):
-        raise H.unsupported(
-            node.op,
-            "is shared, and its calls pass different arguments; a shared "
-            "layer is widened only when every call reads the channels the same "
-            "way.",
-        )
-    return matches[0]
-
-
-def _siblings(handler, node, graph):
-    """The other calls of a shared layer with weights (none for other layers).
-
-    One set of weights serves every call, so every call takes part in the
-    group the same way: a writer's calls all write the group's channels, a
-    reader's or a pass-through's calls all read them.
-    """
-    if not handler.has_state:
-        return []
-    return [other for other in graph.calls(node.op) if other is not node]
 
 
 def _producer_name(graph, key):
@@ -319,7 +289,7 @@ def find_group(graph: LayerGraph, seed: Node, source_name: str) -> ChannelGroup:
         if not visit(node, "writer"):
             return
         group.writers.append(node)
-        for other in _siblings(handler, node, graph):
+        for other in shared_calls(handler, node, graph):
             for i in handler.channel_outputs(other.op, other, graph):
                 add_core(other.outputs[i], axis, writer=other)
         rule = handler.output_rule(node.op, node, graph, axis)
@@ -364,10 +334,10 @@ def find_group(graph: LayerGraph, seed: Node, source_name: str) -> ChannelGroup:
                     add_core(node.inputs[position], in_axis)
                 for other in node.outputs:
                     add_core(other, out_axis)
-                for call in _siblings(handler, node, graph):
+                for call in shared_calls(handler, node, graph):
                     for position in positions:
                         add_core(
-                            call.inputs[_same_argument(node, position, call)], in_axis
+                            call.inputs[same_argument(node, position, call)], in_axis
                         )
                     for other in call.outputs:
                         add_core(other, out_axis)
@@ -411,8 +381,8 @@ def find_group(graph: LayerGraph, seed: Node, source_name: str) -> ChannelGroup:
                 if visit(node, f"reader{position}"):
                     group.readers.append((node, position))
                     add_rule(handler, node, key, axis)
-                    for other in _siblings(handler, node, graph):
-                        other_position = _same_argument(node, position, other)
+                    for other in shared_calls(handler, node, graph):
+                        other_position = same_argument(node, position, other)
                         add_sibling_input(
                             other.inputs[other_position], axis, is_derived
                         )
@@ -427,7 +397,7 @@ def find_group(graph: LayerGraph, seed: Node, source_name: str) -> ChannelGroup:
             check_axis(node, key, axis, in_axis, "reads")
             out_axis = handler.output_axis(node.op, node, graph, in_axis)
             if role == H.DERIVED:
-                if _siblings(handler, node, graph):
+                if shared_calls(handler, node, graph):
                     raise H.unsupported(
                         node.op,
                         "is shared and derives a channel layout (e.g. a "
@@ -442,8 +412,8 @@ def find_group(graph: LayerGraph, seed: Node, source_name: str) -> ChannelGroup:
                 continue
             group.passes.append(node)
             add_rule(handler, node, key, axis)
-            for other in _siblings(handler, node, graph):
-                other_position = _same_argument(node, position, other)
+            for other in shared_calls(handler, node, graph):
+                other_position = same_argument(node, position, other)
                 add_sibling_input(other.inputs[other_position], axis, is_derived)
             if is_derived:
                 if len([p for p in positions if p != position]) > 0:
@@ -519,35 +489,3 @@ def identity_if_missing(graph, key, mappings):
     if mapping is not None:
         return mapping
     return WidthMapping.identity(graph.width(key))
-
-
-def check_shared_calls(group: ChannelGroup, mappings: dict) -> None:
-    """Refuse a shared layer whose calls would need different mappings.
-
-    A shared reader or pass-through changes its weights once, by the mapping
-    of its first call's input: every other call must read channels with the
-    same mapping (its input in the group, derived the same way).
-    """
-    graph = group.graph
-    assert isinstance(graph, LayerGraph)
-    members = [(n, p) for n, p in group.readers]
-    members += [(n, p) for n in group.passes for p in range(len(n.inputs))]
-    for node, position in members:
-        key = node.inputs[position]
-        handler = H.get_handler(node.op)
-        if key not in mappings or handler is None or not handler.has_state:
-            continue
-        for other in graph.calls(node.op):
-            if other is node:
-                continue
-            other_key = other.inputs[_same_argument(node, position, other)]
-            theirs = mappings.get(other_key)
-            if theirs is None or not np.array_equal(
-                theirs.indices, mappings[key].indices
-            ):
-                raise H.unsupported(
-                    node.op,
-                    "is shared, and its calls read channels that would be "
-                    "widened differently (or one call's not at all); its "
-                    "weights can follow only one mapping.",
-                )

@@ -13,12 +13,12 @@ import numpy as np
 
 from keras_net2net.surgery import handlers as H
 from keras_net2net.surgery.graph import LayerGraph
-from keras_net2net.surgery.groups import check_shared_calls
 from keras_net2net.surgery.groups import find_group
 from keras_net2net.surgery.groups import group_mappings
 from keras_net2net.surgery.plan.data import Plan
 from keras_net2net.surgery.plan.data import check_rebuildable
 from keras_net2net.surgery.plan.data import seed_stream
+from keras_net2net.surgery.sharing import check_shared_calls
 from keras_net2net.transforms import choose_mapping
 from keras_net2net.transforms import satisfies
 

@@ -38,29 +38,18 @@ from keras_net2net.families.base import H_IN
 from keras_net2net.families.base import H_OUT
 from keras_net2net.families.base import I_IN
 from keras_net2net.families.base import I_OUT
-from keras_net2net.families.base import KV_OUT
 from keras_net2net.families.base import PARTS
-from keras_net2net.families.base import Q_IN
-from keras_net2net.families.base import Q_OUT
 from keras_net2net.families.llama import LlamaFamily
 
 E_IN, E_OUT = ("expert", DIVIDE), ("expert", COPY)
 S_IN, S_OUT = ("shared", DIVIDE), ("shared", COPY)
 ROTARY = "rotary embeddings pair a head's dimensions by position"
 
-# Attention shared by these families (Qwen-MoE adds biases, Qwen 3 per-head norms).
+# Llama's attention, embeddings and norms (Qwen-MoE's biases included), and
+# Qwen 3's per-head query/key norms (heads keep their size: unchanged).
 _ATTENTION = [
-    (r"token_embedding/embeddings", (None, H_OUT)),
-    (r"token_embedding/reverse_embeddings", (H_IN, None)),
-    (r"self_attention/query/kernel", (H_IN, Q_OUT, None)),
-    (r"self_attention/(key|value)/kernel", (H_IN, KV_OUT, None)),
-    (r"self_attention/query/bias", (Q_OUT, None)),
-    (r"self_attention/(key|value)/bias", (KV_OUT, None)),
-    (r"self_attention/(query|key)_dense_layernorm/scale", (None,)),
-    (r"self_attention/attention_output/kernel", (Q_IN, None, H_OUT)),
-    (r"(self_attention|feedforward)_layernorm/scale", (H_OUT,)),
-    (r"sequence_output_layernorm/scale", (H_OUT,)),
-]
+    entry for entry in LlamaFamily.layouts if not entry[0].startswith("feedforward_")
+] + [(r"self_attention/(query|key)_dense_layernorm/scale", (None,))]
 
 
 def _dense(prefix: str) -> list:

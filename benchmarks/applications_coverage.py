@@ -109,7 +109,8 @@ def candidates(model, widenable=WIDENABLE):
     the model's output shape (refused by design), and the issue's measure is
     the non-output attempts.
     """
-    graph = kn.surgery.LayerGraph(model)
+    # Layers inside subclassed layers too: growth traces those (trace_layers).
+    graph = kn.surgery.LayerGraph(kn.trace_layers(model))
     output_layers = {id(graph.producer(key).op) for key in graph.outputs}
     found = []
     for op in graph.layers:

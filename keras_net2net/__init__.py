@@ -21,6 +21,7 @@ from keras_net2net.surgery import deepen
 from keras_net2net.surgery import describe_growth
 from keras_net2net.surgery import max_output_difference
 from keras_net2net.surgery import register_handler
+from keras_net2net.surgery import trace_layers
 from keras_net2net.surgery import widen
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "describe_growth",
     "max_output_difference",
     "register_handler",
+    "trace_layers",
     "transformer_config",
     "transformer_requests",
     "transformer_schedule",

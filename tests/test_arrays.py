@@ -7,6 +7,7 @@ import pytest
 from keras_net2net._arrays import apply_on_device
 from keras_net2net._arrays import host_copy
 from keras_net2net._arrays import host_view
+from keras_net2net._arrays import maps_on_device
 from keras_net2net.transforms import Chain
 from keras_net2net.transforms import WidthTransform
 from keras_net2net.transforms import padding_mapping
@@ -55,3 +56,11 @@ def test_host_view_reads_without_changing_and_host_copy_is_independent():
     np.testing.assert_array_equal(
         keras.ops.convert_to_numpy(variable), np.arange(6).reshape(2, 3)
     )
+
+
+def test_maps_on_device_except_jax_on_the_cpu():
+    variable = keras.Variable(np.ones((3, 2), "float32"))
+    on_cpu_jax = keras.backend.backend() == "jax" and all(
+        device.platform == "cpu" for device in variable.value.devices()
+    )
+    assert maps_on_device(variable) is not on_cpu_jax

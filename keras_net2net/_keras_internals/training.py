@@ -189,8 +189,10 @@ def deferred_variables():
 def initialize_variables(created, values):
     """Give the variables of `deferred_variables` their first values.
 
-    ``values`` maps ``id(variable)`` to an array; the other variables get
-    their own initializer's value. All of them leave Keras's list of
+    ``values`` maps ``id(variable)`` to an array, or to a function that
+    returns one (called when that variable is created, so only one computed
+    value need exist at a time); the other variables get their own
+    initializer's value. All of them leave Keras's list of
     variables still to initialize.
     """
     try:
@@ -214,13 +216,15 @@ def discard_deferred(variables):
 
 
 class _Constant:
-    """An initializer that returns one array (released once it is used)."""
+    """An initializer that returns one array, or a function's (released once used)."""
 
     def __init__(self, value):
         self.value = value
 
     def __call__(self, shape, dtype=None):
         value, self.value = self.value, None
+        if callable(value):
+            value = value()
         if tuple(value.shape) != tuple(shape):
             raise ValueError(
                 f"A value of shape {tuple(value.shape)} cannot initialize a "

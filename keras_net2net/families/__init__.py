@@ -11,7 +11,8 @@ time a model is looked up, and only when ``keras_hub`` is installed.
 
 from __future__ import annotations
 
-import importlib.util
+import functools
+import sys
 from typing import Any
 
 import keras
@@ -84,11 +85,11 @@ def register_family(backbone_class: type, family: Family) -> None:
 
 
 def _register_builtin() -> None:
-    if _BUILTIN_DONE[0]:
+    # A KerasHub model exists only once keras_hub is imported: until then,
+    # growth does not pay for importing it (about a second).
+    if _BUILTIN_DONE[0] or "keras_hub" not in sys.modules:
         return
     _BUILTIN_DONE[0] = True
-    if importlib.util.find_spec("keras_hub") is None:
-        return
     import keras_hub
 
     for name, family in _BUILTIN:
@@ -307,16 +308,12 @@ def build(model: Any, plan: FamilyPlan, compile: bool = True) -> tuple[Any, dict
         new_backbone = type(backbone).from_config(plan.config)
     try:
         values = new_values(family, backbone, new_backbone, plan)
-        by_id = {}
-        for variable in new_backbone.weights:
-            value = values.pop(variable.path)
-            if tuple(value.shape) != tuple(variable.shape):
-                raise ValueError(
-                    f"The {family.name} family mapped '{variable.path}' to shape "
-                    f"{tuple(value.shape)}, but the grown model's variable has "
-                    f"shape {tuple(variable.shape)}; nothing was grown."
-                )
-            by_id[id(variable)] = value
+        by_id = {
+            id(variable): functools.partial(
+                _checked, family, variable, values.pop(variable.path)
+            )
+            for variable in new_backbone.weights
+        }
     except BaseException:
         internals.discard_deferred(created)
         raise
@@ -332,6 +329,18 @@ def build(model: Any, plan: FamilyPlan, compile: bool = True) -> tuple[Any, dict
     if compile and getattr(model, "compiled", False):
         _compile_like(model, grown)
     return grown, found
+
+
+def _checked(family, variable, value_of):
+    """The value ``value_of()`` for ``variable``, checked against its shape."""
+    value = value_of()
+    if tuple(value.shape) != tuple(variable.shape):
+        raise ValueError(
+            f"The {family.name} family mapped '{variable.path}' to shape "
+            f"{tuple(value.shape)}, but the grown model's variable has "
+            f"shape {tuple(variable.shape)}; nothing was grown."
+        )
+    return value
 
 
 def _carry_task_head(family, task, grown, new_backbone, plan):

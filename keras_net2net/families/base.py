@@ -24,13 +24,17 @@ weight is ever carried unchanged by accident.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import keras
 import numpy as np
 
+from keras_net2net._arrays import host_copy
+from keras_net2net._arrays import host_view
 from keras_net2net.transforms import Chain
 from keras_net2net.transforms import WidthMapping
 from keras_net2net.transforms import WidthTransform
@@ -299,21 +303,32 @@ def sources(
 
 def new_values(
     family: Family, backbone: Any, new_backbone: Any, plan: FamilyPlan
-) -> dict[str, np.ndarray]:
-    """``{path: value}`` of every variable of ``new_backbone``."""
+) -> dict[str, Callable[[], np.ndarray]]:
+    """``{path: function returning the value}`` of every variable of ``new_backbone``.
+
+    Each value is computed only when its function is called (when its
+    variable is created), from a view of the old weight: growth then holds
+    one mapped weight at a time, and the allocator reuses its memory.
+    """
     old_config = family.config(backbone)
-    values = {}
     found = sources(family, backbone, new_backbone, plan)
-    for variable in new_backbone.weights:
+
+    def value_of(variable: Any) -> np.ndarray:
         source, chain, zeroed = found[variable.path]
-        value = keras.ops.convert_to_numpy(source)
         if zeroed:
-            values[variable.path] = np.zeros(variable.shape, value.dtype)
-            continue
+            dtype = keras.backend.standardize_dtype(source.dtype)
+            return np.zeros(variable.shape, dtype)
         _, local = family.split(variable.path)
-        value = family.finish(local, chain.apply(value), old_config, plan.config)
-        values[variable.path] = value
-    return values
+        if len(chain):
+            value = chain.apply(host_view(source))
+        else:
+            value = host_copy(source)
+        return family.finish(local, value, old_config, plan.config)
+
+    return {
+        variable.path: functools.partial(value_of, variable)
+        for variable in new_backbone.weights
+    }
 
 
 def origins(

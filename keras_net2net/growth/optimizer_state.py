@@ -24,6 +24,7 @@ from keras_net2net import _keras_internals as internals
 from keras_net2net._arrays import apply_on_device
 from keras_net2net._arrays import host_copy
 from keras_net2net._arrays import host_view
+from keras_net2net._arrays import maps_on_device
 from keras_net2net.transforms import Chain
 
 
@@ -75,7 +76,8 @@ class SlotValue:
     """Initializer of a new slot: its source's slot through the transforms.
 
     The value is computed only when the slot variable is created: with
-    backend ops where the transforms are exact (no host round trip), else in
+    backend ops where the transforms are exact (no host round trip) unless
+    numpy is faster there (`keras_net2net._arrays.maps_on_device`), else in
     numpy.
     """
 
@@ -89,7 +91,7 @@ class SlotValue:
 
     def __call__(self, shape, dtype=None):
         dtype = keras.backend.standardize_dtype(dtype or self.source.dtype)
-        if self.chain.exact(self.kind):
+        if self.chain.exact(self.kind) and maps_on_device(self.source):
             # Computed where the slot lives: no host round trip.
             tensor = apply_on_device(self.source, self.chain, self.kind)
             if tuple(tensor.shape) == tuple(shape):

@@ -15,6 +15,7 @@ from keras_net2net.surgery.api import coupled_layers
 from keras_net2net.surgery.api import deepen
 from keras_net2net.surgery.api import describe_growth
 from keras_net2net.surgery.api import max_output_difference
+from keras_net2net.surgery.api import trace_layers
 from keras_net2net.surgery.api import widen
 from keras_net2net.surgery.graph import LayerGraph
 from keras_net2net.surgery.groups import ChannelGroup
@@ -48,5 +49,6 @@ __all__ = [
     "get_handler",
     "max_output_difference",
     "register_handler",
+    "trace_layers",
     "widen",
 ]

@@ -24,8 +24,11 @@ from keras_net2net.surgery.apply import apply_plan
 from keras_net2net.surgery.graph import LayerGraph
 from keras_net2net.surgery.groups import ChannelGroup
 from keras_net2net.surgery.groups import find_group
+from keras_net2net.surgery.inline import inline_layers
+from keras_net2net.surgery.inline import is_traceable
 from keras_net2net.surgery.operations import apply_requests
 from keras_net2net.surgery.operations import plan_request
+from keras_net2net.surgery.operations import plan_traced
 from keras_net2net.surgery.plan import plan_deepen
 from keras_net2net.surgery.plan import plan_widen
 
@@ -137,18 +140,36 @@ def widen(
         target = layer
     else:
         target = check_name(layer, "layer", allow_none=False)
-    plan = plan_widen(
-        model,
-        target,
-        units,
-        method=method,
-        noise=noise,
-        seed=seed,
-        noise_on=noise_on,
-        pad_std=pad_std,
-        pad_bias=pad_bias,
-    )
-    return apply_plan(model, plan.resolve())[0]
+
+    def planner(current):
+        return plan_widen(
+            current,
+            target,
+            units,
+            method=method,
+            noise=noise,
+            seed=seed,
+            noise_on=noise_on,
+            pad_std=pad_std,
+            pad_bias=pad_bias,
+        ).resolve()
+
+    traced = plan_traced(model, None, planner, [_outer(target)])
+    return _build(model, *traced[:2])
+
+
+def _outer(target: Any) -> Any:
+    """The layer (or name) a target names: ``"block/part"`` names ``block``."""
+    return target.split("/", 1)[0] if isinstance(target, str) else target
+
+
+def _build(model: Model, plan: Any, current: Model) -> Model:
+    """The model of ``plan``, made for ``current`` (``model``, or ``model`` with
+    subclassed layers traced into their layers), compiled like ``model``."""
+    grown = apply_plan(current, plan, compile=False)[0]
+    if getattr(model, "compiled", False):
+        grown.compile_from_config(model.get_compile_config())
+    return grown
 
 
 def deepen(
@@ -252,18 +273,22 @@ def deepen(
     if family_plan is not None:
         return families.apply(model, family_plan)
     target = after if isinstance(after, keras.Operation) else operation.after
-    plan = plan_deepen(
-        model,
-        target,
-        method=method,
-        kernel_size=operation.kernel_size,
-        seed=seed,
-        name=name,
-        residual=residual,
-        init=init,
-        blocks=operation.blocks,
-    )
-    return apply_plan(model, plan.resolve())[0]
+
+    def planner(current):
+        return plan_deepen(
+            current,
+            target,
+            method=method,
+            kernel_size=operation.kernel_size,
+            seed=seed,
+            name=name,
+            residual=residual,
+            init=init,
+            blocks=operation.blocks,
+        ).resolve()
+
+    traced = plan_traced(model, None, planner, [_outer(target)])
+    return _build(model, *traced[:2])
 
 
 def coupled_layers(model: Model, layer: LayerRef) -> ChannelGroup:
@@ -285,9 +310,18 @@ def coupled_layers(model: Model, layer: LayerRef) -> ChannelGroup:
     Returns:
         A `keras_net2net.surgery.ChannelGroup`.
 
+    A subclassed layer on the way (or holding ``layer``) is traced into its
+    layers, as `widen` does; the group then names the layers of its trace.
+
     Raises:
         ValueError: as `widen` does, if the channels cannot be widened.
     """
+    return plan_traced(
+        model, None, lambda current: _group(current, layer), [_outer(layer)]
+    )[0]
+
+
+def _group(model: Model, layer: LayerRef) -> ChannelGroup:
     graph = LayerGraph(model)
     target = graph.get(layer)
     handler = H.get_handler(target)
@@ -299,6 +333,45 @@ def coupled_layers(model: Model, layer: LayerRef) -> ChannelGroup:
             target, "derives its channel layout from its inputs; it has no group."
         )
     return find_group(graph, node, target.name)
+
+
+def trace_layers(model: Model, layers: Any = None) -> Model:
+    """A model with subclassed layers replaced by the graph of their ``call``.
+
+    `widen`, `deepen` and `grow_in_place` do this on their own for a
+    subclassed layer (one without a handler) on a growth's path or holding
+    its target; this shows what they see. Each traced layer becomes a
+    Functional model with its name, made of its sublayers and the
+    `keras.ops` calls of its ``call``; every layer is shared with ``model``.
+    The result saves and reloads without the subclassed classes.
+
+    Example:
+
+    ```python
+    plain = keras_net2net.trace_layers(text_classifier)
+    plain.get_layer("transformer_block").summary()  # its attention, norms, ffn
+    ```
+
+    Args:
+        model: a built Sequential or Functional model.
+        layers: the subclassed layers (objects or names) to trace. Defaults to
+            None: every subclassed layer without a handler that traces.
+
+    Returns:
+        A new model (``model`` itself if there is nothing to trace).
+
+    Raises:
+        ValueError: naming a given layer that cannot be traced (Python
+            control flow on tensor values, a variable of its own, a sublayer
+            called on a value computed without the layer's inputs).
+    """
+    graph = LayerGraph(model)
+    if layers is None:
+        chosen = [op for op in graph.layers if is_traceable(model, op)]
+    else:
+        listed = layers if isinstance(layers, (list, tuple)) else [layers]
+        chosen = [graph.get(layer, argument="layers") for layer in listed]
+    return inline_layers(model, chosen) if chosen else model
 
 
 def describe_growth(model: Model, operations: Requests) -> str:

@@ -26,6 +26,7 @@ from keras_net2net._arrays import host_view
 from keras_net2net.initializers import Net2WiderInit
 from keras_net2net.surgery import handlers as H
 from keras_net2net.surgery.plan.data import OUT
+from keras_net2net.surgery.plan.data import Plan
 from keras_net2net.transforms import Chain
 
 
@@ -50,10 +51,11 @@ class _OnDevice:
 
 
 class _Builder:
-    def __init__(self, plan, reuse):
+    def __init__(self, plan, reuse, replacements=None):
         self.plan = plan
         self.reuse = reuse
-        self.new_of = {}  # id(old op) -> new op
+        self.new_of = dict(replacements or {})  # id(old op) -> new op
+        self.replaced = set(self.new_of)
         self.pairs = {}  # id(new leaf op) -> (new, old or None)
         self.assign = []  # (layer, {variable name: array or callable})
         self.restore = []  # (new layer, old layer, [initializer attribute])
@@ -68,6 +70,8 @@ class _Builder:
             for node in internals.graph_calls(model):
                 op = internals.node_operation(node)
                 if id(op) in self.plan.changes or id(op) in self.plan.insertions:
+                    found = True
+                elif id(op) in self.replaced:
                     found = True
                 elif internals.has_graph(op) and self.touched(op):
                     found = True
@@ -330,6 +334,20 @@ def _call_insertion(insertion, output, tensors):
         for i, tensor in enumerate(keras.tree.flatten(result)):
             refs[f"{call.layer.name}/{i}"] = tensor
     return refs[insertion.output]
+
+
+def replace_operations(model, replacements):
+    """A model like ``model`` with some operations replaced, the others reused.
+
+    Args:
+        model: a built Sequential or Functional model.
+        replacements: ``{id(old operation): new operation}``; a new operation
+            is called with the old one's arguments (in nested models too).
+
+    Returns:
+        The new model; ``model`` is not changed.
+    """
+    return _Builder(Plan(description=""), True, replacements).model(model)
 
 
 def apply_plan(model, plan, *, reuse_layers=False, compile=True):

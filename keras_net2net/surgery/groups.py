@@ -139,11 +139,11 @@ def _handler(node, source_name, graph, axis=None):
     op = node.op
     handler = H.get_handler(op)
     if handler is None:
-        raise H.unsupported(
+        raise H.NoHandler(
+            f"{H.describe(op)} is on the path of the channels of '{source_name}', "
+            f"but {type(op).__name__} is not supported by keras-net2net; register "
+            "a handler with keras_net2net.register_handler.",
             op,
-            f"is on the path of the channels of '{source_name}', but "
-            f"{type(op).__name__} is not supported by keras-net2net; register a "
-            "handler with keras_net2net.register_handler.",
         )
     handler.check(op)
     return handler, handler.role_of(op, node, graph, axis=axis)

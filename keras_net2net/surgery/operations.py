@@ -7,6 +7,7 @@ to a grown model; `widen`, `deepen`, `describe_growth`
 
 import contextlib
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 from keras_net2net import families
@@ -15,11 +16,69 @@ from keras_net2net.requests import Request
 from keras_net2net.requests import Requests
 from keras_net2net.requests import Widen
 from keras_net2net.requests import as_requests
+from keras_net2net.surgery import handlers as H
 from keras_net2net.surgery.apply import apply_plan
+from keras_net2net.surgery.inline import holds
+from keras_net2net.surgery.inline import inline_layers
+from keras_net2net.surgery.inline import is_opaque
+from keras_net2net.surgery.inline import opaque_holder
 from keras_net2net.surgery.plan import Plan
 from keras_net2net.surgery.plan import plan_deepen
 from keras_net2net.surgery.plan import plan_widen
 from keras_net2net.transforms import WidthTransform
+
+
+def _targets(request: Request) -> list[Any]:
+    target = request.layer if isinstance(request, Widen) else request.after
+    targets = target if isinstance(target, (list, tuple)) else [target]
+    return [t.split("/", 1)[0] if isinstance(t, str) else t for t in targets]
+
+
+def plan_traced(
+    model: Model,
+    request: Request | None,
+    planner: Callable[[Model], Any] | None = None,
+    targets: list[Any] | None = None,
+) -> tuple[Any, Model, list[str]]:
+    """`plan_request`, tracing the subclassed layers that stand in its way.
+
+    A subclassed layer without a handler on the request's path, or holding
+    its target, is replaced by the Functional graph of its call
+    (`keras_net2net.surgery.inline`), and the request planned again.
+    ``planner`` (a function of the model) replaces `plan_request`, and
+    ``targets`` (layers or names) the request's own, where the caller has
+    the layer objects.
+
+    Returns:
+        ``(plan, model, traced)``: ``model`` is the input model, or the new
+        model with the subclassed layers inlined (sharing every layer); the
+        plan (what ``planner`` returns) is for it. ``traced`` names each inlined layer.
+    """
+    traced: list[str] = []
+    while True:
+        try:
+            if planner is None:
+                assert request is not None
+                return plan_request(model, request), model, traced
+            return planner(model), model, traced
+        except H.NoHandler as error:
+            layer = error.layer
+            if not is_opaque(layer) or len(traced) > 64:
+                raise
+        except ValueError as error:
+            holders = [
+                opaque_holder(model, t)
+                for t in (_targets(request) if request is not None else targets or [])
+                if not holds(model, t)
+            ]
+            holders = [h for h in holders if h is not None]
+            if not holders:
+                raise
+            layer = holders[0]
+            if layer.name in traced:
+                raise error
+        model = inline_layers(model, [layer])  # or its own refusal, by name
+        traced.append(f"{type(layer).__name__} '{layer.name}'")
 
 
 def plan_request(model: Model, request: Request) -> Plan | families.FamilyPlan:
@@ -174,7 +233,7 @@ def apply_requests(
     current = model
     for request in requests:
         with _naming_failures(request, name_failures):
-            plan = plan_request(current, request)
+            plan, current, traced = plan_traced(current, request)
             if isinstance(plan, families.FamilyPlan):
                 if reuse_layers:
                     raise TypeError(
@@ -192,7 +251,10 @@ def apply_requests(
                 origins, state = _origins(plan, pairs, origins, state)
         if current is not model:
             result.graphs.append(current)
-        result.descriptions.append(plan.description)
+        description = plan.description
+        if traced:
+            description += f" (traced into its layers: {', '.join(traced)})"
+        result.descriptions.append(description)
         result.details.extend(plan.describe())
         current = new_model
     result.model = current
@@ -231,7 +293,7 @@ def check_request(model: Model, request: Request) -> None:
             starts with the request.
     """
     with _naming_failures(request, True):
-        plan_request(model, request)
+        plan_traced(model, request)
 
 
 @contextlib.contextmanager

@@ -57,6 +57,7 @@ from keras_net2net.surgery.handlers.base import WIDEN_METHODS
 from keras_net2net.surgery.handlers.base import Handler
 from keras_net2net.surgery.handlers.base import LayerChange
 from keras_net2net.surgery.handlers.base import LayoutHandler
+from keras_net2net.surgery.handlers.base import NoHandler
 from keras_net2net.surgery.handlers.base import PassThroughHandler
 from keras_net2net.surgery.handlers.base import UnitsHandler
 from keras_net2net.surgery.handlers.base import WidenOptions
@@ -81,6 +82,7 @@ __all__ = [
     "LayerChange",
     "LayoutHandler",
     "NET2WIDER",
+    "NoHandler",
     "PassThroughHandler",
     "RANDOM",
     "RANDOM_PAD",

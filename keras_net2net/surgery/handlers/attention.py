@@ -74,7 +74,17 @@ def _argument(node, position):
 
 
 class MultiHeadAttentionHandler(UnitsHandler):
-    """`MultiHeadAttention` (self- or cross-attention, masks, causal masks)."""
+    """`MultiHeadAttention` (self- or cross-attention, masks, causal masks).
+
+    ``deepen`` after one inserts an identity Dense (its output projection is
+    linear).
+    """
+
+    identity_deepening = True
+
+    def deeper_layer(self, layer, name, *, method, kernel_size=None, seed=None):
+        width = int(layer.output_dense.kernel.shape[-1])
+        return identity_dense(layer, width, name, method, seed)
 
     def check(self, layer):
         if getattr(layer, "use_gate", False):

@@ -81,6 +81,14 @@ def unsupported(layer, reason):
     return ValueError(f"{describe(layer)} {reason}")
 
 
+class NoHandler(ValueError):
+    """A layer with no handler is on a growth's path (``layer`` says which)."""
+
+    def __init__(self, message: str, layer: Any):
+        super().__init__(message)
+        self.layer = layer
+
+
 def format_axis(layer: Any, rank: int) -> int:
     """The channel axis of a ``rank``-dimensional tensor under ``layer.data_format``.
 

@@ -1,0 +1,235 @@
+"""Subclassed layers traced into the layers and `keras.ops` calls of their `call`.
+
+A subclassed layer (keras.io's ``TransformerBlock``, InceptionResNetV2's
+``CustomScaleLayer``) has no handler: growth cannot see what it does with its
+channels. When its ``call`` is built from Keras layers and `keras.ops`,
+calling it on symbolic tensors records every sublayer and op call as a graph:
+`trace_layer` returns that graph as a Functional model with the layer's name,
+holding the layer's own sublayers (so its weights stay where they are).
+`inline_layers` puts such models in place of the layers, and `widen`/`deepen`
+do it on their own for a subclassed layer on a growth's path. The result is a
+plain Functional model of standard layers: it saves and reloads without the
+subclassed class.
+
+A layer is refused (by name, with the reason) when its call cannot be traced:
+Python control flow on tensor values, a variable of its own used as a
+constant (``add_weight``), or a sublayer called on a value that does not come
+from the layer's inputs (positions from ``ops.arange`` fed to an Embedding:
+its weights would be frozen into the graph as a constant).
+
+``training`` is passed as None, so the sublayers follow the model's call
+context (dropout active in ``fit``), as they do inside the subclassed layer
+when it passes ``training`` on.
+"""
+
+import inspect
+import weakref
+from typing import Any
+
+import keras
+
+from keras_net2net import _keras_internals as internals
+from keras_net2net._types import Model
+from keras_net2net.surgery import handlers as H
+from keras_net2net.surgery.apply import replace_operations
+
+
+def is_opaque(layer) -> bool:
+    """A subclassed layer without a handler (a candidate for tracing).
+
+    A user's layer, or one of the layers keras.applications define for
+    themselves (InceptionResNetV2's ``CustomScaleLayer``); Keras's own layers
+    without a handler are reported by name instead.
+    """
+    if not isinstance(layer, keras.layers.Layer) or internals.has_graph(layer):
+        return False
+    if H.get_handler(layer) is not None:
+        return False
+    module = type(layer).__module__
+    return not module.startswith("keras.") or module.startswith(
+        "keras.src.applications."
+    )
+
+
+# One trace per layer and input signature: the ops of a trace are new objects,
+# so a target found in one trace (an Add inside a block) must be the same
+# object when growth traces the layer again.
+_TRACES: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
+
+
+def trace_layer(layer, node) -> Model:
+    """The Functional model of ``layer``'s ``call`` at ``node`` (its graph call).
+
+    Traced once per layer and input signature (the same ops every time).
+
+    Example:
+
+    ```python
+    node = ...  # the call of a TransformerBlock in a Functional model
+    block = trace_layer(transformer_block, node)  # att, ffn, norms and adds
+    ```
+
+    Raises:
+        ValueError: naming the layer, if its call cannot be traced exactly.
+    """
+    args, kwargs = internals.node_arguments(node)
+    tensors = [a for a in keras.tree.flatten(args) if isinstance(a, keras.KerasTensor)]
+    extra = {k for k in kwargs if k != "training"}
+    if len(args) != 1 or extra or len(tensors) != len(internals.node_inputs(node)):
+        raise H.unsupported(
+            layer,
+            "has no handler and cannot be traced into its layers: tracing "
+            "needs a call on one tensor (or one list/dict of tensors) with no "
+            f"other arguments than `training`. Received: {len(args)} positional "
+            f"arguments, keyword arguments {sorted(kwargs)}.",
+        )
+    signature = tuple(
+        (tuple(t.shape), str(t.dtype)) for t in internals.node_inputs(node)
+    )
+    cached = _TRACES.get(layer, {}).get(signature)
+    if cached is not None:
+        return cached
+    inputs = keras.tree.map_structure(
+        lambda t: keras.Input(batch_shape=t.shape, dtype=t.dtype), args[0]
+    )
+    call_kwargs: dict[str, Any] = {}
+    if "training" in inspect.signature(layer.call).parameters:
+        call_kwargs["training"] = None
+    try:
+        outputs = layer.call(inputs, **call_kwargs)
+        traced = keras.Model(inputs, outputs, name=layer.name)
+    except Exception as error:  # noqa: BLE001 - any failure of user code
+        raise H.unsupported(
+            layer,
+            "has no handler and its call cannot be traced into its layers and "
+            f"keras.ops calls ({type(error).__name__}: {error}); e.g. Python "
+            "control flow on tensor values. Register a handler with "
+            "keras_net2net.register_handler.",
+        ) from error
+    reached = {id(v) for v in traced.weights}
+    missing = [v.path for v in layer.weights if id(v) not in reached]
+    if missing:
+        raise H.unsupported(
+            layer,
+            "has no handler and its call cannot be traced into its layers: "
+            f"the traced graph does not reach its variables {missing} (a "
+            "variable of its own used as a constant, or a sublayer called on "
+            "a value computed without the layer's inputs, such as positions "
+            "from ops.arange). Write it with standard layers, or register a "
+            "handler with keras_net2net.register_handler.",
+        )
+    _TRACES.setdefault(layer, {})[signature] = traced
+    return traced
+
+
+def is_traceable(model: Model, layer) -> bool:
+    """Whether ``layer`` is a subclassed layer of ``model`` that traces."""
+    if not is_opaque(layer):
+        return False
+    calls = layer_calls(model, layer)
+    if len(calls) != 1:
+        return False
+    try:
+        trace_layer(layer, calls[0])
+    except ValueError:
+        return False
+    return True
+
+
+def layer_calls(model: Model, layer) -> list:
+    """The graph nodes (calls) of ``layer`` in ``model`` and its nested models."""
+    found = []
+    for node in internals.graph_calls(model):
+        op = internals.node_operation(node)
+        if op is layer:
+            found.append(node)
+        elif internals.has_graph(op):
+            found.extend(layer_calls(op, layer))
+    return found
+
+
+def inline_layers(model: Model, layers) -> Model:
+    """A model like ``model`` with each of ``layers`` replaced by its trace.
+
+    Every other layer is reused (shared with ``model``), so are the traced
+    layers' sublayers: the new model computes the same function with the same
+    variables. Growth copies what it does not change afterwards.
+
+    Args:
+        model: a built Sequential or Functional model.
+        layers: subclassed layers of ``model`` (or of its nested models),
+            each called once.
+
+    Returns:
+        A new model; ``model`` is not changed.
+
+    Raises:
+        ValueError: naming a layer that cannot be traced (nothing changes).
+    """
+    replacements = {}
+    for layer in layers:
+        calls = layer_calls(model, layer)
+        if len(calls) != 1:
+            raise H.unsupported(
+                layer,
+                f"has no handler and is called {len(calls)} times; only a "
+                "layer called once can be traced into its layers.",
+            )
+        replacements[id(layer)] = trace_layer(layer, calls[0])
+    return replace_operations(model, replacements)
+
+
+def holds(model: Model, target) -> bool:
+    """Whether ``target`` (a layer or a name) is a layer of ``model`` or nested."""
+    for node in internals.graph_calls(model):
+        op = internals.node_operation(node)
+        if op is target or (isinstance(target, str) and op.name == target):
+            return True
+        if internals.has_graph(op) and holds(op, target):
+            return True
+    return False
+
+
+def _attributes_hold(layer, target, depth: int = 3) -> bool:
+    """Whether ``target`` is among ``layer``'s attributes (sublayers, lists)."""
+    if depth == 0:
+        return False
+    for value in vars(layer).values():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for item in values:
+            if not isinstance(item, keras.layers.Layer) or item is layer:
+                continue
+            if item is target or (isinstance(target, str) and item.name == target):
+                return True
+            if _attributes_hold(item, target, depth - 1):
+                return True
+    return False
+
+
+def opaque_holder(model: Model, target):
+    """The subclassed layer of ``model`` whose traced call holds ``target``.
+
+    ``target`` is a layer or a layer name that ``model``'s graph does not show
+    (a sublayer of a subclassed layer). Returns None if no subclassed layer
+    holds it.
+
+    Raises:
+        ValueError: the refusal to trace the subclassed layer that holds
+            ``target`` (as one of its attributes), if it cannot be traced.
+    """
+    for node in internals.graph_calls(model):
+        op = internals.node_operation(node)
+        if internals.has_graph(op):
+            found = opaque_holder(op, target)
+            if found is not None:
+                return found
+        elif is_opaque(op):
+            try:
+                traced = trace_layer(op, node)
+            except ValueError:
+                if _attributes_hold(op, target):
+                    raise
+                continue
+            if holds(traced, target) or opaque_holder(traced, target) is not None:
+                return op
+    return None

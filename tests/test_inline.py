@@ -1,0 +1,226 @@
+"""Subclassed layers traced into their layers and keras.ops calls (issue #22, 7)."""
+
+import keras
+import numpy as np
+import pytest
+from conftest import TOL
+from conftest import randomize_weights
+
+import keras_net2net as kn
+from keras_net2net.surgery.operations import apply_requests
+
+L = keras.layers
+ops = keras.ops
+
+
+class TransformerBlock(L.Layer):
+    """keras.io "Text classification with Transformer" (post-LN, no get_config)."""
+
+    def __init__(self, embed_dim, num_heads, ff_dim, rate=0.1):
+        super().__init__()
+        self.att = L.MultiHeadAttention(num_heads=num_heads, key_dim=embed_dim)
+        self.ffn = keras.Sequential(
+            [L.Dense(ff_dim, activation="relu"), L.Dense(embed_dim)]
+        )
+        self.layernorm1 = L.LayerNormalization(epsilon=1e-6)
+        self.layernorm2 = L.LayerNormalization(epsilon=1e-6)
+        self.dropout1 = L.Dropout(rate)
+        self.dropout2 = L.Dropout(rate)
+
+    def call(self, inputs, training=False):
+        attn_output = self.att(inputs, inputs)
+        attn_output = self.dropout1(attn_output, training=training)
+        out1 = self.layernorm1(inputs + attn_output)
+        ffn_output = self.ffn(out1)
+        ffn_output = self.dropout2(ffn_output, training=training)
+        return self.layernorm2(out1 + ffn_output)
+
+
+class ScaledSum(L.Layer):
+    """InceptionResNetV2's CustomScaleLayer: ``x + scale * branch``."""
+
+    def __init__(self, scale, **kwargs):
+        super().__init__(**kwargs)
+        self.scale = scale
+
+    def call(self, inputs):
+        return inputs[0] + inputs[1] * self.scale
+
+
+class TokenAndPositionEmbedding(L.Layer):
+    """keras.io: positions from ops.arange, which a graph cannot hold."""
+
+    def __init__(self, maxlen, vocab_size, embed_dim):
+        super().__init__()
+        self.token_emb = L.Embedding(input_dim=vocab_size, output_dim=embed_dim)
+        self.pos_emb = L.Embedding(input_dim=maxlen, output_dim=embed_dim)
+
+    def call(self, x):
+        positions = ops.arange(start=0, stop=ops.shape(x)[-1], step=1)
+        return self.token_emb(x) + self.pos_emb(positions)
+
+
+class OwnScale(L.Layer):
+    """A variable of its own, used in call."""
+
+    def build(self, input_shape):
+        self.gamma = self.add_weight(shape=(input_shape[-1],), initializer="ones")
+
+    def call(self, x):
+        return x * self.gamma
+
+
+class BackendCode(L.Layer):
+    """A call written with the backend's own functions, not keras.ops."""
+
+    def __init__(self):
+        super().__init__()
+        self.dense = L.Dense(6)
+
+    def call(self, x):
+        backend = keras.backend.backend()
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            return self.dense(tf.math.cumsum(x, axis=-1))
+        if backend == "jax":
+            import jax.numpy as jnp
+
+            return self.dense(jnp.cumsum(x, axis=-1))
+        import torch
+
+        return self.dense(torch.cumsum(x, dim=-1))
+
+
+def text_transformer():
+    inputs = keras.Input((6,), dtype="int32")
+    x = L.Embedding(20, 8, name="tokens")(inputs)
+    x = TransformerBlock(8, 2, 16)(x)
+    x = L.GlobalAveragePooling1D()(x)
+    x = L.Dense(10, activation="relu", name="head")(x)
+    outputs = L.Dense(2, name="out")(x)
+    model = keras.Model(inputs, outputs)
+    randomize_weights(model, seed=1)
+    x = np.random.default_rng(0).integers(0, 20, (3, 6)).astype("int32")
+    return model, x
+
+
+def relative(a, b):
+    a, b = (keras.ops.convert_to_numpy(v) for v in (a, b))
+    return float(np.max(np.abs(a - b)) / np.max(np.abs(a)))
+
+
+def ffn(traced):
+    return next(lay for lay in traced.layers if isinstance(lay, keras.Sequential))
+
+
+def block_of(model):
+    return next(lay for lay in model.layers if isinstance(lay, TransformerBlock))
+
+
+def test_widen_a_sublayer_of_a_subclassed_layer(tmp_path):
+    model, x = text_transformer()
+    before = model(x)
+    block = block_of(model)
+    grown = kn.widen(model, block.ffn.layers[0], 24)
+    assert relative(before, grown(x)) <= TOL
+    traced = grown.get_layer(block.name)
+    assert type(traced).__name__ == "Functional"  # the block, traced
+    assert ffn(traced).layers[0].units == 24
+    assert block.ffn.layers[0].units == 16  # the input model is unchanged
+    assert relative(before, model(x)) == 0
+    # Saved and loaded without the subclassed class.
+    grown.save(tmp_path / "grown.keras")
+    loaded = keras.saving.load_model(tmp_path / "grown.keras")
+    assert relative(before, loaded(x)) <= TOL
+
+
+def test_channels_pass_through_a_traced_layer():
+    model, x = text_transformer()
+    before = model(x)
+    grown = kn.widen(model, "tokens", 16)  # d_model: att, norms, adds, ffn
+    assert relative(before, grown(x)) <= TOL
+    traced = grown.get_layer(block_of(model).name)
+    assert ffn(traced).layers[-1].units == 16
+
+
+def test_the_traced_layer_is_reported():
+    model, _ = text_transformer()
+    result = apply_requests(model, kn.Widen("tokens", 16))
+    assert "traced into its layers: TransformerBlock" in result.descriptions[0]
+
+
+def test_an_ops_only_layer_is_traced():
+    inputs = keras.Input((5, 5, 3))
+    x = L.Conv2D(4, 3, padding="same", name="stem")(inputs)
+    branch = L.Conv2D(4, 1, name="branch")(x)
+    x = ScaledSum(0.2)([x, branch])
+    x = L.Activation("relu")(x)
+    outputs = L.Conv2D(2, 1, name="out")(x)
+    model = keras.Model(inputs, outputs)
+    randomize_weights(model)
+    data = np.random.default_rng(0).normal(size=(2, 5, 5, 3)).astype("float32")
+    grown = kn.widen(model, "stem", 6)
+    assert relative(model(data), grown(data)) <= TOL
+    assert grown.get_layer("branch").filters == 6
+
+
+def test_grow_in_place_through_a_traced_layer():
+    model, x = text_transformer()
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(True))
+    y = np.array([0, 1, 0])
+    model.train_on_batch(x, y)
+    before = model(x)
+    kn.grow_in_place(model, kn.Widen("tokens", 16))
+    assert relative(before, model(x)) <= TOL
+    model.train_on_batch(x, y)  # trains with the carried Adam state
+
+
+def test_a_layer_with_its_own_variable_is_refused_by_name():
+    inputs = keras.Input((6,), dtype="int32")
+    x = L.Embedding(20, 8, name="tokens")(inputs)
+    x = OwnScale()(x)
+    model = keras.Model(inputs, L.Dense(2)(x))
+    with pytest.raises(ValueError, match="OwnScale.*a variable of its own"):
+        kn.widen(model, "tokens", 12)
+
+
+def test_a_sublayer_of_an_untraceable_layer_is_refused_with_the_reason():
+    inputs = keras.Input((6,), dtype="int32")
+    embedding = TokenAndPositionEmbedding(6, 20, 8)
+    outputs = L.Dense(2)(embedding(inputs))
+    model = keras.Model(inputs, outputs)
+    with pytest.raises(ValueError, match="TokenAndPositionEmbedding.*ops.arange"):
+        kn.widen(model, embedding.token_emb, 12)
+
+
+def test_a_call_that_does_not_trace_is_refused_by_name():
+    inputs = keras.Input((4,))
+    x = L.Dense(6, name="first")(inputs)
+    x = BackendCode()(x)
+    model = keras.Model(inputs, L.Dense(2)(x))
+    with pytest.raises(ValueError, match="BackendCode.*cannot be traced"):
+        kn.widen(model, "first", 8)
+
+
+def test_trace_layers_shows_what_growth_sees(tmp_path):
+    model, x = text_transformer()
+    plain = kn.trace_layers(model)
+    assert relative(model(x), plain(x)) == 0
+    block = block_of(model)
+    assert type(plain.get_layer(block.name)).__name__ == "Functional"
+    assert kn.trace_layers(plain) is plain  # nothing left to trace
+    group = kn.coupled_layers(model, "tokens")  # traces the block too
+    assert "layer_normalization" in " ".join(lay.name for lay in group.layers())
+    with pytest.raises(ValueError, match="`layers`: .* has no layer 'nope'"):
+        kn.trace_layers(model, ["nope"])
+
+
+def test_deepen_inside_a_traced_layer():
+    model, x = text_transformer()
+    before = model(x)
+    block = block_of(model)
+    for after in (block.att, block.ffn.layers[0]):
+        grown = kn.deepen(model, after=after)
+        assert relative(before, grown(x)) <= TOL
+        assert len(grown.weights) == len(model.weights) + 2  # a Dense's two

@@ -110,14 +110,25 @@ def test_step_events_due_at_one_execution_boundary_apply_in_order():
     assert "6 -> 9" in record.operations[0] and "9 -> 12" in record.operations[1]
 
 
-def test_nested_functional_in_sequential_is_refused_clearly():
+@pytest.mark.parametrize("in_place", [False, True])
+def test_nested_functional_in_sequential_takes_the_wider_input(in_place):
     inner_in = keras.Input((6,))
-    inner = keras.Model(inner_in, L.Dense(3, name="inner_out")(inner_in), name="inner")
-    model = keras.Sequential([keras.Input((4,)), L.Dense(6, name="fc1"), inner])
-    before = snapshot(model)
-    with pytest.raises(ValueError, match=r"'inner'.*inside the Sequential"):
-        kn.widen(model, "fc1", 9)
-    assert_unchanged(model, before)
+    h = L.Dense(5, activation="relu", name="inner_hidden")(inner_in)
+    inner = keras.Model(inner_in, L.Add()([h, L.Dense(5)(inner_in)]), name="inner")
+    model = keras.Sequential(
+        [keras.Input((4,)), L.Dense(6, name="fc1"), inner, L.Dense(2, name="out")]
+    )
+    randomize_weights(model)
+    x = np.random.default_rng(0).normal(size=(3, 4)).astype("float32")
+    before = keras.ops.convert_to_numpy(model(x))
+    if in_place:
+        kn.grow_in_place(model, [kn.Widen("fc1", 9), kn.Widen("inner_hidden", 7)])
+        grown = model
+    else:
+        grown = kn.widen(kn.widen(model, "fc1", 9), "inner_hidden", 7)
+    after = keras.ops.convert_to_numpy(grown(x))
+    assert np.max(np.abs(after - before)) <= TOL * np.max(np.abs(before))
+    assert grown.get_layer("inner").input.shape[-1] == 9
 
 
 def test_random_pad_heads_use_the_pad_distribution():

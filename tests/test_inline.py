@@ -110,10 +110,6 @@ def relative(a, b):
     return float(np.max(np.abs(a - b)) / np.max(np.abs(a)))
 
 
-def ffn(traced):
-    return next(lay for lay in traced.layers if isinstance(lay, keras.Sequential))
-
-
 def block_of(model):
     return next(lay for lay in model.layers if isinstance(lay, TransformerBlock))
 
@@ -126,7 +122,8 @@ def test_widen_a_sublayer_of_a_subclassed_layer(tmp_path):
     assert relative(before, grown(x)) <= TOL
     traced = grown.get_layer(block.name)
     assert type(traced).__name__ == "Functional"  # the block, traced
-    assert ffn(traced).layers[0].units == 24
+    # The block's own Sequential is flattened into the trace.
+    assert traced.get_layer(block.ffn.layers[0].name).units == 24
     assert block.ffn.layers[0].units == 16  # the input model is unchanged
     assert relative(before, model(x)) == 0
     # Saved and loaded without the subclassed class.
@@ -140,8 +137,9 @@ def test_channels_pass_through_a_traced_layer():
     before = model(x)
     grown = kn.widen(model, "tokens", 16)  # d_model: att, norms, adds, ffn
     assert relative(before, grown(x)) <= TOL
-    traced = grown.get_layer(block_of(model).name)
-    assert ffn(traced).layers[-1].units == 16
+    block = block_of(model)
+    traced = grown.get_layer(block.name)
+    assert traced.get_layer(block.ffn.layers[-1].name).units == 16
 
 
 def test_the_traced_layer_is_reported():
@@ -224,3 +222,37 @@ def test_deepen_inside_a_traced_layer():
         grown = kn.deepen(model, after=after)
         assert relative(before, grown(x)) <= TOL
         assert len(grown.weights) == len(model.weights) + 2  # a Dense's two
+
+
+def test_a_residual_block_inside_a_traced_layer_is_copied():
+    model, x = text_transformer()
+    before = model(x)
+    plain = kn.trace_layers(model)
+    adds = [
+        op
+        for op in kn.surgery.LayerGraph(plain).layers
+        if kn.surgery.handlers.merging.is_residual_add(op)
+    ]
+    # x + attention(x), x + ffn(x): copied with their output projection
+    # zeroed (the block's own Sequential is flattened into the trace).
+    added = []
+    for add in adds:
+        grown = kn.deepen(model, after=add)  # found in the same trace
+        assert relative(before, grown(x)) <= TOL
+        added.append(len(grown.weights) - len(model.weights))
+    assert added == [8, 4]  # one more attention; two more Dense layers
+    grown = kn.deepen(model, after=block_of(model).ffn.layers[0], residual=True)
+    assert relative(before, grown(x)) <= TOL
+
+
+def test_a_residual_branch_inside_a_nested_functional_model():
+    inner_in = keras.Input((6,))
+    h = L.Dense(6, activation="gelu", name="inner_gelu")(inner_in)
+    inner = keras.Model(inner_in, L.Dense(6, name="inner_out")(h), name="inner")
+    inputs = keras.Input((4,))
+    outputs = L.Dense(2)(inner(L.Dense(6)(inputs)))
+    model = randomize_weights(keras.Model(inputs, outputs))
+    x = np.random.default_rng(0).normal(size=(3, 4)).astype("float32")
+    grown = kn.deepen(model, after="inner_gelu", residual=True)
+    assert relative(model(x), grown(x)) <= TOL
+    assert len(grown.weights) > len(model.weights)

@@ -11,6 +11,7 @@ from conftest import snapshot
 from test_surgery import Doubler
 
 import keras_net2net as kn
+from keras_net2net.surgery.operations import apply_requests
 
 L = keras.layers
 
@@ -138,13 +139,22 @@ def test_output_reached_through_pass_through(kind):
     assert_unchanged(model, before)
 
 
-def test_deepen_after_softmax_says_why(kind):
+def test_deepen_after_softmax_is_a_residual_branch_or_says_why(kind):
     model = randomize_weights(
         build([L.Dense(4, activation="softmax", name="sm"), L.Dense(2)], (3,), kind)
     )
     before = snapshot(model)
-    with pytest.raises(ValueError, match=r"'sm'.*activation 'softmax'.*ReLU or linear"):
-        kn.deepen(model, after="sm")
+    if kind == "sequential":  # no room for the Add of a residual branch
+        with pytest.raises(
+            ValueError, match=r"'sm'.*activation 'softmax'.*ReLU or linear"
+        ):
+            kn.deepen(model, after="sm")
+    else:  # an identity layer is not exact after softmax: a zero branch is
+        result = apply_requests(model, kn.Deepen(after="sm"))
+        assert "residual branch" in result.descriptions[0]
+        assert "not exact after activation 'softmax'" in result.descriptions[0]
+        x = np.random.default_rng(0).normal(size=(3, 3)).astype("float32")
+        assert kn.max_output_difference(model, result.model, x) <= TOL
     assert_unchanged(model, before)
 
 

@@ -151,12 +151,25 @@ class _Builder:
         return insertions
 
     def _sequential(self, model, inputs, nested):
+        source = internals.graph_inputs(model)[0]
+        shape = None  # the running output shape, where the input's is known
+        if inputs is not None:
+            shape = tuple(inputs[0].shape)
+        elif not nested:
+            shape = tuple(source.shape)
         layers = []
         for layer in model.layers:
+            if shape is not None:
+                self._nested_on(layer, shape, source.dtype)
             layers.append(self.op(layer))
-            for insertion in self._inserted(layer):
-                layers.extend(insertion.sequential)
-        source = internals.graph_inputs(model)[0]
+            inserted = [
+                new
+                for insertion in self._inserted(layer)
+                for new in insertion.sequential
+            ]
+            layers.extend(inserted)
+            for new in [layers[-1 - len(inserted)], *inserted]:
+                shape = _output_shape(new, shape)
         if inputs is not None:
             first = [keras.Input(batch_shape=inputs[0].shape, dtype=source.dtype)]
         elif nested:
@@ -172,6 +185,19 @@ class _Builder:
         return keras.Sequential(
             first + layers, name=model.name, trainable=model.trainable
         )
+
+    def _nested_on(self, layer, shape, dtype):
+        """Rebuild a nested Functional ``layer`` of a Sequential on ``shape``.
+
+        A Sequential calls it on its previous layer's output, which a growth
+        may have widened: its inputs take that shape.
+        """
+        if not internals.has_graph(layer) or isinstance(layer, keras.Sequential):
+            return
+        if id(layer) in self.new_of or not (self.touched(layer) or not self.reuse):
+            return
+        inputs = [keras.KerasTensor(shape, dtype=dtype)]
+        self.new_of[id(layer)] = self.model(layer, inputs, nested=True)
 
     def _functional(self, model, inputs=None):
         old_inputs = internals.graph_inputs(model)
@@ -261,6 +287,17 @@ class _Builder:
                     # A host copy: never alias the old variable's device buffer
                     # (JAX may donate and delete it).
                     variable.assign(host_copy(source))
+
+
+def _output_shape(layer, shape):
+    """``layer``'s output shape on ``shape`` (None if unknown), without a call."""
+    if shape is None:
+        return None
+    try:
+        result = layer.compute_output_shape(shape)
+    except Exception:  # noqa: BLE001 - a layer without a shape rule: unknown
+        return None
+    return tuple(result) if isinstance(result, (tuple, list)) else None
 
 
 def copy_unchanged(layer):

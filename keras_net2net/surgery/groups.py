@@ -55,6 +55,8 @@ class ChannelGroup:
         writers: nodes whose output units are widened.
         readers: ``(node, position)`` pairs that absorb widened inputs.
         passes: pass-through nodes (merges included) on group tensors.
+        across: nodes that act on another axis of a group tensor and leave
+            the channels untouched (`Handler.acts_across`); not changed.
         layouts: layout nodes (Flatten, Concatenate, ...).
         rules: ``(node, MappingRule, key)``: what a layer needs of the mapping
             of the group tensor ``key`` it reads (`Handler.mapping_rule`).
@@ -68,6 +70,7 @@ class ChannelGroup:
     writers: list = dataclasses.field(default_factory=list)
     readers: list = dataclasses.field(default_factory=list)
     passes: list = dataclasses.field(default_factory=list)
+    across: list = dataclasses.field(default_factory=list)
     layouts: list = dataclasses.field(default_factory=list)
     rules: list = dataclasses.field(default_factory=list)
 
@@ -90,7 +93,8 @@ class ChannelGroup:
 
     def layers(self) -> list[Any]:
         """Every operation of the group, in graph order."""
-        nodes = self.writers + [n for n, _ in self.readers] + self.passes + self.layouts
+        nodes = self.writers + [n for n, _ in self.readers] + self.passes
+        nodes += self.across + self.layouts
         seen, order = set(), []
         for node in sorted(nodes, key=lambda n: n.index):
             if id(node.op) not in seen:
@@ -118,6 +122,7 @@ class ChannelGroup:
             f"  merges (inputs share the channels): {names(merges)}",
             f"  pass-throughs (parameters copied or none): {names(others)}",
             f"  layouts (channel index layout derived): {names(self.layouts)}",
+            "  across (act on another axis, unchanged): " + names(self.across),
         ]
         if self.uniform:
             lines.append(
@@ -302,10 +307,23 @@ def find_group(graph: LayerGraph, seed: Node, source_name: str) -> ChannelGroup:
         for i in handler.coupled_inputs(node.op, node, graph):
             add_core(node.inputs[i], axis)
 
+    def add_across(node, axis):
+        # Channels on a batch-like axis of the layer: through it, unchanged
+        # (so its other calls, if it is shared, are not concerned).
+        if visit(node, "across"):
+            group.across.append(node)
+            for other in node.inputs[:1]:
+                add_core(other, axis)
+            for other in node.outputs[:1]:
+                add_core(other, axis)
+
     def backward(key, axis):
         node = graph.producer(key)
         assert node is not None  # model inputs were refused by check_ends
         handler, role = _handler(node, source_name, graph, axis)
+        if handler.acts_across(node.op, node, graph, axis):
+            add_across(node, axis)
+            return
         declared = _declared_axis(handler, node, graph)
         if role == H.UNITS:
             out_axis = handler.output_axis(node.op, node, graph, declared)
@@ -352,6 +370,9 @@ def find_group(graph: LayerGraph, seed: Node, source_name: str) -> ChannelGroup:
     def forward(key, axis, is_derived):
         for node, position in graph.consumers(key):
             handler, role = _handler(node, source_name, graph, axis)
+            if not is_derived and handler.acts_across(node.op, node, graph, axis):
+                add_across(node, axis)
+                continue
             declared = _declared_axis(handler, node, graph)
             in_axis = axis if declared is None else declared
             if role == H.UNITS and position in handler.coupled_inputs(

@@ -106,6 +106,11 @@ def trace_layer(layer, node) -> Model:
             "control flow on tensor values. Register a handler with "
             "keras_net2net.register_handler.",
         ) from error
+    if any(
+        internals.has_graph(internals.node_operation(n))
+        for n in internals.graph_calls(traced)
+    ):
+        traced = _flattened(traced)
     reached = {id(v) for v in traced.weights}
     missing = [v.path for v in layer.weights if id(v) not in reached]
     if missing:
@@ -134,6 +139,43 @@ def is_traceable(model: Model, layer) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _flattened(model: Model) -> Model:
+    """``model`` with the layers of its nested models called directly.
+
+    A traced layer's own Sequential (keras.io's ``self.ffn``) becomes part of
+    the trace, so that growth can insert residual branches and copy blocks
+    there (it does so only at one level of nesting).
+    """
+    old_inputs = internals.graph_inputs(model)
+    inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype) for t in old_inputs]
+    tensors = {id(old): new for old, new in zip(old_inputs, inputs)}
+    _call_flat(model, tensors)
+    outputs = [tensors[id(t)] for t in internals.graph_outputs(model)]
+    return keras.Model(
+        keras.tree.pack_sequence_as(internals.inputs_struct(model), inputs),
+        keras.tree.pack_sequence_as(internals.outputs_struct(model), outputs),
+        name=model.name,
+    )
+
+
+def _call_flat(model: Model, tensors: dict) -> None:
+    for node in internals.graph_calls(model):
+        op = internals.node_operation(node)
+        if internals.has_graph(op):
+            inner = internals.graph_inputs(op)
+            outer = internals.node_inputs(node)
+            if len(inner) != len(outer):
+                raise H.unsupported(op, "is called on other inputs than its own.")
+            tensors.update({id(i): tensors[id(o)] for i, o in zip(inner, outer)})
+            _call_flat(op, tensors)
+            results = [tensors[id(t)] for t in internals.graph_outputs(op)]
+        else:
+            args, kwargs = internals.fill_arguments(node, tensors)
+            results = keras.tree.flatten(op(*args, **kwargs))
+        for old, new in zip(internals.node_outputs(node), results):
+            tensors[id(old)] = new
 
 
 def layer_calls(model: Model, layer) -> list:

@@ -89,6 +89,12 @@ class NoHandler(ValueError):
         self.layer = layer
 
 
+def last_axis_only(node: Node, graph: LayerGraph, axis: int) -> bool:
+    """True if ``axis`` is not the last axis of ``node``'s input (rank >= 3)."""
+    rank = input_rank(node, graph)
+    return rank >= 3 and axis != -1 and -rank < axis < 0
+
+
 def format_axis(layer: Any, rank: int) -> int:
     """The channel axis of a ``rank``-dimensional tensor under ``layer.data_format``.
 
@@ -167,8 +173,9 @@ class Handler:
 
     Planning asks a handler only what it declares: the attributes above, and
     methods with a neutral default here: where its channels are
-    (`channel_axis`, `output_axis`, `channel_outputs`), what it needs of the
-    mapping (`mapping_rule`, `internal_rule`) and `zero_change`.
+    (`channel_axis`, `output_axis`, `channel_outputs`, `acts_across`), what
+    it needs of the mapping (`mapping_rule`, `internal_rule`) and
+    `zero_change`.
     `register_handler` checks that each declared ability is implemented.
     """
 
@@ -209,6 +216,17 @@ class Handler:
         the channels go (global pooling without ``keepdims``: -1).
         """
         return axis
+
+    def acts_across(self, layer: Any, node: Node, graph: LayerGraph, axis: int) -> bool:
+        """Whether ``layer`` leaves channels on ``axis`` untouched, slice by slice.
+
+        A Dense (or a LayerNormalization over the last axis) applied to a
+        tensor whose channels are on another axis (MLP-Mixer's token mixing,
+        after a transpose) maps each channel's slice on its own, with weights
+        that do not involve the channels: the channels pass through it, and
+        it is not changed. Defaults to False.
+        """
+        return False
 
     def channel_outputs(self, layer: Any, node: Node, graph: LayerGraph) -> list[int]:
         """Positions (in ``node.outputs``) of the outputs that carry the channels.
@@ -266,6 +284,14 @@ class Handler:
         raise unsupported(
             layer, "cannot be followed by an identity copy (deepen() after it)."
         )
+
+    def identity_blocker(self, layer: Any) -> str | None:
+        """Why an identity copy after ``layer`` would not be exact (None: it is).
+
+        `deepen` then inserts a residual branch that starts at zero instead,
+        where the handler declares `residual_deepening`. Defaults to None.
+        """
+        return None
 
     def residual_layers(
         self,

@@ -12,6 +12,7 @@ from keras_net2net.surgery.handlers.base import LayerChange
 from keras_net2net.surgery.handlers.base import PassThroughHandler
 from keras_net2net.surgery.handlers.base import UnitsHandler
 from keras_net2net.surgery.handlers.base import copy_transform
+from keras_net2net.surgery.handlers.base import last_axis_only
 from keras_net2net.surgery.handlers.base import unsupported
 from keras_net2net.surgery.handlers.elementwise import IDEMPOTENT_ACTIVATIONS
 from keras_net2net.surgery.handlers.elementwise import ZERO_PRESERVING_ACTIVATIONS
@@ -53,6 +54,12 @@ class DenseHandler(UnitsHandler):
     def check(self, layer):
         check_plain_float(layer)
 
+    def acts_across(self, layer, node, graph, axis):
+        # Dense mixes the last axis only; a Conv's kernel spans other axes.
+        return isinstance(layer, keras.layers.Dense) and last_axis_only(
+            node, graph, axis
+        )
+
     def width(self, layer):
         return int(layer.get_config()[self.width_key])
 
@@ -81,6 +88,12 @@ class DenseHandler(UnitsHandler):
     def zero_change(self, layer):
         return zero_kernel_and_bias(layer)
 
+    def identity_blocker(self, layer):
+        activation = activation_name(layer.activation)
+        if activation in IDEMPOTENT_ACTIVATIONS:
+            return None
+        return f"activation '{activation}'"
+
     def deeper_layer(self, layer, name, *, method, kernel_size=None, seed=None):
         """A new layer that, with ``method="identity"``, computes the identity.
 
@@ -88,15 +101,15 @@ class DenseHandler(UnitsHandler):
             ``(layer, values)``: the unbuilt layer, and None or a function of
             the built layer returning ``{variable name: array}`` to assign.
         """
-        activation = activation_name(layer.activation)
-        if method == IDENTITY and activation not in IDEMPOTENT_ACTIVATIONS:
+        blocker = self.identity_blocker(layer)
+        if method == IDENTITY and blocker is not None:
             raise unsupported(
                 layer,
-                f"has activation '{activation}'. An identity layer inserted "
-                "after it applies that activation a second time, which changes "
-                "the function; identity deepening needs a ReLU or linear "
-                "activation (use residual=True, which is exact after any "
-                "activation, or method='random' to insert anyway).",
+                f"has {blocker}. An identity layer inserted after it applies "
+                "that activation a second time, which changes the function; "
+                "identity deepening needs a ReLU or linear activation (use "
+                "residual=True, which is exact after any activation, or "
+                "method='random' to insert anyway).",
             )
         values = None
         if method == IDENTITY:

@@ -18,6 +18,7 @@ from keras_net2net.surgery.handlers.base import LayerChange
 from keras_net2net.surgery.handlers.base import PassThroughHandler
 from keras_net2net.surgery.handlers.base import copy_transform
 from keras_net2net.surgery.handlers.base import input_rank
+from keras_net2net.surgery.handlers.base import last_axis_only
 from keras_net2net.surgery.handlers.base import negative_axis
 from keras_net2net.surgery.handlers.base import unsupported
 from keras_net2net.transforms import MappingRule
@@ -85,6 +86,13 @@ class LayerNormalizationHandler(PassThroughHandler):
 
     def channel_axis(self, layer, node, graph):
         return -1  # its scale and offset are read on the last axis
+
+    def acts_across(self, layer, node, graph, axis):
+        # Normalising the last axis only: each channel's slice on its own.
+        rank = input_rank(node, graph)
+        return last_axis_only(node, graph, axis) and _axes(layer.axis, rank) == [
+            rank - 1
+        ]
 
     def channel_inputs(self, layer, node, graph):
         return [0]

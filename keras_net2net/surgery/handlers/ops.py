@@ -10,6 +10,8 @@ group; an operand whose channel dimension is 1 is broadcast). A constant
 operand with more than one element (e.g. a per-channel vector) would have to
 be widened itself, so it is refused by name, as is every other operation.
 
+``ops.transpose`` moves the channels to wherever its ``axes`` send them.
+
 Operation classes are found by calling the public `keras.ops` functions on a
 symbolic tensor, so no private module is imported.
 """
@@ -146,9 +148,32 @@ class GetItemHandler(PassThroughHandler):
         return True
 
 
+class TransposeHandler(PassThroughHandler):
+    """``ops.transpose``: the channels go to wherever ``axes`` sends their axis."""
+
+    def channel_axis(self, layer, node, graph):
+        return None  # any axis: it only moves them
+
+    def channel_inputs(self, layer, node, graph):
+        return [0]
+
+    def output_axis(self, layer, node, graph, axis):
+        rank = len(graph.shape(node.inputs[0]))
+        axes = getattr(layer, "axes", None)
+        order = list(reversed(range(rank))) if axes is None else list(axes)
+        order = [int(a) % rank for a in order]
+        return order.index(rank + axis) - rank
+
+    def zero_preserving(self, layer):
+        return True
+
+
 def register(register_handler):
     x = keras.KerasTensor((2, 3))
     register_handler(type(internals.tensor_producer(x[0])[0]), GetItemHandler())
+    transpose = _operation_class("transpose", 1)
+    if transpose is not None:
+        register_handler(transpose, TransposeHandler())
     for names, arity in ((_UNARY, 1), (_BINARY, 2)):
         for name, zero in names:
             cls = _operation_class(name, arity)

@@ -121,10 +121,10 @@ def _branch(graph, add_node):
                     "also reads a tensor from outside the block; such a branch "
                     "cannot be copied.",
                 )
-        if member.path or internals.has_graph(member.op):
+        if member.path != add_node.path or internals.has_graph(member.op):
             raise H.unsupported(
                 member.op,
-                f"is a nested model in the residual branch closed by "
+                f"is (inside) a nested model in the residual branch closed by "
                 f"'{target.name}'; such a branch cannot be copied.",
             )
     if not branch:

@@ -49,9 +49,9 @@ def plan_deepen(
     if handler is not None:
         handler.check(target)
     calls = graph.calls(target)
-    if len(calls) > 1 and _shared_identity(graph, target, handler, calls, residual):
+    if len(calls) > 1 and _shared_insertion(graph, target, handler, calls, residual):
         # A shared layer (one network applied to two inputs): one identity
-        # layer, shared too, follows every call.
+        # layer (or residual branch), shared too, follows every call.
         node = calls[0]
     else:
         what = "be followed by a new layer"
@@ -71,11 +71,13 @@ def plan_deepen(
                 "residual branch; build the model with the Functional API to "
                 "deepen it with residual branches or blocks.",
             )
-        if node.path:
+        if node.path and isinstance(node.path[-1], keras.Sequential):
             raise H.unsupported(
                 target,
-                f"is inside the nested model '{node.path[-1].name}'; residual "
-                "branches and blocks are inserted in the top-level graph only.",
+                f"is inside the nested Sequential model '{node.path[-1].name}', "
+                "which cannot hold the Add of a residual branch; build it with "
+                "the Functional API to deepen it with residual branches or "
+                "blocks.",
             )
     if is_residual_add(target) and (
         residual or (blocks == 1 and no_identity_shortcut(graph, node))
@@ -118,10 +120,20 @@ def plan_deepen(
             f"method='random' does not apply to it. Received: method={method!r}, "
             "residual=True. Valid: method='identity'."
         )
-    if residual:
-        return _plan_residual(
+    blocker = None
+    if not residual and method == H.IDENTITY and handler is not None:
+        blocker = handler.identity_blocker(target)
+    in_sequential = isinstance(model, keras.Sequential) or (
+        node.path and isinstance(node.path[-1], keras.Sequential)
+    )
+    automatic = blocker is not None and getattr(handler, "residual_deepening", False)
+    if residual or (automatic and not in_sequential):
+        plan = _plan_residual(
             graph, target, node, handler, taken, name, kernel_size, seed
         )
+        if blocker is not None:  # chosen on its own: say why
+            plan.description += f" (an identity layer is not exact after {blocker})"
+        return plan
     if handler is None or not handler.identity_deepening:
         raise H.unsupported(
             target,
@@ -314,17 +326,19 @@ def _plan_stream_block(graph, target, node, taken, name, kernel_size, seed):
     return plan
 
 
-def _shared_identity(graph, target, handler, calls, residual):
-    """Whether a shared ``target`` can be followed by one shared identity layer.
+def _shared_insertion(graph, target, handler, calls, residual):
+    """Whether a shared ``target`` can be followed by one shared new layer.
 
     Every call must have one output that is not a model output, and the
-    layer must take an identity copy (not an Add or a block).
+    layer must take an identity copy or a residual branch (not an Add or a
+    block); the same new layers then follow every call.
     """
+    able = residual_able = False
+    if handler is not None:
+        able, residual_able = handler.identity_deepening, handler.residual_deepening
     return (
-        not residual
-        and not is_residual_add(target)
-        and handler is not None
-        and handler.identity_deepening
+        not is_residual_add(target)
+        and (residual_able if residual else able)
         and not handler.copies_itself
         and all(
             len(node.outputs) == 1 and not graph.is_output(node.outputs[0])

@@ -78,7 +78,6 @@ def _plan_group(graph, target, node, units, seed, options):
     """Widen the coupling group of ``node``'s output to ``units`` channels."""
     method = options.method
     group = find_group(graph, node, target.name)
-    _check_nested_inputs(graph, group, target)
     old_width = group.width
     units = _check_units(target, units, old_width)
     seeds = seed_stream(seed)
@@ -188,26 +187,6 @@ def _plan_part(target, handler, part, units, seed, options):
     plan.change(target, handler.widen_part(target, part, mapping, options, seeds))
     plan.details = [plan.description]
     return plan
-
-
-def _check_nested_inputs(graph, group, target):
-    """Refuse widening the inputs of a Functional model nested in a Sequential.
-
-    A Sequential model rebuilds its layers without telling a nested
-    Functional model the new width of its input.
-    """
-    widened = group.core | group.derived
-    for nested, owner, keys in graph.nested_inputs.values():
-        nested_functional = not isinstance(nested, keras.Sequential)
-        if nested_functional and isinstance(owner, keras.Sequential):
-            if any(key in widened for key in keys):
-                raise H.unsupported(
-                    nested,
-                    f"is a Functional model inside the Sequential model "
-                    f"'{owner.name}' and receives the channels of '{target.name}'; "
-                    "widening the input of such a nested model is not supported "
-                    "(build the outer model with the Functional API).",
-                )
 
 
 def _check_units(target, units, old_width, what="its current width"):

@@ -346,20 +346,18 @@ def vit():
 
 
 def siamese():
-    embedding = keras.Sequential(
-        [
-            keras.Input((16, 16, 1)),
-            L.BatchNormalization(),
-            L.Conv2D(4, (5, 5), activation="tanh"),
-            L.AveragePooling2D(pool_size=(2, 2)),
-            L.Conv2D(8, (3, 3), activation="tanh"),
-            L.AveragePooling2D(pool_size=(2, 2)),
-            L.Flatten(),
-            L.BatchNormalization(),
-            L.Dense(10, activation="tanh"),
-        ],
-        name="embedding",
-    )
+    # keras.io "Siamese network with a contrastive loss": a Functional
+    # embedding network applied to both images.
+    image = L.Input((16, 16, 1))
+    x = L.BatchNormalization()(image)
+    x = L.Conv2D(4, (5, 5), activation="tanh")(x)
+    x = L.AveragePooling2D(pool_size=(2, 2))(x)
+    x = L.Conv2D(8, (3, 3), activation="tanh")(x)
+    x = L.AveragePooling2D(pool_size=(2, 2))(x)
+    x = L.Flatten()(x)
+    x = L.BatchNormalization()(x)
+    x = L.Dense(10, activation="tanh")(x)
+    embedding = keras.Model(image, x, name="embedding")
     input_1, input_2 = L.Input((16, 16, 1)), L.Input((16, 16, 1))
     merge = L.Lambda(euclidean_distance, output_shape=(1,))(
         [embedding(input_1), embedding(input_2)]

@@ -1,6 +1,8 @@
 """Coupled growth: residual Adds, Concatenate, squeeze-excitation, depthwise and
 separable convolutions, LayerNormalization and LayerScale."""
 
+import math
+
 import keras
 import numpy as np
 import pytest
@@ -64,7 +66,9 @@ def test_every_layer_widens_and_deepens_exactly(name):
             width = group.width if group else 8
             halves = group is not None and any(r.groups > 1 for r in group.core_rules())
             uniform = group is not None and (group.uniform or halves)
-            units = 2 * width if uniform else width + 3
+            # whole blocks (GroupNormalization's groups, heads): one more block
+            block = math.lcm(*[r.block for r in group.core_rules()]) if group else 1
+            units = 2 * width if uniform else width + (block if block > 1 else 3)
 
             def grow(op=op, units=units):
                 return kn.widen(model, op, units, seed=1)
@@ -639,3 +643,26 @@ def test_a_shared_network_widens_once_for_all_its_calls(tmp_path):
     grown.save(tmp_path / "siamese.keras")
     loaded = keras.models.load_model(tmp_path / "siamese.keras")
     assert relative_difference(grown, loaded, x) <= TOL
+
+
+def test_group_normalization_after_a_concatenate_grows_by_whole_groups():
+    # A DDPM U-Net's up path: the upsampled stream concatenated with a skip.
+    inputs = keras.Input((6, 6, 3))
+    skip = L.Conv2D(8, 3, padding="same", name="skip")(inputs)
+    up = L.Conv2D(8, 3, padding="same", name="up")(inputs)
+    up = L.GroupNormalization(groups=2, name="gn_up")(up)
+    merged = L.Concatenate(name="concat")([up, skip])
+    x = L.GroupNormalization(groups=4, name="gn_cat")(merged)
+    x = L.Activation("swish")(x)
+    model = randomize_weights(keras.Model(inputs, L.Conv2D(2, 1, name="out")(x)))
+    x = np.random.default_rng(0).normal(size=(2, 6, 6, 3)).astype("float32")
+    grown = kn.widen(model, "up", 12, seed=0)  # one more group of 4
+    assert relative_difference(model, grown, x) <= TOL
+    assert grown.get_layer("gn_up").groups == 3
+    assert grown.get_layer("gn_cat").groups == 5
+    with pytest.raises(ValueError, match=r"'gn_up'.*groups of 4.*multiple of 4"):
+        kn.widen(model, "up", 10)
+    # The skip's channels start at 8 in the concatenation: whole groups too.
+    grown = kn.widen(model, "skip", 16, seed=0)
+    assert relative_difference(model, grown, x) <= TOL
+    assert grown.get_layer("gn_cat").groups == 6

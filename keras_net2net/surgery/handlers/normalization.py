@@ -136,12 +136,13 @@ class LayerNormalizationHandler(PassThroughHandler):
 class GroupNormalizationHandler(PassThroughHandler):
     """GroupNormalization: statistics over groups of consecutive channels.
 
-    The number of groups stays, so each group grows: every new group must
-    copy the channels of its own old group, each equally often (a new width
-    that is a multiple of the old one; ``MappingRule(uniform=True,
-    groups=...)``). ``groups=-1`` is one group per channel once built (Keras
-    stores the number of channels), so it grows by a multiple too.
-    ``gamma``/``beta`` are copied.
+    Whole groups are copied and the number of groups grows with them: the
+    channels come in blocks of one group's size (``MappingRule(block=...)``),
+    a new group copies an old one, so its statistics, and every output, are
+    those of the old group. The new width is then a multiple of the group
+    size, also where the group is part of a Concatenate (a U-Net's skip
+    connection). ``groups=-1`` (one group per channel) stays one group per
+    channel. ``gamma``/``beta`` are copied.
     """
 
     has_state = True
@@ -153,17 +154,26 @@ class GroupNormalizationHandler(PassThroughHandler):
     def channel_inputs(self, layer, node, graph):
         return [0]
 
+    def _size(self, layer, width):
+        groups = int(layer.groups)
+        return 1 if groups == -1 else width // groups
+
     def mapping_rule(self, layer, node, graph, axis):
+        width = int(graph.shape(node.inputs[0])[axis])
+        size = self._size(layer, width)
         return MappingRule(
-            uniform=True,
-            groups=int(layer.groups),
-            reason=f"'{layer.name}' (GroupNormalization) normalises each of its "
-            f"{layer.groups} groups of channels; it keeps its function only when "
-            "every new group copies its own group's channels equally often",
+            block=size,
+            reason=f"'{layer.name}' (GroupNormalization) normalises {width // size} "
+            f"groups of {size} channels; new channels must form whole copies of "
+            "its groups",
         )
 
     def follow(self, layer, mapping, options, seeds):
-        return copy_per_channel(layer, mapping, self._FRESH)
+        change = copy_per_channel(layer, mapping, self._FRESH)
+        if int(layer.groups) != -1:
+            size = self._size(layer, mapping.old_width)
+            change.config["groups"] = mapping.new_width // size
+        return change
 
     def zero_preserving(self, layer):
         return False

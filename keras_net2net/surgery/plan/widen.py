@@ -19,6 +19,7 @@ from keras_net2net.surgery.plan.data import Plan
 from keras_net2net.surgery.plan.data import check_rebuildable
 from keras_net2net.surgery.plan.data import seed_stream
 from keras_net2net.surgery.sharing import check_shared_calls
+from keras_net2net.transforms import MappingRule
 from keras_net2net.transforms import choose_mapping
 from keras_net2net.transforms import satisfies
 
@@ -82,7 +83,7 @@ def _plan_group(graph, target, node, units, seed, options):
     units = _check_units(target, units, old_width)
     seeds = seed_stream(seed)
     mapping = _choose(
-        target, units, old_width, group.core_rules(), method == H.RANDOM_PAD, seeds
+        target, units, old_width, _core_rules(group), method == H.RANDOM_PAD, seeds
     )
     mappings = group_mappings(group, mapping)
     check_shared_calls(group, mappings)
@@ -187,6 +188,22 @@ def _plan_part(target, handler, part, units, seed, options):
     plan.change(target, handler.widen_part(target, part, mapping, options, seeds))
     plan.details = [plan.description]
     return plan
+
+
+def _core_rules(group):
+    """The rules that choose the group's mapping.
+
+    Whole blocks needed on a derived tensor (a GroupNormalization after a
+    Concatenate) are asked of the shared channels too: copied in blocks of
+    that size, they stay whole blocks in a layout that places the group's
+    channels at a multiple of it (checked once the mapping is chosen).
+    """
+    lifted = [
+        MappingRule(block=rule.block, reason=rule.reason)
+        for _, rule, key in group.rules
+        if key in group.derived and rule.block > 1 and rule.groups == 1
+    ]
+    return group.core_rules() + lifted
 
 
 def _check_units(target, units, old_width, what="its current width"):

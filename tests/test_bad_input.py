@@ -113,7 +113,11 @@ CASES = [
     ("deepen residual int", lambda m: kn.deepen(m, "fc1", residual=1), "residual"),
     ("deepen init", lambda m: kn.deepen(m, "fc1", init="zeros"), r"`init`"),
     ("deepen init None", lambda m: kn.deepen(m, "fc1", init=None), r"`init`"),
-    ("deepen after softmax", lambda m: kn.deepen(m, "out"), r"'out'.*'softmax'"),
+    (
+        "deepen random residual",
+        lambda m: kn.deepen(m, "out", residual=True, method="random"),
+        r"`method`.*'out'.*method='random'",
+    ),
     ("deepen after bn", lambda m: kn.deepen(m, "bn"), r"'bn'.*cannot be followed"),
     ("deepen residual bn", lambda m: kn.deepen(m, "bn", residual=True), r"'bn'.*resid"),
     # --- Widen(...) / Deepen(...) requests ---------------------------------------
@@ -177,7 +181,11 @@ CASES = [
     ("fit smaller width", fit_with({1: W("fc1", 4)}), r"'fc1'.*larger"),
     ("fit later conflict", fit_with({0: W("fc1", 9), 1: W("fc1", 8)}), r"epoch 1.*9"),
     ("fit output layer", fit_with({1: W("out", 5)}), r"'out'.*model output"),
-    ("fit deepen softmax", fit_with({1: D("out")}), r"'out'.*'softmax'"),
+    (
+        "fit deepen random residual",
+        fit_with({1: D("out", residual=True, method="random")}),
+        r"`method`.*'out'",
+    ),
     # --- triggers ----------------------------------------------------------------
     ("AtEpoch -1", lambda m: kn.AtEpoch(-1), r"AtEpoch\(`epoch`\).*-1"),
     ("AtEpoch float", lambda m: kn.AtEpoch(1.5), r"AtEpoch\(`epoch`\)"),

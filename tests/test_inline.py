@@ -256,3 +256,35 @@ def test_a_residual_branch_inside_a_nested_functional_model():
     grown = kn.deepen(model, after="inner_gelu", residual=True)
     assert relative(model(x), grown(x)) <= TOL
     assert len(grown.weights) > len(model.weights)
+
+
+class TwoLayerNet(keras.Model):
+    """A subclassed model (keras.io's "subclassing API" style)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden = L.Dense(16, activation="relu")
+        self.drop = L.Dropout(0.2)
+        self.out = L.Dense(2)
+
+    def call(self, x, training=False):
+        return self.out(self.drop(self.hidden(x), training=training))
+
+
+def test_a_subclassed_model_is_traced_into_a_functional_model(tmp_path):
+    net = TwoLayerNet()
+    x = np.random.default_rng(0).normal(size=(3, 8)).astype("float32")
+    with pytest.raises(ValueError, match="no known input shape"):
+        kn.widen(net, "hidden", 24)
+    net(x)
+    randomize_weights(net)
+    net.compile("adam", "mse")
+    grown = kn.widen(net, net.hidden, 24)
+    assert type(grown).__name__ == "Functional" and grown.name == net.name
+    assert relative(net(x), grown(x)) <= TOL
+    assert grown.compiled  # compiled like the subclassed model
+    grown.save(tmp_path / "net.keras")
+    loaded = keras.saving.load_model(tmp_path / "net.keras")
+    assert relative(net(x), loaded(x)) <= TOL
+    with pytest.raises(TypeError, match="subclassed"):
+        kn.grow_in_place(net, kn.Widen("hidden", 24))

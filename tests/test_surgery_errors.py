@@ -201,21 +201,6 @@ def test_a_shared_layer_takes_part_with_every_call():
     assert diff <= TOL * np.abs(ref).max()
 
 
-def test_subclassed_model_is_rejected():
-    class Net(keras.Model):
-        def __init__(self):
-            super().__init__()
-            self.d = L.Dense(2)
-
-        def call(self, x):
-            return self.d(x)
-
-    net = Net()
-    net(keras.ops.zeros((1, 3)))
-    with pytest.raises(TypeError, match="subclassed"):
-        kn.widen(net, "d", 4)
-
-
 def test_register_handler_validates():
     with pytest.raises(TypeError, match="layer_class"):
         kn.register_handler(object, kn.surgery.PassThroughHandler())

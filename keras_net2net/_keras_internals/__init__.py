@@ -17,6 +17,7 @@ Supported Keras versions are pinned in ``pyproject.toml``.
 import keras
 
 from keras_net2net._keras_internals.graph import application_layer_classes
+from keras_net2net._keras_internals.graph import built_input_shapes
 from keras_net2net._keras_internals.graph import fill_arguments
 from keras_net2net._keras_internals.graph import functional_class
 from keras_net2net._keras_internals.graph import graph_calls
@@ -64,6 +65,7 @@ SUPPORTED_KERAS = ">=3.13,<3.16"
 __all__ = [
     "CHECKED_ON",
     "adopt_task_backbone",
+    "built_input_shapes",
     "KerasInternalsError",
     "LINEAR",
     "SLOT_ATTRIBUTES",
@@ -164,6 +166,7 @@ def check_supported():
     ):
         _require(optimizer, attr, "an Optimizer")
     _require(functional._tracker, "config", "a Tracker")
+    _require(layer, "_build_shapes_dict", "a built Layer")
     backup = keras.callbacks.BackupAndRestore("unused_backup_dir")
     for attr in ("_weights_path", "_prev_weights_path"):
         _require(backup, attr, "a BackupAndRestore callback")

@@ -36,6 +36,15 @@ def graph_function(model):
     )
 
 
+def built_input_shapes(model):
+    """The input shape(s) a subclassed model was built or first called with.
+
+    None if it was never built with a known input shape.
+    """
+    shapes = getattr(model, "_build_shapes_dict", None) or {}
+    return next(iter(shapes.values())) if len(shapes) == 1 else None
+
+
 def has_graph(operation):
     """True for a nested Sequential or Functional model (a graph of its own)."""
     if isinstance(operation, keras.Sequential):

@@ -38,6 +38,13 @@ def check_growable_in_place(model: Model) -> None:
                 f"use widen/deepen, which return the grown {type(model).__name__}."
             )
         return
+    if not internals.has_graph(model):
+        raise TypeError(
+            f"Model '{model.name}' is a {type(model).__name__}, a subclassed "
+            "model (its architecture is its Python call): it cannot be grown "
+            "in place (grow_in_place, GrowModel). Use widen/deepen, which trace "
+            "its call and return a new plain Functional model, and train that."
+        )
     base = keras.Sequential if isinstance(model, keras.Sequential) else None
     if base is None:
         base = internals.functional_class()

@@ -234,6 +234,9 @@ class LayerGraph:
     def get(self, layer: Any, argument: str = "layer") -> Any:
         """Find a called layer or operation by name or by object.
 
+        An object that is not in the model (a layer of the model this one
+        was grown from) is found by its name.
+
         Raises:
             ValueError: if there is no such layer in the model, or the name is
                 used by several layers at different nesting levels.
@@ -249,15 +252,17 @@ class LayerGraph:
                 )
         else:
             name = layer
-            matches = [op for op in self.layers if op.name == name]
-            if len(matches) == 1:
-                return matches[0]
-            if len(matches) > 1:
-                raise ValueError(
-                    f"`{argument}`: model '{self.model.name}' has "
-                    f"{len(matches)} layers named '{name}' (in nested models); "
-                    "pass the layer object instead of its name."
-                )
+        # A layer object of another model (the one this was grown from)
+        # stands for its name, as in a request.
+        matches = [op for op in self.layers if op.name == name]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise ValueError(
+                f"`{argument}`: model '{self.model.name}' has "
+                f"{len(matches)} layers named '{name}' (in nested models); "
+                "pass the layer object instead of its name."
+            )
         names = [op.name for op in self.layers if isinstance(op, keras.layers.Layer)]
         raise ValueError(
             f"`{argument}`: model '{self.model.name}' has no layer '{name}'. "

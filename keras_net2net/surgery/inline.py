@@ -127,6 +127,66 @@ def trace_layer(layer, node) -> Model:
     return traced
 
 
+def _is_shape(value) -> bool:
+    return isinstance(value, (tuple, list)) and all(
+        d is None or isinstance(d, int) for d in value
+    )
+
+
+def as_graph_model(model: Model) -> Model:
+    """``model``, or the Functional model of a subclassed model's ``call``.
+
+    A subclassed `keras.Model` whose ``call`` is built from Keras layers and
+    `keras.ops` is traced like a subclassed layer (on inputs of the shape
+    it was built or first called with); the result shares its layers and is
+    what `widen`/`deepen` grow (a Functional model: the subclass is not
+    kept).
+
+    Raises:
+        ValueError: naming the model, if it was never built or its call
+            cannot be traced.
+    """
+    if not isinstance(model, keras.Model) or internals.has_graph(model):
+        return model
+    shapes = internals.built_input_shapes(model)
+    if shapes is None:
+        raise ValueError(
+            f"`model`: the subclassed model '{model.name}' "
+            f"({type(model).__name__}) has no known input shape; call it on a "
+            "batch (or build it) before growing it."
+        )
+    dtype = model.compute_dtype
+    if _is_shape(shapes):
+        inputs = keras.Input(batch_shape=(None, *shapes[1:]), dtype=dtype)
+    elif isinstance(shapes, (list, tuple)) and all(_is_shape(s) for s in shapes):
+        inputs = [keras.Input(batch_shape=(None, *s[1:]), dtype=dtype) for s in shapes]
+    else:
+        raise ValueError(
+            f"`model`: the subclassed model '{model.name}' was built on inputs "
+            f"{shapes!r}; only a tensor or a list of tensors can be traced."
+        )
+    call_kwargs: dict[str, Any] = {}
+    if "training" in inspect.signature(model.call).parameters:
+        call_kwargs["training"] = None
+    try:
+        traced = keras.Model(inputs, model.call(inputs, **call_kwargs), name=model.name)
+    except Exception as error:  # noqa: BLE001 - any failure of user code
+        raise ValueError(
+            f"`model`: the call of the subclassed model '{model.name}' "
+            f"({type(model).__name__}) cannot be traced into its layers and "
+            f"keras.ops calls ({type(error).__name__}: {error})."
+        ) from error
+    reached = {id(v) for v in traced.weights}
+    missing = [v.path for v in model.weights if id(v) not in reached]
+    if missing:
+        raise ValueError(
+            f"`model`: the call of the subclassed model '{model.name}' "
+            f"({type(model).__name__}) cannot be traced: the traced graph does "
+            f"not reach its variables {missing}."
+        )
+    return traced
+
+
 def is_traceable(model: Model, layer) -> bool:
     """Whether ``layer`` is a subclassed layer of ``model`` that traces."""
     if not is_opaque(layer):

@@ -18,6 +18,7 @@ from keras_net2net.requests import Widen
 from keras_net2net.requests import as_requests
 from keras_net2net.surgery import handlers as H
 from keras_net2net.surgery.apply import apply_plan
+from keras_net2net.surgery.inline import as_graph_model
 from keras_net2net.surgery.inline import holds
 from keras_net2net.surgery.inline import inline_layers
 from keras_net2net.surgery.inline import is_opaque
@@ -55,6 +56,10 @@ def plan_traced(
         plan (what ``planner`` returns) is for it. ``traced`` names each inlined layer.
     """
     traced: list[str] = []
+    graph_model = as_graph_model(model)
+    if graph_model is not model:
+        traced.append(f"the subclassed model {type(model).__name__}")
+        model = graph_model
     while True:
         try:
             if planner is None:

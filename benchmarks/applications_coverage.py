@@ -121,7 +121,9 @@ def candidates(model, widenable=WIDENABLE):
         if isinstance(op, widenable):
             found.append(("widen", op))
             found.append(("deepen", op))
-        elif kn.surgery.handlers.merging.is_residual_add(op):
+        elif kn.surgery.handlers.merging.is_residual_add(op) and all(
+            len(node.inputs) == 2 for node in graph.calls(op)
+        ):  # an Add of two tensors (not of a tensor and a constant)
             found.append(("deepen", op))
     return found
 

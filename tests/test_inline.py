@@ -183,13 +183,41 @@ def test_a_layer_with_its_own_variable_is_refused_by_name():
         kn.widen(model, "tokens", 12)
 
 
-def test_a_sublayer_of_an_untraceable_layer_is_refused_with_the_reason():
+def test_position_embeddings_of_ops_arange_are_traced(tmp_path):
     inputs = keras.Input((6,), dtype="int32")
     embedding = TokenAndPositionEmbedding(6, 20, 8)
-    outputs = L.Dense(2)(embedding(inputs))
-    model = keras.Model(inputs, outputs)
-    with pytest.raises(ValueError, match="TokenAndPositionEmbedding.*ops.arange"):
-        kn.widen(model, embedding.token_emb, 12)
+    x = L.GlobalAveragePooling1D()(embedding(inputs))
+    model = randomize_weights(keras.Model(inputs, L.Dense(2)(x)))
+    tokens = np.random.default_rng(0).integers(0, 20, (3, 6)).astype("int32")
+    grown = kn.widen(model, embedding.token_emb, 12)  # and pos_emb with it
+    assert relative(model(tokens), grown(tokens)) <= TOL
+    traced = grown.get_layer(embedding.name)
+    assert traced.get_layer(embedding.pos_emb.name).output_dim == 12
+    grown.save(tmp_path / "positions.keras")
+    loaded = keras.saving.load_model(tmp_path / "positions.keras")
+    assert relative(model(tokens), loaded(tokens)) <= TOL
+
+
+class GainedBlock(L.Layer):
+    """A sublayer, and a variable of its own used in call."""
+
+    def __init__(self):
+        super().__init__()
+        self.dense = L.Dense(8)
+
+    def build(self, input_shape):
+        self.gain = self.add_weight(shape=(8,), initializer="ones")
+
+    def call(self, x):
+        return self.dense(x) * self.gain
+
+
+def test_a_sublayer_of_an_untraceable_layer_is_refused_with_the_reason():
+    inputs = keras.Input((4,))
+    block = GainedBlock()
+    model = keras.Model(inputs, L.Dense(2)(block(inputs)))
+    with pytest.raises(ValueError, match="GainedBlock.*a variable of its own"):
+        kn.widen(model, block.dense, 12)
 
 
 def test_a_call_that_does_not_trace_is_refused_by_name():

@@ -11,22 +11,28 @@ do it on their own for a subclassed layer on a growth's path. The result is a
 plain Functional model of standard layers: it saves and reloads without the
 subclassed class.
 
+Positions made with ``ops.arange`` of Python numbers (keras.io's position
+embeddings) become a tensor of the graph while tracing, so the Embedding that
+reads them is part of it (`_symbolic_positions`).
+
 A layer is refused (by name, with the reason) when its call cannot be traced:
 Python control flow on tensor values, a variable of its own used as a
-constant (``add_weight``), or a sublayer called on a value that does not come
-from the layer's inputs (positions from ``ops.arange`` fed to an Embedding:
-its weights would be frozen into the graph as a constant).
+constant (``add_weight``), or a sublayer called on another value that does not
+come from the layer's inputs (its weights would be frozen into the graph as a
+constant).
 
 ``training`` is passed as None, so the sublayers follow the model's call
 context (dropout active in ``fit``), as they do inside the subclassed layer
 when it passes ``training`` on.
 """
 
+import contextlib
 import inspect
 import weakref
 from typing import Any
 
 import keras
+import numpy as np
 
 from keras_net2net import _keras_internals as internals
 from keras_net2net._types import Model
@@ -96,7 +102,8 @@ def trace_layer(layer, node) -> Model:
     if "training" in inspect.signature(layer.call).parameters:
         call_kwargs["training"] = None
     try:
-        outputs = layer.call(inputs, **call_kwargs)
+        with _symbolic_positions(keras.tree.flatten(inputs)[0]):
+            outputs = layer.call(inputs, **call_kwargs)
         traced = keras.Model(inputs, outputs, name=layer.name)
     except Exception as error:  # noqa: BLE001 - any failure of user code
         raise H.unsupported(
@@ -119,12 +126,40 @@ def trace_layer(layer, node) -> Model:
             "has no handler and its call cannot be traced into its layers: "
             f"the traced graph does not reach its variables {missing} (a "
             "variable of its own used as a constant, or a sublayer called on "
-            "a value computed without the layer's inputs, such as positions "
-            "from ops.arange). Write it with standard layers, or register a "
-            "handler with keras_net2net.register_handler.",
+            "a constant computed without the layer's inputs). Write it with "
+            "standard layers, or register a handler with "
+            "keras_net2net.register_handler.",
         )
     _TRACES.setdefault(layer, {})[signature] = traced
     return traced
+
+
+@contextlib.contextmanager
+def _symbolic_positions(anchor):
+    """``keras.ops.arange`` of Python numbers gives a graph tensor while tracing.
+
+    keras.io's position embeddings call their Embedding on
+    ``ops.arange(0, length)``: a constant, so the Embedding would run once,
+    outside the graph, and its weights would be frozen into it. While a call
+    is traced, such an ``arange`` is ``zeros_like(sum(anchor)) + range`` (the
+    same values, as a tensor of the graph; the range is a constant of its
+    node), so the Embedding is called in the graph.
+    """
+    original = keras.ops.arange
+
+    def arange(start, stop=None, step=1, dtype=None):
+        numbers = [v for v in (start, stop, step) if v is not None]
+        if not all(isinstance(v, (int, np.integer)) for v in numbers):
+            return original(start, stop, step, dtype=dtype)
+        values = np.arange(start, stop, step).astype(dtype or "int32")
+        zero = keras.ops.zeros_like(keras.ops.sum(anchor), dtype=values.dtype)
+        return keras.ops.add(zero, values)
+
+    keras.ops.arange = arange
+    try:
+        yield
+    finally:
+        keras.ops.arange = original
 
 
 def _is_shape(value) -> bool:
@@ -169,7 +204,9 @@ def as_graph_model(model: Model) -> Model:
     if "training" in inspect.signature(model.call).parameters:
         call_kwargs["training"] = None
     try:
-        traced = keras.Model(inputs, model.call(inputs, **call_kwargs), name=model.name)
+        with _symbolic_positions(keras.tree.flatten(inputs)[0]):
+            outputs = model.call(inputs, **call_kwargs)
+        traced = keras.Model(inputs, outputs, name=model.name)
     except Exception as error:  # noqa: BLE001 - any failure of user code
         raise ValueError(
             f"`model`: the call of the subclassed model '{model.name}' "

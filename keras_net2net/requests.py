@@ -138,7 +138,7 @@ class Deepen:
     name: str | None = None
     residual: bool = False
     init: str = COPY
-    blocks: int = 1
+    blocks: int | None = None
 
     def __post_init__(self) -> None:
         owner = "Deepen"
@@ -153,9 +153,9 @@ class Deepen:
             self, "residual", check_bool(self.residual, "residual", owner=owner)
         )
         check_choice(self.init, BLOCK_INITS, "init", owner=owner)
-        object.__setattr__(
-            self, "blocks", check_int(self.blocks, "blocks", minimum=1, owner=owner)
-        )
+        if self.blocks is not None:
+            blocks = check_int(self.blocks, "blocks", minimum=1, owner=owner)
+            object.__setattr__(self, "blocks", blocks)
 
 
 Request = Union[Widen, Deepen]  # noqa: UP007 - a runtime alias on Python 3.10

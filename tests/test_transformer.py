@@ -15,6 +15,7 @@ from transformer_models import token_batch
 from transformer_models import transformer_classifier
 
 import keras_net2net as kn
+from keras_net2net.surgery.operations import apply_requests
 
 L = keras.layers
 
@@ -122,6 +123,23 @@ def test_deepen_by_a_whole_block():
         assert relative_difference(model, stacked, x) > 1e-3
         weights = stacked.get_layer("add_ffn_0_block1_mha_0").weights
         assert np.any(keras.ops.convert_to_numpy(weights[-2]))
+
+
+def test_deepen_after_a_transformer_block_copies_it_whole_by_default():
+    model = transformer_classifier(blocks=1)
+    x = token_batch()
+    result = apply_requests(model, kn.Deepen(after="add_ffn_0"))
+    assert "2 residual block(s) (a whole Transformer block)" in result.descriptions[0]
+    names = [layer.name for layer in result.model.layers]
+    assert "add_ffn_0_block1_mha_0" in names and "add_ffn_0_block2_ffn_in_0" in names
+    assert relative_difference(model, result.model, x) <= TOL
+    # blocks=1 copies the feed-forward sub-block only; after the attention
+    # sub-block's Add, the default copies that sub-block alone
+    only_ffn = kn.deepen(model, after="add_ffn_0", blocks=1)
+    assert not any("mha" in layer.name for layer in only_ffn.layers[len(names) :])
+    assert len(only_ffn.layers) < len(result.model.layers)
+    after_attention = apply_requests(model, kn.Deepen(after="add_attn_0"))
+    assert "1 residual block(s) (" in after_attention.descriptions[0]
 
 
 def test_masks_and_causal_attention():

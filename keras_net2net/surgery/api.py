@@ -182,7 +182,7 @@ def deepen(
     name: str | None = None,
     residual: bool = False,
     init: str = COPY,
-    blocks: int = 1,
+    blocks: int | None = None,
 ) -> Model:
     """Return a copy of ``model`` that is deeper after ``after``.
 
@@ -232,7 +232,9 @@ def deepen(
             ``"random"`` (fresh initialisation); with ``method="identity"``
             the zeroed layer is zero either way. Defaults to ``"copy"``.
         blocks: how many consecutive residual blocks ending at ``after`` (an
-            Add) to copy. Defaults to 1.
+            Add) to copy. Defaults to None: the whole block that ends there,
+            which is 2 in a pre-LN Transformer (the feed-forward sub-block
+            and the attention sub-block right before it) and 1 otherwise.
 
     Returns:
         A new model of the same kind, compiled like ``model`` (fresh optimizer)

@@ -31,7 +31,6 @@ from keras_net2net.surgery.graph import Node
 from keras_net2net.surgery.sharing import same_argument
 from keras_net2net.surgery.sharing import shared_calls
 from keras_net2net.transforms import MappingRule
-from keras_net2net.transforms import WidthMapping
 
 
 @dataclasses.dataclass
@@ -470,43 +469,3 @@ def find_group(graph: LayerGraph, seed: Node, source_name: str) -> ChannelGroup:
             backward(key, axis)
         forward(key, axis, is_derived)
     return group
-
-
-def group_mappings(
-    group: ChannelGroup, mapping: WidthMapping
-) -> dict[int, WidthMapping]:
-    """The mapping of every group tensor, given the core ``mapping``.
-
-    Derived tensors are computed in graph order through their layout nodes
-    (and the pass-throughs on derived tensors). Inputs of a layout node that
-    are not in the group keep their width (identity).
-
-    Returns:
-        ``{tensor key: WidthMapping}``.
-    """
-    graph = group.graph
-    mappings = {key: mapping for key in group.core}
-    nodes = sorted(
-        [n for n in group.layouts]
-        + [n for n in group.passes if any(k in group.derived for k in n.outputs)],
-        key=lambda n: n.index,
-    )
-    for node in nodes:
-        inputs = [mappings.get(k) for k in node.inputs]
-        if node in group.layouts:
-            handler = H.handler_for(node.op)
-            out = handler.derive(node.op, node, graph, inputs)
-        else:
-            out = next((m for m in inputs if m is not None), None)
-            if out is None:  # another call's input, not derived here
-                continue
-        for key in node.outputs:
-            mappings[key] = out
-    return mappings
-
-
-def identity_if_missing(graph, key, mappings):
-    mapping = mappings.get(key)
-    if mapping is not None:
-        return mapping
-    return WidthMapping.identity(graph.width(key))

@@ -132,6 +132,27 @@ def _branch(graph, add_node):
     return shortcut, end, branch
 
 
+def _has_attention(branch):
+    return any(
+        isinstance(member.op, keras.layers.MultiHeadAttention) for member in branch
+    )
+
+
+def _after_attention(graph, block):
+    """Whether ``block`` (no attention) directly follows one with attention."""
+    shortcut, _, branch, _ = block
+    if _has_attention(branch):
+        return False
+    previous = graph.producer(shortcut)
+    if previous is None or not is_residual_add(previous.op):
+        return False
+    try:
+        _, _, before, _ = _residual_block(graph, previous)
+    except ValueError:
+        return False
+    return _has_attention(before)
+
+
 def plan_block(
     graph, target, node, taken, name, init, seed, blocks=1, method=H.IDENTITY
 ):
@@ -142,9 +163,14 @@ def plan_block(
 
     With ``blocks > 1`` the blocks must follow each other directly (each one's
     shortcut is the previous one's Add), as the attention and feed-forward
-    sub-blocks of a pre-LN Transformer block do.
+    sub-blocks of a pre-LN Transformer block do. ``blocks=None``: the whole
+    Transformer block (2) where a block without attention directly follows
+    one with attention, else 1.
     """
     chain = [_residual_block(graph, node)]
+    whole = blocks is None
+    if blocks is None:
+        blocks = 2 if _after_attention(graph, chain[0]) else 1
     while len(chain) < blocks:
         shortcut = chain[0][0]
         previous = graph.producer(shortcut)
@@ -194,9 +220,10 @@ def plan_block(
     if method != H.IDENTITY:
         zeroed = "nothing"
     operations = sum(len(b) for _, _, b, _ in chain)
+    whole_text = " (a whole Transformer block)" if whole and len(chain) > 1 else ""
     plan = Plan(
         f"deepen after '{target.name}': insert a copy of {len(chain)} residual "
-        f"block(s) ({operations} operations, {zeroed} zeroed)"
+        f"block(s){whole_text} ({operations} operations, {zeroed} zeroed)"
     )
     plan.copies.update(sources)
     insert_after(plan, node, Insertion(calls, stream, layers), rename)

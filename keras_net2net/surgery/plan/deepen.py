@@ -39,9 +39,11 @@ def plan_deepen(
     name=None,
     residual=False,
     init=COPY,
-    blocks=1,
+    blocks=None,
 ):
     """Plan `deepen` (see there); raises before anything is changed."""
+    whole = blocks  # None: the whole (Transformer) block at an Add
+    blocks = 1 if blocks is None else blocks
     graph = LayerGraph(model)
     check_rebuildable(graph)
     target = graph.get(after, argument="after")
@@ -97,7 +99,7 @@ def plan_deepen(
         return _plan_stream_block(graph, target, node, taken, name, kernel_size, seed)
     if is_residual_add(target):
         return plan_block(
-            graph, target, node, taken, name, init, seed, blocks, method=method
+            graph, target, node, taken, name, init, seed, whole, method=method
         )
     if handler is not None and handler.copies_itself and not residual:
         if blocks != 1:

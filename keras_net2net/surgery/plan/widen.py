@@ -13,13 +13,14 @@ import numpy as np
 
 from keras_net2net.surgery import handlers as H
 from keras_net2net.surgery.graph import LayerGraph
+from keras_net2net.surgery.groups import ChannelGroup
 from keras_net2net.surgery.groups import find_group
-from keras_net2net.surgery.groups import group_mappings
 from keras_net2net.surgery.plan.data import Plan
 from keras_net2net.surgery.plan.data import check_rebuildable
 from keras_net2net.surgery.plan.data import seed_stream
 from keras_net2net.surgery.sharing import check_shared_calls
 from keras_net2net.transforms import MappingRule
+from keras_net2net.transforms import WidthMapping
 from keras_net2net.transforms import choose_mapping
 from keras_net2net.transforms import satisfies
 
@@ -233,3 +234,36 @@ def _plan_internal(target, handler, units, seed, options):
     plan.change(target, handler.widen_internal(target, mapping, options, seeds))
     plan.details = [plan.description]
     return plan
+
+
+def group_mappings(
+    group: ChannelGroup, mapping: WidthMapping
+) -> dict[int, WidthMapping]:
+    """The mapping of every group tensor, given the core ``mapping``.
+
+    Derived tensors are computed in graph order through their layout nodes
+    (and the pass-throughs on derived tensors). Inputs of a layout node that
+    are not in the group keep their width (identity).
+
+    Returns:
+        ``{tensor key: WidthMapping}``.
+    """
+    graph = group.graph
+    mappings = {key: mapping for key in group.core}
+    nodes = sorted(
+        [n for n in group.layouts]
+        + [n for n in group.passes if any(k in group.derived for k in n.outputs)],
+        key=lambda n: n.index,
+    )
+    for node in nodes:
+        inputs = [mappings.get(k) for k in node.inputs]
+        if node in group.layouts:
+            handler = H.handler_for(node.op)
+            out = handler.derive(node.op, node, graph, inputs)
+        else:
+            out = next((m for m in inputs if m is not None), None)
+            if out is None:  # another call's input, not derived here
+                continue
+        for key in node.outputs:
+            mappings[key] = out
+    return mappings

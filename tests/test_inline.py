@@ -316,3 +316,19 @@ def test_a_subclassed_model_is_traced_into_a_functional_model(tmp_path):
     assert relative(net(x), loaded(x)) <= TOL
     with pytest.raises(TypeError, match="subclassed"):
         kn.grow_in_place(net, kn.Widen("hidden", 24))
+
+
+def test_keras_applications_own_custom_scale_layer_is_traced():
+    inception_resnet_v2 = pytest.importorskip(
+        "keras.src.applications.inception_resnet_v2"
+    )
+    inputs = keras.Input((6, 6, 3))
+    x = L.Conv2D(8, 3, padding="same", name="stem")(inputs)
+    branch = L.Conv2D(8, 1, name="branch")(x)
+    x = inception_resnet_v2.CustomScaleLayer(scale=0.17, name="scale")([x, branch])
+    model = keras.Model(inputs, L.Conv2D(2, 1)(L.Activation("relu")(x)))
+    randomize_weights(model)
+    data = np.random.default_rng(0).normal(size=(2, 6, 6, 3)).astype("float32")
+    result = apply_requests(model, kn.Widen("stem", 12))
+    assert "CustomScaleLayer 'scale'" in result.descriptions[0]
+    assert relative(model(data), result.model(data)) <= TOL

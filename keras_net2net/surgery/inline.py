@@ -147,12 +147,13 @@ def _symbolic_positions(anchor):
     """
     original = keras.ops.arange
 
-    def arange(start, stop=None, step=1, dtype=None):
+    def arange(start, stop=None, step=None, dtype=None):
         numbers = [v for v in (start, stop, step) if v is not None]
         if not all(isinstance(v, (int, np.integer)) for v in numbers):
             return original(start, stop, step, dtype=dtype)
-        values = np.arange(start, stop, step).astype(dtype or "int32")
-        zero = keras.ops.zeros_like(keras.ops.sum(anchor), dtype=values.dtype)
+        values = np.arange(start, stop, 1 if step is None else step)
+        values = values.astype(dtype or "int32")
+        zero = keras.ops.zeros_like(keras.ops.sum(anchor), dtype=values.dtype.name)
         return keras.ops.add(zero, values)
 
     keras.ops.arange = arange

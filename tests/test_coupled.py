@@ -666,3 +666,30 @@ def test_group_normalization_after_a_concatenate_grows_by_whole_groups():
     grown = kn.widen(model, "skip", 16, seed=0)
     assert relative_difference(model, grown, x) <= TOL
     assert grown.get_layer("gn_cat").groups == 6
+
+
+def test_residual_blocks_inside_a_nested_kerashub_resnet_backbone(tmp_path):
+    keras_hub = pytest.importorskip("keras_hub")
+    backbone = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64],
+        input_conv_kernel_sizes=[3],
+        stackwise_num_filters=[64, 16],
+        stackwise_num_blocks=[2, 2],
+        stackwise_num_strides=[1, 2],
+        block_type="basic_block",
+        use_pre_activation=False,
+        image_shape=(16, 16, 3),
+    )
+    inputs = keras.Input((16, 16, 3))
+    x = L.GlobalAveragePooling2D()(backbone(inputs))
+    model = randomize_weights(keras.Model(inputs, L.Dense(2)(x)))
+    x = np.random.default_rng(0).normal(size=(2, 16, 16, 3)).astype("float32")
+    # an identity-shortcut block (copied) and a projection-shortcut one (a new
+    # block on the stream), both inside the nested backbone
+    for after in ("stack1_block1_add", "stack1_block0_add"):
+        grown = kn.deepen(model, after=after)
+        assert relative_difference(model, grown, x) <= TOL
+        assert grown.count_params() > model.count_params()
+    grown.save(tmp_path / "resnet.keras")
+    loaded = keras.models.load_model(tmp_path / "resnet.keras")
+    assert relative_difference(grown, loaded, x) <= TOL

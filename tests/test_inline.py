@@ -332,3 +332,19 @@ def test_keras_applications_own_custom_scale_layer_is_traced():
     result = apply_requests(model, kn.Widen("stem", 12))
     assert "CustomScaleLayer 'scale'" in result.descriptions[0]
     assert relative(model(data), result.model(data)) <= TOL
+
+
+def test_grow_model_grows_through_a_traced_layer_inside_fit(tmp_path):
+    model, _ = text_transformer()
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(True))
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 20, (16, 6)).astype("int32")
+    y = rng.integers(0, 2, 16)
+    grow = kn.GrowModel({kn.AtStep(2): kn.Widen("tokens", 16)})
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[grow])
+    (record,) = grow.records
+    assert "TransformerBlock" in record.operations[0]
+    assert model.get_layer("tokens").output_dim == 16
+    model.save(tmp_path / "grown.keras")
+    loaded = keras.saving.load_model(tmp_path / "grown.keras")
+    assert relative(model(x), loaded(x)) <= TOL

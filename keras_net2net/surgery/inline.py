@@ -63,6 +63,26 @@ def is_opaque(layer) -> bool:
 _TRACES: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
 
 
+def _traced_call(layer, inputs) -> Model:
+    """The Functional model of ``layer.call(inputs)`` on symbolic ``inputs``.
+
+    ``training`` is passed as None (the sublayers follow the call context);
+    any error of the user's call propagates.
+    """
+    kwargs: dict[str, Any] = {}
+    if "training" in inspect.signature(layer.call).parameters:
+        kwargs["training"] = None
+    with _symbolic_positions(keras.tree.flatten(inputs)[0]):
+        outputs = layer.call(inputs, **kwargs)
+    return keras.Model(inputs, outputs, name=layer.name)
+
+
+def _unreached(layer, traced: Model) -> list[str]:
+    """Paths of ``layer``'s variables that the traced graph does not use."""
+    reached = {id(v) for v in traced.weights}
+    return [v.path for v in layer.weights if id(v) not in reached]
+
+
 def trace_layer(layer, node) -> Model:
     """The Functional model of ``layer``'s ``call`` at ``node`` (its graph call).
 
@@ -98,13 +118,8 @@ def trace_layer(layer, node) -> Model:
     inputs = keras.tree.map_structure(
         lambda t: keras.Input(batch_shape=t.shape, dtype=t.dtype), args[0]
     )
-    call_kwargs: dict[str, Any] = {}
-    if "training" in inspect.signature(layer.call).parameters:
-        call_kwargs["training"] = None
     try:
-        with _symbolic_positions(keras.tree.flatten(inputs)[0]):
-            outputs = layer.call(inputs, **call_kwargs)
-        traced = keras.Model(inputs, outputs, name=layer.name)
+        traced = _traced_call(layer, inputs)
     except Exception as error:  # noqa: BLE001 - any failure of user code
         raise H.unsupported(
             layer,
@@ -118,8 +133,7 @@ def trace_layer(layer, node) -> Model:
         for n in internals.graph_calls(traced)
     ):
         traced = _flattened(traced)
-    reached = {id(v) for v in traced.weights}
-    missing = [v.path for v in layer.weights if id(v) not in reached]
+    missing = _unreached(layer, traced)
     if missing:
         raise H.unsupported(
             layer,
@@ -201,21 +215,15 @@ def as_graph_model(model: Model) -> Model:
             f"`model`: the subclassed model '{model.name}' was built on inputs "
             f"{shapes!r}; only a tensor or a list of tensors can be traced."
         )
-    call_kwargs: dict[str, Any] = {}
-    if "training" in inspect.signature(model.call).parameters:
-        call_kwargs["training"] = None
     try:
-        with _symbolic_positions(keras.tree.flatten(inputs)[0]):
-            outputs = model.call(inputs, **call_kwargs)
-        traced = keras.Model(inputs, outputs, name=model.name)
+        traced = _traced_call(model, inputs)
     except Exception as error:  # noqa: BLE001 - any failure of user code
         raise ValueError(
             f"`model`: the call of the subclassed model '{model.name}' "
             f"({type(model).__name__}) cannot be traced into its layers and "
             f"keras.ops calls ({type(error).__name__}: {error})."
         ) from error
-    reached = {id(v) for v in traced.weights}
-    missing = [v.path for v in model.weights if id(v) not in reached]
+    missing = _unreached(model, traced)
     if missing:
         raise ValueError(
             f"`model`: the call of the subclassed model '{model.name}' "

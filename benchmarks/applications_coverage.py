@@ -130,14 +130,20 @@ def candidates(model, widenable=WIDENABLE):
 
 def new_width(model, op):
     """About 25% wider: a multiple of the old width where a layer needs equal
-    copies, of the block size where layers copy whole blocks (heads, groups)."""
+    copies, of the block size where layers copy whole blocks (heads, groups);
+    a Dense split into positions x channels by a Reshape grows its channels."""
     group = kn.coupled_layers(model, op)
     width = group.width
     if group.uniform:
         return 2 * width
     block = math.lcm(*[rule.block for _, rule, _ in group.rules], 1)
     wider = width + max(1, round(0.25 * width))
-    return -(-wider // block) * block
+    wider = -(-wider // block) * block
+    if group.splits and getattr(op, "units", width) != width:
+        # A Dense whose units a Reshape splits into positions x channels:
+        # its units grow with the channels at every position.
+        return wider * (op.units // width)
+    return wider
 
 
 def reason(error):

@@ -221,6 +221,26 @@ def group_norm():
     return randomize_weights(keras.Model(inputs, L.Dense(3, name="head")(x)))
 
 
+def generator_stem():
+    """DCGAN / WGAN-GP generator stems: a Dense whose units a Reshape splits
+    into positions x channels (through BatchNormalization and LeakyReLU), then
+    transposed convolutions; and a channels_first split."""
+    inputs = keras.Input((6,))
+    x = L.Dense(4 * 4 * 8, use_bias=False, name="stem")(inputs)
+    x = L.BatchNormalization(name="stem_bn")(x)
+    x = L.LeakyReLU(0.2, name="stem_act")(x)
+    x = L.Reshape((4, 4, 8), name="to_image")(x)
+    x = L.Conv2DTranspose(6, 4, strides=2, padding="same", name="up")(x)
+    x = L.LeakyReLU(0.2, name="up_act")(x)
+    x = L.Conv2D(3, 3, padding="same", activation="tanh", name="rgb")(x)
+    c = L.Dense(5 * 2 * 3, name="cf_stem")(inputs)
+    c = L.Reshape((5, 2, 3), name="to_cf")(c)
+    c = L.Conv2D(4, 1, data_format="channels_first", name="cf_conv")(c)
+    c = L.Flatten(data_format="channels_first", name="cf_flat")(c)
+    x = L.Concatenate(name="cat")([L.Flatten(name="flat")(x), c])
+    return randomize_weights(keras.Model(inputs, L.Dense(3, name="head")(x)))
+
+
 BUILDERS = {
     "resnet": resnet,
     "inverted_residual": inverted_residual,
@@ -233,4 +253,5 @@ BUILDERS = {
     "recurrent": recurrent,
     "bidirectional": bidirectional,
     "group_norm": group_norm,
+    "generator_stem": generator_stem,
 }

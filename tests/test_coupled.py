@@ -34,6 +34,7 @@ REFUSALS = {
     ("recurrent", "widen", "head"): r"model output",
     ("bidirectional", "widen", "head"): r"model output",
     ("group_norm", "widen", "head"): r"model output",
+    ("generator_stem", "widen", "head"): r"model output",
 }
 
 
@@ -69,6 +70,10 @@ def test_every_layer_widens_and_deepens_exactly(name):
             # whole blocks (GroupNormalization's groups, heads): one more block
             block = math.lcm(*[r.block for r in group.core_rules()]) if group else 1
             units = 2 * width if uniform else width + (block if block > 1 else 3)
+            if group is not None and group.splits and isinstance(op, L.Dense):
+                # A Dense whose units a Reshape splits: its units grow with the
+                # channels at every position.
+                units *= op.units // width
 
             def grow(op=op, units=units):
                 return kn.widen(model, op, units, seed=1)
@@ -188,6 +193,12 @@ BAD = [
         r"'c1'.*Sequential",
     ),
     (
+        "a split reached from the channels it splits",
+        lambda: _split_after_add_model(),
+        lambda m: kn.widen(m, "a", 12),
+        r"'to_image' \(Reshape\).*splits the channels of 'a'",
+    ),
+    (
         "residual deepening after a depthwise layer",
         lambda: BUILDERS["inverted_residual"](),
         lambda m: kn.deepen(m, after="dw", residual=True),
@@ -201,6 +212,16 @@ def _stream_output_model():
     a = L.Dense(4, name="a")(inputs)
     b = L.Dense(4, name="b")(a)
     return randomize_weights(keras.Model(inputs, L.Add(name="add")([a, b])))
+
+
+def _split_after_add_model():
+    # The Dense's units are merged with another's before the split: the
+    # split is reached forwards, from the units it splits.
+    inputs = keras.Input((4,))
+    x = L.Add()([L.Dense(8, name="a")(inputs), L.Dense(8, name="b")(inputs)])
+    x = L.Reshape((2, 2, 2), name="to_image")(x)
+    x = L.Conv2D(3, 1, name="conv")(x)
+    return randomize_weights(keras.Model(inputs, L.Dense(2)(L.Flatten()(x))))
 
 
 def _grouped_model():
@@ -434,6 +455,7 @@ def momentum_of_kernels(model):
     [
         ("recurrent", [kn.Widen("lstm", 10), kn.Widen("gru", 9), kn.Deepen("gru")]),
         ("decoder", [kn.Widen("up1", 9), kn.Widen("up3", 7), kn.Deepen("up2")]),
+        ("generator_stem", [kn.Widen("stem", 4 * 4 * 10), kn.Deepen("up")]),
     ],
 )
 def test_growmodel_with_adam_through_recurrent_and_transposed_layers(name, growth):
@@ -693,3 +715,46 @@ def test_residual_blocks_inside_a_nested_kerashub_resnet_backbone(tmp_path):
     grown.save(tmp_path / "resnet.keras")
     loaded = keras.models.load_model(tmp_path / "resnet.keras")
     assert relative_difference(grown, loaded, x) <= TOL
+
+
+def test_a_dense_whose_units_a_reshape_splits_widens_its_channels(tmp_path):
+    # keras.io's DCGAN generator: Dense(4 * 4 * 32) -> Reshape((4, 4, 32)).
+    model = randomize_weights(
+        keras.Sequential(
+            [
+                keras.Input((16,)),
+                L.Dense(4 * 4 * 32, name="stem"),
+                L.Reshape((4, 4, 32), name="to_image"),
+                L.Conv2DTranspose(16, 4, strides=2, padding="same", name="up"),
+                L.LeakyReLU(0.2),
+                L.Conv2D(3, 5, padding="same", activation="sigmoid", name="rgb"),
+            ]
+        )
+    )
+    x = np.random.default_rng(0).normal(size=(3, 16)).astype("float32")
+    group = kn.coupled_layers(model, "stem")
+    assert group.width == 32 and [n.op.name for n in group.splits] == ["to_image"]
+    assert (
+        "splits (their input's units are the channels at each position): "
+        "to_image" in group.summary()
+    )
+    # 25% more units: 40 channels at each of the 16 positions
+    grown = kn.widen(model, "stem", 4 * 4 * 40, seed=0)
+    assert grown.get_layer("stem").units == 640
+    assert grown.get_layer("to_image").target_shape == (4, 4, 40)
+    assert grown.get_layer("up").kernel.shape == (4, 4, 16, 40)
+    assert relative_difference(model, grown, x) <= TOL
+    # Each new channel copies an old one at every position (p * 40 + c).
+    old_kernel = keras.ops.convert_to_numpy(model.get_layer("stem").kernel)
+    new_kernel = keras.ops.convert_to_numpy(grown.get_layer("stem").kernel)
+    np.testing.assert_array_equal(
+        new_kernel.reshape(16, 16, 40)[:, :, :32], old_kernel.reshape(16, 16, 32)
+    )
+    grown.save(tmp_path / "dcgan.keras")
+    loaded = keras.models.load_model(tmp_path / "dcgan.keras")
+    assert relative_difference(grown, loaded, x) <= TOL
+    # In place, the same growth (the Reshape's target_shape follows).
+    result = kn.grow_in_place(model, kn.Widen("stem", 4 * 4 * 40, seed=0))
+    assert model.get_layer("to_image").target_shape == (4, 4, 40)
+    assert relative_difference(loaded, model, x) <= TOL
+    assert "32 -> 40 channels of 'to_image' at 16 positions" in result.descriptions[0]

@@ -44,9 +44,15 @@ CASES = [
     ("negative noise", lambda: [], lambda m: kn.widen(m, "a", 8, noise=-1), r"noise"),
     (
         "reshape consumer",
-        lambda: [L.Reshape((2, 2), name="r"), L.Flatten()],
+        lambda: [L.Reshape((2, 2), name="r"), L.Reshape((1, 4), name="m"), L.Flatten()],
         lambda m: kn.widen(m, "a", 8),
-        r"'r' \(Reshape\).*splits or mixes the channel axis",
+        r"'m' \(Reshape\).*mixes the channel axis",
+    ),
+    (
+        "split units not a multiple of the positions",
+        lambda: [L.Reshape((2, 2), name="r"), L.Flatten()],
+        lambda m: kn.widen(m, "a", 7),
+        r"'a'.*split by 'r' into 2 positions x 2 channels.*multiple of 2.*units=7",
     ),
     (
         "lambda consumer",

@@ -17,8 +17,8 @@ from keras_net2net.surgery.api import describe_growth
 from keras_net2net.surgery.api import max_output_difference
 from keras_net2net.surgery.api import trace_layers
 from keras_net2net.surgery.api import widen
+from keras_net2net.surgery.channel_group import ChannelGroup
 from keras_net2net.surgery.graph import LayerGraph
-from keras_net2net.surgery.groups import ChannelGroup
 from keras_net2net.surgery.handlers import Handler
 from keras_net2net.surgery.handlers import LayerChange
 from keras_net2net.surgery.handlers import LayoutHandler

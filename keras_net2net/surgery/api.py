@@ -21,9 +21,10 @@ from keras_net2net.requests import Widen
 from keras_net2net.requests import as_requests
 from keras_net2net.surgery import handlers as H
 from keras_net2net.surgery.apply import apply_plan
+from keras_net2net.surgery.channel_group import ChannelGroup
 from keras_net2net.surgery.graph import LayerGraph
-from keras_net2net.surgery.groups import ChannelGroup
 from keras_net2net.surgery.groups import find_group
+from keras_net2net.surgery.groups import split_below
 from keras_net2net.surgery.inline import inline_layers
 from keras_net2net.surgery.inline import is_traceable
 from keras_net2net.surgery.operations import apply_requests
@@ -86,7 +87,9 @@ def widen(
             self-attention (heads).
         units: the new width of the channels; larger than the current one. A
             group that passes through LayerNormalization needs a multiple of
-            the current width.
+            the current width. A Dense whose units a Reshape splits into
+            positions and channels takes its own new units, a multiple of
+            the positions (the channels grow).
         method: ``"net2wider"`` (copy channels) or ``"random-pad"`` (the
             baseline: random new channels). Defaults to ``"net2wider"``.
         noise: symmetry-breaking noise, so that copies are no longer
@@ -307,7 +310,9 @@ def coupled_layers(model: Model, layer: LayerRef) -> ChannelGroup:
     Args:
         model: a built Sequential or Functional model.
         layer: name (or object) of a layer whose output channels would be
-            widened (as for `widen`).
+            widened (as for `widen`). For a Dense whose units a Reshape
+            splits into positions and channels, the group of those channels
+            (its ``width`` counts channels, not the Dense's units).
 
     Returns:
         A `keras_net2net.surgery.ChannelGroup`.
@@ -334,6 +339,9 @@ def _group(model: Model, layer: LayerRef) -> ChannelGroup:
         raise H.unsupported(
             target, "derives its channel layout from its inputs; it has no group."
         )
+    split = split_below(graph, node)
+    if split is not None:  # its units are the channels at each position
+        return find_group(graph, split[0], target.name, axis=split[1])
     return find_group(graph, node, target.name)
 
 

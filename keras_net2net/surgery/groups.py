@@ -16,127 +16,21 @@ output tensor:
 * *layouts* (Flatten, channel Concatenate, depthwise convolutions with a depth
   multiplier) derive new index layouts from core tensors, crossed forwards
   only; their outputs are *derived* tensors that reach readers the same way.
+* *splits* (a Reshape of a Dense's units into ``(positions, channels)``) are
+  the one layout crossed backwards: their input is a derived tensor, written
+  by a writer (through per-channel layers) in that layout.
 
 Anything else on the way (an unsupported operation, a model input or output, a
 shared layer with weights) makes the widening impossible, and the error names
 it before anything changes.
 """
 
-import dataclasses
-from typing import Any
-
 from keras_net2net.surgery import handlers as H
+from keras_net2net.surgery.channel_group import ChannelGroup
 from keras_net2net.surgery.graph import LayerGraph
 from keras_net2net.surgery.graph import Node
 from keras_net2net.surgery.sharing import same_argument
 from keras_net2net.surgery.sharing import shared_calls
-from keras_net2net.transforms import MappingRule
-
-
-@dataclasses.dataclass
-class ChannelGroup:
-    """The operations that share one channel axis (see the module docstring).
-
-    Example:
-
-    ```python
-    group = keras_net2net.coupled_layers(model, "conv2_block1_out")
-    print(group.summary())
-    writers = [node.op.name for node in group.writers]
-    ```
-
-    Attributes:
-        width: the current width of the shared axis.
-        core: keys of the tensors on the shared axis.
-        derived: keys of tensors whose axis is a layout of the shared one.
-        axes: ``{tensor key: channel axis}`` of every group tensor, counted
-            from the end (-1: last; ``channels_first`` 4-D tensors: -3).
-        writers: nodes whose output units are widened.
-        readers: ``(node, position)`` pairs that absorb widened inputs.
-        passes: pass-through nodes (merges included) on group tensors.
-        across: nodes that act on another axis of a group tensor and leave
-            the channels untouched (`Handler.acts_across`); not changed.
-        layouts: layout nodes (Flatten, Concatenate, ...).
-        rules: ``(node, MappingRule, key)``: what a layer needs of the mapping
-            of the group tensor ``key`` it reads (`Handler.mapping_rule`).
-    """
-
-    graph: object
-    width: int
-    core: set = dataclasses.field(default_factory=set)
-    derived: set = dataclasses.field(default_factory=set)
-    axes: dict = dataclasses.field(default_factory=dict)
-    writers: list = dataclasses.field(default_factory=list)
-    readers: list = dataclasses.field(default_factory=list)
-    passes: list = dataclasses.field(default_factory=list)
-    across: list = dataclasses.field(default_factory=list)
-    layouts: list = dataclasses.field(default_factory=list)
-    rules: list = dataclasses.field(default_factory=list)
-
-    @property
-    def merges(self) -> list[Node]:
-        """Pass-through nodes that merge several group inputs (Add, ...)."""
-        return [n for n in self.passes if self._channel_count(n) > 1]
-
-    @property
-    def uniform(self) -> list[tuple[Node, str]]:
-        """``(node, reason)`` of the layers that need equal copies of every channel."""
-        return [(node, rule.reason) for node, rule, _ in self.rules if rule.uniform]
-
-    def core_rules(self) -> list[MappingRule]:
-        """The rules on the shared axis itself (the mapping is chosen by them)."""
-        return [rule for _, rule, key in self.rules if key in self.core]
-
-    def _channel_count(self, node):
-        return sum(1 for k in node.inputs if k in self.core or k in self.derived)
-
-    def layers(self) -> list[Any]:
-        """Every operation of the group, in graph order."""
-        nodes = self.writers + [n for n, _ in self.readers] + self.passes
-        nodes += self.across + self.layouts
-        seen, order = set(), []
-        for node in sorted(nodes, key=lambda n: n.index):
-            if id(node.op) not in seen:
-                seen.add(id(node.op))
-                order.append(node.op)
-        return order
-
-    def summary(self) -> str:
-        """A multi-line description of the group, one role per line."""
-
-        def names(nodes):
-            seen = []
-            for node in sorted(nodes, key=lambda n: n.index):
-                if node.op.name not in seen:
-                    seen.append(node.op.name)
-            return ", ".join(seen) or "-"
-
-        merges = self.merges
-        others = [n for n in self.passes if n not in merges]
-        lines = [
-            f"channel group of width {self.width}:",
-            f"  writers (output units copied): {names(self.writers)}",
-            "  readers (incoming weights divided by the copy count): "
-            f"{names([n for n, _ in self.readers])}",
-            f"  merges (inputs share the channels): {names(merges)}",
-            f"  pass-throughs (parameters copied or none): {names(others)}",
-            f"  layouts (channel index layout derived): {names(self.layouts)}",
-            "  across (act on another axis, unchanged): " + names(self.across),
-        ]
-        if self.uniform:
-            lines.append(
-                "  needs equal copies of every channel (new width a multiple of "
-                f"{self.width}): {names([n for n, _ in self.uniform])}"
-            )
-        blocks = [(n, r) for n, r, _ in self.rules if r.block > 1]
-        for node, rule in blocks:
-            lines.append(
-                f"  copies whole blocks of {rule.block} channels: {node.op.name}"
-            )
-        return "\n".join(lines)
-
-    def __str__(self):
-        return self.summary()
 
 
 def _handler(node, source_name, graph, axis=None):
@@ -195,7 +89,9 @@ def _axis_text(graph, key, axis):
     return f"axis {rank + axis} of shape {graph.shape(key)}"
 
 
-def find_group(graph: LayerGraph, seed: Node, source_name: str) -> ChannelGroup:
+def find_group(
+    graph: LayerGraph, seed: Node, source_name: str, axis: int | None = None
+) -> ChannelGroup:
     """The `ChannelGroup` of the channels that node ``seed`` writes.
 
     Args:
@@ -203,16 +99,20 @@ def find_group(graph: LayerGraph, seed: Node, source_name: str) -> ChannelGroup:
         seed: the node whose output channels are widened (every output its
             handler lists in `Handler.channel_outputs` joins the group).
         source_name: name of the layer being widened (for messages).
+        axis: the channel axis of the seed's outputs, counted from the end
+            (None: `output_axis`).
 
     Raises:
         ValueError: naming the first operation that cannot take part.
     """
     seed_handler = H.handler_for(seed.op)
-    axis = output_axis(graph, seed)
+    if axis is None:
+        axis = output_axis(graph, seed)
     keys = [seed.outputs[i] for i in seed_handler.channel_outputs(seed.op, seed, graph)]
     group = ChannelGroup(graph, graph.width(keys[0], axis))
     core: list[tuple[int, int]] = []
     derived: list[tuple[int, int]] = []
+    unsplit: list[tuple[int, int]] = []  # derived tensors reached backwards
     seen_nodes = set()
 
     def visit(node, role_name):
@@ -358,6 +258,16 @@ def find_group(graph: LayerGraph, seed: Node, source_name: str) -> ChannelGroup:
                         )
                     for other in call.outputs:
                         add_core(other, out_axis)
+        elif handler.split_positions(node.op, node, graph, axis) is not None:
+            if shared_calls(handler, node, graph):
+                raise H.unsupported(
+                    node.op,
+                    f"is shared and splits the channels of '{source_name}' out "
+                    "of its input's units; such a shared layer is not widened.",
+                )
+            if visit(node, "split"):
+                group.splits.append(node)
+                unsplit.append((node.inputs[0], -1))
         else:
             raise H.unsupported(
                 node.op,
@@ -365,6 +275,34 @@ def find_group(graph: LayerGraph, seed: Node, source_name: str) -> ChannelGroup:
                 f"concatenating), and its output is merged with the channels of "
                 f"'{source_name}'; such merges are not supported.",
             )
+
+    def split_writer(key, axis):
+        # The input of a split (or of a per-channel layer before it): written
+        # in the split's layout by a units layer.
+        node = graph.producer(key)
+        assert node is not None  # model inputs were refused by check_ends
+        handler, role = _handler(node, source_name, graph, axis)
+        declared = _declared_axis(handler, node, graph)
+        if declared not in (None, axis) or shared_calls(handler, node, graph):
+            role = None
+        if role == H.UNITS and handler.channel_outputs(node.op, node, graph) == [0]:
+            if visit(node, "writer"):
+                group.writers.append(node)
+            return
+        if role == H.SAME:
+            positions = handler.channel_inputs(node.op, node, graph)
+            if len(positions) == 1 and len(node.outputs) == 1:
+                if visit(node, "pass"):
+                    group.passes.append(node)
+                    add_rule(handler, node, key, axis)
+                    unsplit.append((node.inputs[positions[0]], axis))
+                return
+        raise H.unsupported(
+            node.op,
+            f"produces the input of a Reshape that splits it into the channels "
+            f"of '{source_name}' at each position; only a Dense or Conv (with "
+            "per-channel layers after it) can be widened through such a split.",
+        )
 
     def forward(key, axis, is_derived):
         for node, position in graph.consumers(key):
@@ -417,6 +355,16 @@ def find_group(graph: LayerGraph, seed: Node, source_name: str) -> ChannelGroup:
             check_axis(node, key, axis, in_axis, "reads")
             out_axis = handler.output_axis(node.op, node, graph, in_axis)
             if role == H.DERIVED:
+                if (node.index, "split") in seen_nodes:
+                    continue  # crossed backwards from its output
+                if handler.split_positions(node.op, node, graph, out_axis):
+                    raise H.unsupported(
+                        node.op,
+                        f"splits the channels of '{source_name}' (its input's "
+                        "last axis) into several axes; a split is only crossed "
+                        "from its output: widen the layer that writes its input "
+                        "by a multiple of the positions, or the channels after it.",
+                    )
                 if shared_calls(handler, node, graph):
                     raise H.unsupported(
                         node.op,
@@ -450,7 +398,16 @@ def find_group(graph: LayerGraph, seed: Node, source_name: str) -> ChannelGroup:
                     add_core(node.inputs[other], in_axis)
             core.extend((k, out_axis) for k in node.outputs)
 
-    while core or derived:
+    while core or derived or unsplit:
+        if unsplit and not core:
+            key, axis = unsplit.pop()
+            if key not in group.derived:
+                group.derived.add(key)
+                group.axes[key] = axis
+                check_ends(key)
+                split_writer(key, axis)
+                forward(key, axis, True)
+            continue
         is_derived = not core
         key, axis = core.pop() if core else derived.pop()
         if key in group.core or key in group.derived:
@@ -469,3 +426,65 @@ def find_group(graph: LayerGraph, seed: Node, source_name: str) -> ChannelGroup:
             backward(key, axis)
         forward(key, axis, is_derived)
     return group
+
+
+def split_below(graph: LayerGraph, node: Node) -> tuple[Node, int] | None:
+    """``(split node, channel axis)`` when ``node``'s units are split into channels.
+
+    A units layer whose only reader is a Reshape splitting its units into
+    ``(positions, channels)`` (through per-channel layers such as
+    BatchNormalization or an activation: a DCGAN generator's stem) writes
+    the channels after the split; widening it widens those. The channel axis
+    is the first one a consumer of the split's output declares (-1 when
+    none does, as for channels-last convolutions).
+    """
+    handler = H.get_handler(node.op)
+    if handler is None or handler.role_of(node.op, node, graph) != H.UNITS:
+        return None
+    if len(node.outputs) != 1:
+        return None
+    key = node.outputs[0]
+    while True:
+        consumers = graph.consumers(key)
+        if len(consumers) != 1 or graph.is_output(key):
+            return None
+        consumer, position = consumers[0]
+        handler = H.get_handler(consumer.op)
+        if handler is None or shared_calls(handler, consumer, graph):
+            return None
+        try:
+            role = handler.role_of(consumer.op, consumer, graph, axis=-1)
+        except ValueError:
+            return None
+        if (
+            role == H.SAME
+            and isinstance(handler, H.PassThroughHandler)
+            and handler.channel_inputs(consumer.op, consumer, graph) == [position]
+            and len(consumer.outputs) == 1
+        ):
+            key = consumer.outputs[0]
+            continue
+        if role != H.DERIVED or not isinstance(handler, H.LayoutHandler):
+            return None
+        axis = _first_declared_axis(graph, consumer.outputs[0])
+        if handler.split_positions(consumer.op, consumer, graph, axis) is None:
+            return None
+        return consumer, axis
+
+
+def _first_declared_axis(graph, key):
+    """The channel axis the first layer reading ``key`` declares (else -1)."""
+    for node, _ in graph.consumers(key):
+        handler = H.get_handler(node.op)
+        if handler is None:
+            continue
+        declared = _declared_axis(handler, node, graph)
+        if declared is not None:
+            return declared
+        try:
+            same = handler.role_of(node.op, node, graph) == H.SAME
+        except ValueError:
+            continue
+        if same and node.outputs:
+            return _first_declared_axis(graph, node.outputs[0])
+    return -1

@@ -450,6 +450,31 @@ class LayoutHandler(Handler):
         """`LayerChange` for parameters/config (None: nothing)."""
         return None
 
+    def split_positions(
+        self, layer: Any, node: Node, graph: LayerGraph, axis: int
+    ) -> tuple[int, int] | None:
+        """``(outer, inner)`` when the layer *splits* its input's last axis.
+
+        A Reshape of a Dense's units into ``(positions, channels)`` (a DCGAN
+        generator's stem) makes its output channels (on ``axis``, counted
+        from the end) a layout of the input's last axis read backwards: input
+        unit ``(o * C + c) * inner + i`` is channel ``c``, at ``outer``
+        positions before the channel axis and ``inner`` after it. Growth then
+        crosses the layer backwards: the input's mapping is the output's
+        repeated ``inner`` times and expanded over ``outer`` positions
+        (`WidthMapping.repeat`, `WidthMapping.expand`), and the Dense that
+        writes it is widened by that layout. None (the default): the layout
+        is only crossed forwards (`derive`).
+        """
+        return None
+
+    def follow_split(
+        self, layer: Any, mapping: WidthMapping, axis: int
+    ) -> LayerChange | None:
+        """`LayerChange` of a splitting layer whose output channels (on
+        ``axis``) are widened by ``mapping`` (see `split_positions`)."""
+        return None
+
     def zero_preserving(self, layer: Any) -> bool:
         """True if the layer maps an all-zero input to an all-zero output."""
         return not self.has_state

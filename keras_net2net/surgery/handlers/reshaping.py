@@ -6,9 +6,11 @@ last). Flatten turns channel ``c`` at spatial position ``p`` into feature
 ``p * C + c`` (`WidthMapping.expand`); Keras's ``channels_first`` Flatten
 moves the channels last first, so the layout is the same. Reshape keeps the
 channel axis when it keeps the last dimension (its ``target_shape`` follows
-the new width) and acts like Flatten when it flattens everything; any other
-Reshape is refused. Permute carries the channels to the axis its ``dims``
-send them to.
+the new width), acts like Flatten when it flattens everything, and is crossed
+backwards when it splits the last axis into several (a DCGAN generator's
+``Dense(4 * 4 * 32) -> Reshape((4, 4, 32))``: the Dense writes the channels in
+that layout); any other Reshape is refused. Permute carries the channels to
+the axis its ``dims`` send them to.
 """
 
 import math
@@ -77,7 +79,13 @@ class FlattenHandler(LayoutHandler):
 
 
 class ReshapeHandler(PassThroughHandler, LayoutHandler):
-    """Reshape keeping the last dimension (same axis) or flattening (layout)."""
+    """Reshape keeping the last dimension (same axis), flattening or splitting.
+
+    Flattening derives a layout forwards, like Flatten. Splitting the input's
+    last axis into several (a Dense's units into ``(positions, channels)``)
+    is crossed backwards (`split_positions`): its output channels are the
+    group's and the Dense before it writes them.
+    """
 
     has_state = True  # its target_shape follows the width
 
@@ -88,26 +96,58 @@ class ReshapeHandler(PassThroughHandler, LayoutHandler):
             return SAME
         if len(out_shape) == 2 and len(in_shape) > 2:
             return DERIVED
+        if _split_dims(in_shape, out_shape) is not None:
+            return DERIVED
         raise unsupported(
             layer,
-            f"reshapes {in_shape} to {out_shape}, which splits or mixes the "
-            "channel axis; only reshapes that keep the last dimension or "
-            "flatten everything can pass widened channels.",
+            f"reshapes {in_shape} to {out_shape}, which mixes the channel axis "
+            "with others; only reshapes that keep the last dimension, flatten "
+            "everything or split the last axis can pass widened channels.",
         )
 
     def role_of(self, layer, node=None, graph=None, axis=None):
         return SAME if node is None else self._kind(layer, node, graph)
 
     def channel_axis(self, layer, node, graph):
-        return -1  # it keeps or flattens the last axis
+        return -1  # it keeps, flattens or splits the last axis
 
     def channel_inputs(self, layer, node, graph):
         self._kind(layer, node, graph)
         return [0]
 
     def derive(self, layer, node, graph, mappings):
-        positions = _flatten_positions(layer, graph.shape(node.inputs[0]))
+        in_shape = graph.shape(node.inputs[0])
+        out_shape = graph.shape(node.outputs[0])
+        if _split_dims(in_shape, out_shape) is not None:
+            raise unsupported(
+                layer,
+                f"splits the last axis of {in_shape} into {out_shape[1:]}, "
+                "and the channels it receives are widened on that axis; a "
+                "split is only crossed from its output: widen the layer that "
+                "writes its input (a multiple of the positions), or the "
+                "channels after it.",
+            )
+        positions = _flatten_positions(layer, in_shape)
         return mappings[0].expand(positions)
+
+    def split_positions(self, layer, node, graph, axis):
+        in_shape = graph.shape(node.inputs[0])
+        out_shape = graph.shape(node.outputs[0])
+        dims = _split_dims(in_shape, out_shape)
+        if dims is None:
+            return None
+        index = len(dims) + axis  # the channel axis among the split dims
+        if not 0 <= index < len(dims):
+            return None
+        return math.prod(dims[:index]), math.prod(dims[index + 1 :])
+
+    def follow_split(self, layer, mapping, axis):
+        target = list(layer.target_shape)
+        index = len(target) + axis
+        if target[index] == -1:
+            return None  # inferred from the new input width
+        target[index] = mapping.new_width
+        return LayerChange(config={"target_shape": tuple(target)})
 
     def follow(self, layer, *args):
         # (layer, mapping, options, seeds) when the last dimension is kept;
@@ -125,6 +165,19 @@ class ReshapeHandler(PassThroughHandler, LayoutHandler):
 
     def zero_preserving(self, layer):
         return True
+
+
+def _split_dims(in_shape, out_shape):
+    """The dims the input's last axis is split into (row-major), or None."""
+    lead = len(in_shape) - 1
+    if len(out_shape) <= len(in_shape) or tuple(out_shape[:lead]) != tuple(
+        in_shape[:lead]
+    ):
+        return None
+    dims = tuple(out_shape[lead:])
+    if in_shape[-1] is None or any(d is None for d in dims):
+        return None
+    return dims if math.prod(dims) == in_shape[-1] else None
 
 
 def register(register_handler):

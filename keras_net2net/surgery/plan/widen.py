@@ -12,9 +12,10 @@ import keras
 import numpy as np
 
 from keras_net2net.surgery import handlers as H
+from keras_net2net.surgery.channel_group import ChannelGroup
 from keras_net2net.surgery.graph import LayerGraph
-from keras_net2net.surgery.groups import ChannelGroup
 from keras_net2net.surgery.groups import find_group
+from keras_net2net.surgery.groups import split_below
 from keras_net2net.surgery.plan.data import Plan
 from keras_net2net.surgery.plan.data import check_rebuildable
 from keras_net2net.surgery.plan.data import seed_stream
@@ -73,13 +74,47 @@ def plan_widen(
         )
     if role == H.UNITS and H.handler_for(target).internal_width(target) is not None:
         return _plan_internal(target, handler, units, seed, options)
+    split = split_below(graph, node) if role == H.UNITS else None
+    if split is not None:
+        return _plan_split(graph, target, node, split, units, seed, options)
     return _plan_group(graph, target, node, units, seed, options)
 
 
-def _plan_group(graph, target, node, units, seed, options):
+def _plan_split(graph, target, node, split, units, seed, options):
+    """Widen a units layer whose units a Reshape splits into channels.
+
+    ``units`` counts the layer's own units (positions x channels); the
+    channels after the split are widened, and the layer writes them at every
+    position.
+    """
+    split_node, axis = split
+    group = find_group(graph, split_node, target.name, axis=axis)
+    old_units = H.handler_for(target).width(target)
+    units = _check_units(target, units, old_units)
+    per = old_units // group.width
+    if units % per:
+        raise ValueError(
+            f"`units` for layer '{target.name}': its {old_units} units are "
+            f"split by '{split_node.op.name}' into {per} positions x "
+            f"{group.width} channels, so the new width must be a multiple of "
+            f"{per} (the channels grow), e.g. {per * (group.width + 1)}. "
+            f"Received: units={units}"
+        )
+    label = (
+        f"widen '{target.name}' {old_units} -> {units} ({options.method}): "
+        f"{group.width} -> {units // per} channels of '{split_node.op.name}' "
+        f"at {per} positions"
+    )
+    return _plan_group(
+        graph, target, split_node, units // per, seed, options, group, label
+    )
+
+
+def _plan_group(graph, target, node, units, seed, options, group=None, label=None):
     """Widen the coupling group of ``node``'s output to ``units`` channels."""
     method = options.method
-    group = find_group(graph, node, target.name)
+    if group is None:
+        group = find_group(graph, node, target.name)
     old_width = group.width
     units = _check_units(target, units, old_width)
     seeds = seed_stream(seed)
@@ -88,10 +123,8 @@ def _plan_group(graph, target, node, units, seed, options):
     )
     mappings = group_mappings(group, mapping)
     check_shared_calls(group, mappings)
-    plan = Plan(
-        f"widen '{target.name}' {old_width} -> {units} ({method}), "
-        f"{len(group.layers())} coupled operations"
-    )
+    label = label or f"widen '{target.name}' {old_width} -> {units} ({method})"
+    plan = Plan(f"{label}, {len(group.layers())} coupled operations")
     plan.details = [plan.description, group.summary()]
     # A shared layer takes part once per call; its weights change once.
     done: set = set()
@@ -105,9 +138,11 @@ def _plan_group(graph, target, node, units, seed, options):
     for writer in sorted(group.writers, key=lambda n: n.index):
         if not first(id(writer.op), "out"):
             continue
+        # A writer before a split writes the split's layout.
+        written = mappings.get(writer.outputs[0], mapping)
         plan.change(
             writer.op,
-            H.handler_for(writer.op).widen_out(writer.op, mapping, options, seeds),
+            H.handler_for(writer.op).widen_out(writer.op, written, options, seeds),
         )
     for reader, position in sorted(group.readers, key=lambda r: (r[0].index, r[1])):
         if not first(id(reader.op), "in", position):
@@ -129,6 +164,12 @@ def _plan_group(graph, target, node, units, seed, options):
         else:
             key = next(k for k in node.inputs if k in mappings)
             change = handler.follow(node.op, mappings[key], options, seeds)
+        plan.change(node.op, change)
+    for node in group.splits:
+        out = node.outputs[0]
+        change = H.handler_for(node.op).follow_split(
+            node.op, mappings[out], group.axes[out]
+        )
         plan.change(node.op, change)
     for node, rule, key in group.rules:
         if key in mappings and not satisfies(mappings[key], rule):
@@ -250,6 +291,18 @@ def group_mappings(
     """
     graph = group.graph
     mappings = {key: mapping for key in group.core}
+    # Backwards through splits, to the writer before them.
+    for node in group.splits:
+        handler = H.handler_for(node.op)
+        out = node.outputs[0]
+        positions = handler.split_positions(node.op, node, graph, group.axes[out])
+        assert positions is not None  # checked by find_group
+        outer, inner = positions
+        mappings[node.inputs[0]] = mapping.repeat(inner).expand(outer)
+    for node in sorted(group.passes, key=lambda n: n.index, reverse=True):
+        key = node.inputs[0] if node.inputs else None
+        if key in group.derived and key not in mappings and node.outputs[0] in mappings:
+            mappings[key] = mappings[node.outputs[0]]
     nodes = sorted(
         [n for n in group.layouts]
         + [n for n in group.passes if any(k in group.derived for k in n.outputs)],

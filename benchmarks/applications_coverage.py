@@ -153,10 +153,10 @@ def reason(error):
     return re.sub(r"\d+", "N", text)[:140]
 
 
-def check(name, builder, shape, sample=None, seed=0):
+def check(name, builder, shape, sample=None, seed=0, only=None):
     model = randomize(builder(shape), seed)
     x = np.random.default_rng(seed).normal(size=(2,) + shape).astype("float32")
-    return sweep(name, model, x, sample=sample, seed=seed)
+    return sweep(name, model, x, sample=sample, seed=seed, only=only)
 
 
 def outputs(model, x):
@@ -165,8 +165,10 @@ def outputs(model, x):
     return np.concatenate([keras.ops.convert_to_numpy(o).reshape(-1) for o in out])
 
 
-def sweep(name, model, x, sample=None, seed=0, widenable=WIDENABLE):
+def sweep(name, model, x, sample=None, seed=0, widenable=WIDENABLE, only=None):
     """Try every candidate growth of ``model`` (see `candidates`) on inputs ``x``.
+
+    ``only`` ("widen" or "deepen") keeps the attempts of that kind only.
 
     Returns the row of the tables: tried, exact, refused (by reason), errors
     (anything else, a bug) and not exact (a bug).
@@ -174,6 +176,8 @@ def sweep(name, model, x, sample=None, seed=0, widenable=WIDENABLE):
     reference = outputs(model, x)
     scale = float(np.max(np.abs(reference)))
     tried = candidates(model, widenable)
+    if only is not None:
+        tried = [(k, op) for k, op in tried if k == only]
     if sample:
         step = max(1, len(tried) // sample)
         tried = tried[::step][:sample]
@@ -278,6 +282,9 @@ def main(argv=None):
     parser.add_argument(
         "--sample", type=int, default=None, help="try N attempts per model, evenly"
     )
+    parser.add_argument(
+        "--kind", choices=["widen", "deepen"], default=None, help="one kind only"
+    )
     args = parser.parse_args(argv)
     print(f"Guide: {GUIDE}", file=sys.stderr)
     models = QUICK if args.quick else (MORE if args.more else MODELS)
@@ -287,7 +294,7 @@ def main(argv=None):
     sample = 12 if args.quick else args.sample
     rows = []
     for name, builder in models.items():
-        rows.append(check(name, builder, shape, sample=sample))
+        rows.append(check(name, builder, shape, sample=sample, only=args.kind))
         print(f"{name}: {rows[-1]['exact']}/{rows[-1]['tried']} exact", flush=True)
     print(table(rows))
     meta = {
@@ -298,6 +305,7 @@ def main(argv=None):
         "input_shape": shape,
         "tolerance": TOLERANCE,
         "sample": sample,
+        "kind": args.kind,
     }
     if args.out:
         with open(args.out, "w") as f:

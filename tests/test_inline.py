@@ -332,6 +332,18 @@ def test_keras_applications_own_custom_scale_layer_is_traced():
     result = apply_requests(model, kn.Widen("stem", 12))
     assert "CustomScaleLayer 'scale'" in result.descriptions[0]
     assert relative(model(data), result.model(data)) <= TOL
+    # Deepen after the Add inside it: its block's branch is outside the
+    # traced layer, so a new block (zero-ended) follows the Add, and says why.
+    scale = kn.trace_layers(model).get_layer("scale")
+    add = next(op for op in scale.operations if "add" in op.name.lower())
+    result = apply_requests(model, kn.Deepen(after=add))
+    assert (
+        "cannot be copied ('branch' of its branch is in another model"
+        in (result.descriptions[0])
+    )
+    assert relative(model(data), result.model(data)) <= TOL
+    assert result.model.count_params() > model.count_params()
+    assert "cannot be copied" in kn.describe_growth(model, kn.Deepen(after=add))
 
 
 def test_grow_model_grows_through_a_traced_layer_inside_fit(tmp_path):

@@ -28,7 +28,6 @@ from keras_net2net.surgery.groups import split_below
 from keras_net2net.surgery.inline import inline_layers
 from keras_net2net.surgery.inline import is_traceable
 from keras_net2net.surgery.operations import apply_requests
-from keras_net2net.surgery.operations import plan_request
 from keras_net2net.surgery.operations import plan_traced
 from keras_net2net.surgery.plan import plan_deepen
 from keras_net2net.surgery.plan import plan_widen
@@ -411,7 +410,8 @@ def describe_growth(model: Model, operations: Requests) -> str:
     if not requests:
         return ""
     before = apply_requests(model, requests[:-1], compile=False)
-    last = plan_request(before.model, requests[-1])
+    # Traced like the growth itself (a subclassed layer in the way).
+    last = plan_traced(before.model, requests[-1])[0]
     return "\n".join(before.details + last.describe())
 
 

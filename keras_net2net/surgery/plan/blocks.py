@@ -79,7 +79,26 @@ def _residual_block(graph, add_node):
     return shortcut, end, branch, _zero_point(graph, branch, end, add_node.op)
 
 
-def _branch(graph, add_node):
+def branch_outside(graph, add_node):
+    """A layer of the block an Add closes that is in another model than the Add.
+
+    keras.applications' InceptionResNetV2 closes each block with a
+    subclassed `CustomScaleLayer` (``x + scale * f(x)``), which growth traces
+    into a nested model: its Add is inside it, its branch outside. Such a
+    block cannot be copied, and deepen() inserts a new one instead. None if
+    there is none (or if the Add closes no block: `plan_block` reports it).
+    """
+    try:
+        _, _, branch = _branch(graph, add_node, across_models=True)
+    except ValueError:
+        return None
+    return next(
+        (m.op for m in branch if m.path != add_node.path or internals.has_graph(m.op)),
+        None,
+    )
+
+
+def _branch(graph, add_node, across_models=False):
     """``(shortcut, end, branch)`` of the block ``x + f(x)`` an Add closes."""
     target = add_node.op
     tensors = add_node.inputs
@@ -121,6 +140,8 @@ def _branch(graph, add_node):
                     "also reads a tensor from outside the block; such a branch "
                     "cannot be copied.",
                 )
+        if across_models:
+            continue
         if member.path != add_node.path or internals.has_graph(member.op):
             raise H.unsupported(
                 member.op,

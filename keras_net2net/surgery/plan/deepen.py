@@ -16,6 +16,7 @@ from keras_net2net.surgery.graph import LayerGraph
 from keras_net2net.surgery.groups import output_axis
 from keras_net2net.surgery.handlers.merging import is_residual_add
 from keras_net2net.surgery.plan.blocks import block_values
+from keras_net2net.surgery.plan.blocks import branch_outside
 from keras_net2net.surgery.plan.blocks import no_identity_shortcut
 from keras_net2net.surgery.plan.blocks import plan_block
 from keras_net2net.surgery.plan.data import OUT
@@ -81,8 +82,13 @@ def plan_deepen(
                 "the Functional API to deepen it with residual branches or "
                 "blocks.",
             )
+    outside = None
+    if is_residual_add(target) and blocks == 1 and not residual:
+        outside = branch_outside(graph, node)
     if is_residual_add(target) and (
-        residual or (blocks == 1 and no_identity_shortcut(graph, node))
+        residual
+        or (blocks == 1 and no_identity_shortcut(graph, node))
+        or outside is not None
     ):
         if blocks != 1:
             raise H.unsupported(
@@ -96,7 +102,15 @@ def plan_deepen(
                 "branch that starts at zero; method='random' does not apply to "
                 f"it. Received: method={method!r}. Valid: method='identity'."
             )
-        return _plan_stream_block(graph, target, node, taken, name, kernel_size, seed)
+        why = None
+        if outside is not None:
+            why = (
+                f"the block it closes cannot be copied ('{outside.name}' of its "
+                "branch is in another model than the Add)"
+            )
+        return _plan_stream_block(
+            graph, target, node, taken, name, kernel_size, seed, why
+        )
     if is_residual_add(target):
         return plan_block(
             graph, target, node, taken, name, init, seed, whole, method=method
@@ -254,14 +268,15 @@ _STREAM_LAYERS = {2: keras.layers.Dense, 3: keras.layers.Conv1D}
 _STREAM_LAYERS.update({4: keras.layers.Conv2D, 5: keras.layers.Conv3D})
 
 
-def _plan_stream_block(graph, target, node, taken, name, kernel_size, seed):
+def _plan_stream_block(graph, target, node, taken, name, kernel_size, seed, why=None):
     """After an Add: ``x + project(relu(expand(x)))`` with ``project`` at zero.
 
     A new block on the stream, for an Add that closes no identity-shortcut
-    block to copy: fresh Dense (a vector stream) or Conv layers (``"same"``
-    padding, channels last; kernel 3 over images and volumes, 1 over
-    sequences), as wide as the stream.
+    block to copy (or one that cannot be copied: ``why``): fresh Dense (a
+    vector stream) or Conv layers (``"same"`` padding, channels last; kernel
+    3 over images and volumes, 1 over sequences), as wide as the stream.
     """
+    why = why or "it closes no identity-shortcut block to copy"
     output = node.outputs[0]
     rank = len(graph.shape(output))
     layer_class = _STREAM_LAYERS.get(rank)
@@ -270,7 +285,7 @@ def _plan_stream_block(graph, target, node, taken, name, kernel_size, seed):
     if layer_class is None or axis != -1 or "float" not in dtype_name:
         raise H.unsupported(
             target,
-            "closes no identity-shortcut block to copy, and a new block after "
+            f"cannot be deepened: {why}, and a new block after "
             "it needs a floating-point stream of rank 2 to 5 with the channels "
             f"last (this one: rank {rank}, channels on axis {axis}, "
             f"{dtype_name}).",
@@ -314,14 +329,13 @@ def _plan_stream_block(graph, target, node, taken, name, kernel_size, seed):
         Call(add, ([OUT, project.name],)),
     ]
     plan = Plan(
-        f"deepen after '{target.name}': it closes no identity-shortcut block to "
-        f"copy, so a new block: residual branch '{names[0]}' -> '{names[1]}' "
-        f"(zero-initialised) and '{add_name}'"
+        f"deepen after '{target.name}': {why}, so a new block: residual branch "
+        f"'{names[0]}' -> '{names[1]}' (zero-initialised) and '{add_name}'"
     )
     plan.details.append(
-        f"'{target.name}' closes no identity-shortcut block to copy (a projection "
-        "shortcut or a skip connection): a new block on the stream, whose "
-        "zero-initialised branch end keeps the function"
+        f"'{target.name}': {why} (a projection shortcut, a skip connection, ...): "
+        "a new block on the stream, whose zero-initialised branch end keeps the "
+        "function"
     )
     layers = [(expand, None), (project, None), (add, None)]
     insert_after(plan, node, Insertion(calls, add.name, layers), rename)

@@ -92,10 +92,12 @@ def branch_outside(graph, add_node):
         _, _, branch = _branch(graph, add_node, across_models=True)
     except ValueError:
         return None
-    return next(
-        (m.op for m in branch if m.path != add_node.path or internals.has_graph(m.op)),
-        None,
-    )
+    return next((m.op for m in branch if _in_another_model(m, add_node)), None)
+
+
+def _in_another_model(member, add_node):
+    """Whether a branch node is (inside) another model than the Add closing it."""
+    return member.path != add_node.path or internals.has_graph(member.op)
 
 
 def _branch(graph, add_node, across_models=False):
@@ -142,7 +144,7 @@ def _branch(graph, add_node, across_models=False):
                 )
         if across_models:
             continue
-        if member.path != add_node.path or internals.has_graph(member.op):
+        if _in_another_model(member, add_node):
             raise H.unsupported(
                 member.op,
                 f"is (inside) a nested model in the residual branch closed by "

@@ -276,7 +276,10 @@ def _plan_stream_block(graph, target, node, taken, name, kernel_size, seed, why=
     vector stream) or Conv layers (``"same"`` padding, channels last; kernel
     3 over images and volumes, 1 over sequences), as wide as the stream.
     """
-    why = why or "it closes no identity-shortcut block to copy"
+    why = why or (
+        "it closes no identity-shortcut block to copy (a projection shortcut or "
+        "a skip connection)"
+    )
     output = node.outputs[0]
     rank = len(graph.shape(output))
     layer_class = _STREAM_LAYERS.get(rank)
@@ -333,9 +336,8 @@ def _plan_stream_block(graph, target, node, taken, name, kernel_size, seed, why=
         f"'{names[0]}' -> '{names[1]}' (zero-initialised) and '{add_name}'"
     )
     plan.details.append(
-        f"'{target.name}': {why} (a projection shortcut, a skip connection, ...): "
-        "a new block on the stream, whose zero-initialised branch end keeps the "
-        "function"
+        f"'{target.name}': {why}: a new block on the stream, whose "
+        "zero-initialised branch end keeps the function"
     )
     layers = [(expand, None), (project, None), (add, None)]
     insert_after(plan, node, Insertion(calls, add.name, layers), rename)

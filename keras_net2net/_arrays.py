@@ -15,6 +15,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_net2net.transforms import DIVIDE
 from keras_net2net.transforms import Chain
 
 
@@ -102,7 +103,7 @@ def apply_on_device(value: Any, chain: Chain, kind: str = "weight") -> Any:
         x = ops.take(x, indices, axis=axis)
         shape = [1] * len(x.shape)
         shape[axis] = -1
-        if transform.side == "in":
+        if transform.side == DIVIDE:
             counts = mapping.counts[indices].astype("float64")
             divisor = counts ** (2 if kind == "squared" else 1)
             if np.any(divisor != 1.0):

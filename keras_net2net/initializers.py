@@ -6,6 +6,7 @@ inserted layers with them, and users can write them into ordinary layer
 definitions.
 """
 
+import warnings
 from collections.abc import Iterable
 from collections.abc import Sequence
 from typing import Any
@@ -23,7 +24,7 @@ from keras_net2net._validation import check_seed
 from keras_net2net.transforms import Chain
 
 _SIDES = transforms.wider.SIDES
-_DEFAULT_AXIS = {"out": -1, "in": -2}
+_DEFAULT_AXIS = {transforms.COPY: -1, transforms.DIVIDE: -2}
 
 
 def _fallback(value):
@@ -40,9 +41,9 @@ def _fallback(value):
 class Net2WiderInit(keras.initializers.Initializer):
     """Initializer that produces Net2WiderNet weights from a teacher's weights.
 
-    With ``side="out"`` it builds the widened layer's kernel (columns follow
+    With ``side="copy"`` it builds the widened layer's kernel (columns follow
     the mapping) or a vector over its units (bias, BatchNormalization
-    ``gamma``/``beta``/moving statistics). With ``side="in"`` it builds a
+    ``gamma``/``beta``/moving statistics). With ``side="divide"`` it builds a
     consumer's kernel: rows follow the mapping and are divided by the number of
     copies of their unit. Two layer definitions that share one mapping compute
     together exactly what the teacher computed (with ``noise=0``).
@@ -61,7 +62,7 @@ class Net2WiderInit(keras.initializers.Initializer):
                               kernel_initializer=Net2WiderInit(k1, g),
                               bias_initializer=Net2WiderInit(b1, g))
     consumer = keras.layers.Dense(
-        3, kernel_initializer=Net2WiderInit(k2, g, side="in"))
+        3, kernel_initializer=Net2WiderInit(k2, g, side="divide"))
     ```
 
     Args:
@@ -70,11 +71,12 @@ class Net2WiderInit(keras.initializers.Initializer):
         mapping: a `keras_net2net.transforms.WidthMapping`, or a 1-D sequence of
             old-unit indices (``-1`` for fresh units) whose old width is read
             from ``source``. Defaults to None.
-        side: ``"out"`` for the widened layer, ``"in"`` for a consumer.
-            Defaults to ``"out"``.
+        side: ``"copy"`` for the widened layer, ``"divide"`` for a consumer
+            (``"out"`` and ``"in"``, their names before 0.2.0, are accepted).
+            Defaults to ``"copy"``.
         noise: symmetry-breaking noise; 0 keeps the function exactly. With
-            ``side="out"`` it is added to the new copies, relative to the
-            source's standard deviation; with ``side="in"`` to the rows of the
+            ``side="copy"`` it is added to the new copies, relative to the
+            source's standard deviation; with ``side="divide"`` to the rows of the
             new copies, relative to their own standard deviation.
             Defaults to 0.
         fill: value for fresh units: a number, or ``"random"`` (normal noise
@@ -83,8 +85,8 @@ class Net2WiderInit(keras.initializers.Initializer):
             Defaults to None.
         fallback: initializer (name, config or instance) used when there is no
             source, e.g. after loading a saved model. Defaults to ``"zeros"``.
-        axis: the widened axis. Defaults to -1 for ``side="out"`` and -2 for
-            ``side="in"`` (a kernel's output and input axes).
+        axis: the widened axis. Defaults to -1 for ``side="copy"`` and -2 for
+            ``side="divide"`` (a kernel's output and input axes).
         fill_std: standard deviation of ``fill="random"``. Defaults to None
             (the source's standard deviation).
         scale: a factor applied to the whole result (see
@@ -95,7 +97,7 @@ class Net2WiderInit(keras.initializers.Initializer):
         self,
         source: Any = None,
         mapping: transforms.WidthMapping | Sequence[int] | None = None,
-        side: str = "out",
+        side: str = transforms.COPY,
         noise: float = 0.0,
         fill: float | str = 0.0,
         seed: int | None = None,
@@ -106,6 +108,8 @@ class Net2WiderInit(keras.initializers.Initializer):
     ) -> None:
         owner = "Net2WiderInit"
         self.scale = check_real(scale, "scale", positive=True, owner=owner)
+        old = {"out": transforms.COPY, "in": transforms.DIVIDE}  # before 0.2.0
+        side = old.get(side, side) if isinstance(side, str) else side
         self.side = check_choice(side, _SIDES, "side", owner=owner)
         self.noise = check_real(noise, "noise", minimum=0.0, owner=owner)
         if isinstance(fill, str):
@@ -169,9 +173,13 @@ class Net2WiderInit(keras.initializers.Initializer):
     ) -> "Net2WiderInit":
         """An initializer that applies several `WidthTransform`s in order.
 
-        Used when one weight is widened along several axes (a layer that both
-        reads and writes the widened channels): all but the last transform
-        are applied to ``source`` here, the last one when the layer is built.
+        Deprecated: growth no longer uses it (the builder carries a weight
+        through its whole `keras_net2net.transforms.Chain` itself). Apply the
+        chain to the weights (``Chain(transforms).apply(source)``) and
+        initialise from the result, or widen with `keras_net2net.widen`.
+
+        All but the last transform are applied to ``source`` here, the last
+        one when the layer is built.
 
         Args:
             source: the teacher's weights.
@@ -181,6 +189,12 @@ class Net2WiderInit(keras.initializers.Initializer):
         Returns:
             A `Net2WiderInit`.
         """
+        warnings.warn(
+            "Net2WiderInit.chained is deprecated and will be removed: apply "
+            "keras_net2net.transforms.Chain(transforms) to the weights instead.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         steps = Chain(transforms)
         if not len(steps):
             raise ValueError("Net2WiderInit.chained needs at least one transform.")

@@ -1,9 +1,9 @@
 """Growth requests: what to grow, as plain data.
 
 `Widen` and `Deepen` say what a growth should do; they know nothing of how it
-is planned or built. `keras_net2net.surgery` plans a request against a model
-(`keras_net2net.surgery.operations.plan_request`), `grow_in_place` and
-`GrowModel` apply lists of them. This module is on the bottom floor of the
+is planned or built. `keras_net2net.surgery.dispatch.plan_request` plans a
+request against a model; `widen`, `deepen`, `grow_in_place`, `GrowModel` and
+the tuner all go through it. This module is on the bottom floor of the
 package: it imports nothing of keras-net2net but argument validation, so every
 other layer can use it.
 
@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+import warnings
 from collections.abc import Sequence
+from typing import Any
 from typing import Union
 
 import keras
@@ -54,6 +56,18 @@ def _layer_name(value, name, owner):
     return check_name(value, name, owner=owner, allow_none=False)
 
 
+def _after(value, owner):
+    """``Deepen.after``: one layer's name, or a tuple of block names."""
+    if not isinstance(value, (list, tuple)):
+        return _layer_name(value, "after", owner)
+    if not value:
+        raise ValueError(
+            f"{owner}(`after`) names no layer: give a layer's name, or a list "
+            f"of a KerasHub model's block names. Received: after={value!r}"
+        )
+    return tuple(_layer_name(item, "after", owner) for item in value)
+
+
 def _check_kernel_size(kernel_size, owner):
     if kernel_size is None:
         return None
@@ -72,7 +86,24 @@ def _check_kernel_size(kernel_size, owner):
 
 
 @dataclasses.dataclass(frozen=True)
-class Widen:
+class Request:
+    """The base class of growth requests: plain data, checked when made.
+
+    A request says what to grow, never how: `keras_net2net.surgery.dispatch`
+    finds the planner registered for its class
+    (`keras_net2net.surgery.dispatch.register_planner`). A new growth
+    operator is a subclass (a frozen dataclass) with its planner.
+    """
+
+    def targets(self) -> tuple[str, ...]:
+        """The names of the layers (or config entries) the request grows."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must say which layers it grows (targets)."
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Widen(Request):
     """A request to widen one layer (see `widen` for the arguments).
 
     Arguments are checked when the request is made. A layer object is
@@ -97,9 +128,19 @@ class Widen:
     def __post_init__(self) -> None:
         owner = "Widen"
         object.__setattr__(self, "layer", _layer_name(self.layer, "layer", owner))
-        object.__setattr__(
-            self, "units", check_int(self.units, "units", minimum=1, owner=owner)
-        )
+        units = self.units
+        if (
+            isinstance(units, (bool, np.bool_))
+            or not isinstance(units, numbers.Integral)
+            or units < 1
+        ):
+            error = ValueError if isinstance(units, numbers.Integral) else TypeError
+            raise error(
+                f"{owner}(`units`) for layer '{self.layer}' must be a positive "
+                f"integer (the new width). Received: units={units!r}"
+            )
+        units = int(units)
+        object.__setattr__(self, "units", units)
         check_choice(self.method, WIDEN_METHODS, "method", owner=owner)
         object.__setattr__(
             self, "noise", check_real(self.noise, "noise", minimum=0.0, owner=owner)
@@ -116,13 +157,18 @@ class Widen:
             self, "pad_bias", check_real(self.pad_bias, "pad_bias", owner=owner)
         )
 
+    def targets(self) -> tuple[str, ...]:
+        """``(layer,)``; ``"block/part"`` names a part of ``block``."""
+        return (self.layer,)
+
 
 @dataclasses.dataclass(frozen=True)
-class Deepen:
+class Deepen(Request):
     """A request to deepen after one layer (see `deepen` for the arguments).
 
     Arguments are checked when the request is made. A layer object is
-    recorded by its name.
+    recorded by its name; a list of a KerasHub model's block names (identity
+    copies after each, with the default options) as a tuple of names.
 
     Example:
 
@@ -131,7 +177,7 @@ class Deepen:
     ```
     """
 
-    after: LayerRef
+    after: LayerRef | tuple[str, ...]
     method: str = IDENTITY
     kernel_size: int | tuple[int, ...] | None = None
     seed: int | None = None
@@ -142,7 +188,7 @@ class Deepen:
 
     def __post_init__(self) -> None:
         owner = "Deepen"
-        object.__setattr__(self, "after", _layer_name(self.after, "after", owner))
+        object.__setattr__(self, "after", _after(self.after, owner))
         check_choice(self.method, DEEPEN_METHODS, "method", owner=owner)
         object.__setattr__(
             self, "kernel_size", _check_kernel_size(self.kernel_size, owner)
@@ -157,18 +203,52 @@ class Deepen:
             blocks = check_int(self.blocks, "blocks", minimum=1, owner=owner)
             object.__setattr__(self, "blocks", blocks)
 
+    def targets(self) -> tuple[str, ...]:
+        """``(after,)``, or the block names of a list."""
+        return self.after if isinstance(self.after, tuple) else (self.after,)
 
-Request = Union[Widen, Deepen]  # noqa: UP007 - a runtime alias on Python 3.10
-Requests = Union[Request, Sequence[Request]]  # noqa: UP007
+
+Requests = Union[Request, Sequence[Request]]  # noqa: UP007 - a runtime alias
 
 
-def as_requests(requests: Requests, argument: str = "operations") -> list[Request]:
+# A keyword argument not given (`renamed_requests`).
+MISSING: Any = object()
+
+
+def renamed_requests(requests: Any, operations: Any, function: str) -> Any:
+    """``requests``, or the value given by its old keyword ``operations``.
+
+    ``operations=`` was the keyword's name before 0.2.0 (when "operations"
+    meant four things); it still works, with a DeprecationWarning.
+
+    Raises:
+        TypeError: both keywords, or neither, were given.
+    """
+    if operations is MISSING:
+        if requests is MISSING:
+            raise TypeError(f"{function}() missing the argument `requests`.")
+        return requests
+    if requests is not MISSING:
+        raise TypeError(
+            f"{function}() got both `requests` and its old name `operations`; "
+            "pass `requests` only."
+        )
+    warnings.warn(
+        f"{function}(operations=...) is deprecated; the keyword is now "
+        f"`requests`: {function}(model, requests=...).",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return operations
+
+
+def as_requests(requests: Requests, argument: str = "requests") -> list[Request]:
     """A list of `Widen`/`Deepen` from one request or a list of them.
 
     Raises:
         TypeError: ``requests`` is neither (the message names ``argument``).
     """
-    if isinstance(requests, (Widen, Deepen)):
+    if isinstance(requests, Request):
         return [requests]
     if not isinstance(requests, (list, tuple)):
         raise TypeError(
@@ -176,7 +256,7 @@ def as_requests(requests: Requests, argument: str = "operations") -> list[Reques
             f"Received: {requests!r} of type {type(requests).__name__}"
         )
     for request in requests:
-        if not isinstance(request, (Widen, Deepen)):
+        if not isinstance(request, Request):
             raise TypeError(
                 f"`{argument}` must contain only keras_net2net.Widen or Deepen. "
                 f"Received: {request!r} of type {type(request).__name__}"

@@ -1,7 +1,10 @@
 """Small models that reproduce the couplings of modern CNNs (see test_coupled.py)."""
 
 import keras
+import numpy as np
 from conftest import randomize_weights
+
+import keras_net2net as kn
 
 L = keras.layers
 
@@ -255,3 +258,8 @@ BUILDERS = {
     "group_norm": group_norm,
     "generator_stem": generator_stem,
 }
+
+
+def relative_difference(a, b, x):
+    scale = np.max(np.abs(keras.ops.convert_to_numpy(a(x, training=False))))
+    return kn.max_output_difference(a, b, x) / scale

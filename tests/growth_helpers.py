@@ -128,12 +128,12 @@ def numpy_weights(layer):
 
 def record_builds(monkeypatch):
     """A list that records the plan of every grown model built from now on."""
-    from keras_net2net.surgery import operations
+    from keras_net2net.surgery import apply as building
 
     built = []
-    apply_plan = operations.apply_plan
+    apply_plan = building.apply_plan
     monkeypatch.setattr(
-        operations,
+        building,
         "apply_plan",
         lambda *a, **k: built.append(a[1]) or apply_plan(*a, **k),
     )

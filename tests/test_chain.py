@@ -24,8 +24,8 @@ def chain(noise=0.0):
     g_out = random_mapping(3, 5, seed=2)
     return Chain(
         [
-            WidthTransform(g_in, side="in"),
-            WidthTransform(g_out, side="out", scale=0.5, noise=noise, seed=3),
+            WidthTransform(g_in, side="divide"),
+            WidthTransform(g_out, side="copy", scale=0.5, noise=noise, seed=3),
         ]
     )
 
@@ -61,7 +61,8 @@ def test_device_chain(kernel, kind):
 
 
 def test_chained_initializer_keeps_the_scale(kernel):
-    init = kn.Net2WiderInit.chained(kernel, list(chain()))
+    with pytest.warns(DeprecationWarning, match=r"Net2WiderInit.chained"):
+        init = kn.Net2WiderInit.chained(kernel, list(chain()))
     value = keras.ops.convert_to_numpy(init((6, 5)))
     np.testing.assert_allclose(value, reference(kernel), rtol=1e-6)
     # Saved and restored (without its source) it keeps the scale in its config.
@@ -90,3 +91,13 @@ def test_a_chain_holds_transforms_only():
     assert len(Chain()) == 0 and Chain().exact()
     stored = np.ones(2)
     assert Chain().apply(stored) is stored  # nothing to change: no copy
+
+
+def test_the_old_side_names_are_accepted():
+    g = kn.transforms.random_mapping(4, 6, seed=0)
+    assert WidthTransform(g, side="out").side == kn.transforms.COPY == "copy"
+    assert WidthTransform(g, side="in").side == kn.transforms.DIVIDE == "divide"
+    assert WidthTransform(g, side="in").axis == -2
+    assert kn.Net2WiderInit(side="in").side == "divide"
+    with pytest.raises(ValueError, match=r"`side`.*'sideways'"):
+        WidthTransform(g, side="sideways")

@@ -14,8 +14,8 @@ from growth_helpers import record_builds
 import keras_net2net as kn
 from keras_net2net.surgery import PassThroughHandler
 from keras_net2net.surgery import UnitsHandler
+from keras_net2net.surgery import dispatch
 from keras_net2net.surgery import get_handler
-from keras_net2net.surgery import operations
 from keras_net2net.surgery.handlers.core import DenseHandler
 from keras_net2net.transforms import MappingRule
 
@@ -99,7 +99,7 @@ def test_describe_growth_builds_only_what_later_requests_need(monkeypatch):
     text = kn.describe_growth(model, requests)
     assert len(built) == 1  # the widened model, to plan the deepening on
     built.clear()
-    full = operations.apply_requests(model, requests, compile=False)
+    full = dispatch.apply_requests(model, requests, compile=False)
     assert len(built) == 2
     assert text == "\n".join(full.details)
     assert text.count("changes:") == 2

@@ -30,7 +30,7 @@ def test_two_layer_definitions_sharing_a_mapping_preserve_the_function(rng):
             ),
             L.Dense(
                 3,
-                kernel_initializer=kn.Net2WiderInit(k2, mapping, side="in"),
+                kernel_initializer=kn.Net2WiderInit(k2, mapping, side="divide"),
                 bias_initializer=keras.initializers.Constant(0.0),
             ),
         ]
@@ -59,7 +59,7 @@ def test_net2wider_init_validates_arguments(rng):
 
 def test_net2wider_init_accepts_plain_index_list(rng):
     w = rng.normal(size=(2, 3))
-    init = kn.Net2WiderInit(w, [0, 1, 2, 0], side="out")
+    init = kn.Net2WiderInit(w, [0, 1, 2, 0], side="copy")
     out = keras.ops.convert_to_numpy(init((2, 4)))
     np.testing.assert_allclose(out[:, 3], w[:, 0], rtol=1e-6)
 
@@ -67,7 +67,7 @@ def test_net2wider_init_accepts_plain_index_list(rng):
 def test_transform_kinds_for_optimizer_state(rng):
     v = rng.uniform(size=(3, 2))
     mapping = T.WidthMapping(np.array([0, 1, 2, 0, -1]), 3)
-    init = kn.Net2WiderInit(v, mapping, side="in", noise=0.5, fill="random", seed=1)
+    init = kn.Net2WiderInit(v, mapping, side="divide", noise=0.5, fill="random", seed=1)
     linear = init.transform(v, kind="linear")
     squared = init.transform(v, kind="squared")
     np.testing.assert_allclose(linear[0], v[0] / 2)
@@ -103,7 +103,7 @@ def test_saved_model_loads_without_custom_objects(tmp_path, rng):
             L.Dense(
                 2,
                 kernel_initializer=kn.Net2WiderInit(
-                    teacher.layers[1].kernel, mapping, side="in"
+                    teacher.layers[1].kernel, mapping, side="divide"
                 ),
             ),
             L.Reshape((2, 1, 1)),

@@ -7,7 +7,7 @@ from conftest import TOL
 from conftest import randomize_weights
 
 import keras_net2net as kn
-from keras_net2net.surgery.operations import apply_requests
+from keras_net2net.surgery import apply_requests
 
 L = keras.layers
 ops = keras.ops

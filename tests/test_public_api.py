@@ -65,3 +65,29 @@ def test_public_names_have_docstrings_with_examples(module_name, name):
 
 def test_package_is_typed():
     assert (Path(kn.__file__).parent / "py.typed").exists()
+
+
+def _tiny_model():
+    import keras
+
+    inputs = keras.Input((3,))
+    outputs = keras.layers.Dense(2, name="out")(
+        keras.layers.Dense(4, name="fc1")(inputs)
+    )
+    return keras.Model(inputs, outputs)
+
+
+def test_old_operations_keyword_still_works_with_a_warning():
+    model = _tiny_model()
+    with pytest.warns(DeprecationWarning, match=r"grow_in_place.*`requests`"):
+        kn.grow_in_place(model, operations=kn.Widen("fc1", 6))
+    assert model.get_layer("fc1").units == 6
+    with pytest.warns(DeprecationWarning, match=r"describe_growth.*`requests`"):
+        text = kn.describe_growth(model, operations=kn.Widen("fc1", 8))
+    assert "6 -> 8" in text
+    assert "6 -> 8" in kn.describe_growth(model, requests=kn.Widen("fc1", 8))
+    with pytest.raises(TypeError, match=r"both `requests` and .*`operations`"):
+        kn.grow_in_place(model, [], operations=[])
+    with pytest.raises(TypeError, match=r"missing the argument `requests`"):
+        kn.describe_growth(model)
+    assert model.get_layer("fc1").units == 6

@@ -11,7 +11,7 @@ from conftest import snapshot
 from test_surgery import Doubler
 
 import keras_net2net as kn
-from keras_net2net.surgery.operations import apply_requests
+from keras_net2net.surgery import apply_requests
 
 L = keras.layers
 

@@ -15,7 +15,7 @@ from transformer_models import token_batch
 from transformer_models import transformer_classifier
 
 import keras_net2net as kn
-from keras_net2net.surgery.operations import apply_requests
+from keras_net2net.surgery import apply_requests
 
 L = keras.layers
 

@@ -23,30 +23,24 @@ weight is ever carried unchanged by accident.
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import re
-import zlib
-from collections.abc import Callable
 from typing import Any
 
-import keras
 import numpy as np
 
-from keras_net2net._arrays import host_copy
-from keras_net2net._arrays import host_view
-from keras_net2net.transforms import Chain
 from keras_net2net.transforms import WidthMapping
-from keras_net2net.transforms import WidthTransform
 
 COPY = "copy"
 DIVIDE = "divide"
 
 # The dimensions every family declares, read (DIVIDE) or written (COPY).
-H_IN, H_OUT = ("hidden", DIVIDE), ("hidden", COPY)
-I_IN, I_OUT = ("intermediate", DIVIDE), ("intermediate", COPY)
-Q_IN, Q_OUT = ("heads", DIVIDE), ("heads", COPY)
-KV_OUT = ("kv_heads", COPY)
+H_DIVIDE, H_COPY = ("hidden", DIVIDE), ("hidden", COPY)
+I_DIVIDE, I_COPY = ("intermediate", DIVIDE), ("intermediate", COPY)
+Q_DIVIDE, Q_COPY = ("heads", DIVIDE), ("heads", COPY)
+KV_COPY = ("kv_heads", COPY)
+# Their names before 0.2.0, for families written then.
+H_IN, H_OUT, I_IN, I_OUT = H_DIVIDE, H_COPY, I_DIVIDE, I_COPY
+Q_IN, Q_OUT, KV_OUT = Q_DIVIDE, Q_COPY, KV_COPY
 
 # Per axis: None, ``(dimension, COPY | DIVIDE)``, ``(dimension, role,
 # slots)`` for an axis where each unit owns ``slots(config)`` consecutive
@@ -199,154 +193,3 @@ class Family:
             f"The {self.name} family does not know the variable '{path}'; "
             "keras-net2net cannot map it, so nothing was grown."
         )
-
-
-@dataclasses.dataclass
-class FamilyPlan:
-    """Everything one growth of a KerasHub model changes (plain data).
-
-    Attributes:
-        description: one line saying what the growth does.
-        config: the new backbone config.
-        mappings: ``{dimension: WidthMapping}`` of the widened dimensions.
-        sources: for each new block, ``(old block index, copied)``: a copied
-            block starts as the identity (its `Family.zeroed` variables zero).
-        notes: lines about choices made (which heads grew, ...).
-        noise: symmetry-breaking noise on the new copies of every kernel that
-            writes a widened dimension (relative to the kernel's standard
-            deviation, as `Widen`'s ``noise``); 0 is exact.
-        seed: the seed of that noise (each variable draws its own stream).
-
-    Example:
-
-    ```python
-    plan = keras_net2net.families.plan_widen(lm, "hidden_dim", 32, seed=0)
-    print("\n".join(plan.describe()))
-    grown = keras_net2net.families.apply(lm, plan)
-    ```
-    """
-
-    description: str
-    config: dict
-    mappings: dict = dataclasses.field(default_factory=dict)
-    sources: list = dataclasses.field(default_factory=list)
-    notes: list = dataclasses.field(default_factory=list)
-    noise: float = 0.0
-    seed: int = 0
-
-    def describe(self) -> list[str]:
-        """The dry-run lines."""
-        lines = [self.description, *self.notes]
-        for dim, mapping in self.mappings.items():
-            lines.append(f"  {dim}: {mapping.old_width} -> {mapping.new_width}")
-        copies = [i for i, (_, copied) in enumerate(self.sources) if copied]
-        if copies:
-            lines.append(f"  new identity blocks (indices): {copies}")
-        return lines
-
-
-def chain_for(
-    family: Family,
-    path: str,
-    config: dict,
-    mappings: dict,
-    noise: float = 0.0,
-    seed: int = 0,
-    layout: Layout | None = None,
-) -> Chain:
-    """The transforms that carry the variable at ``path`` into the grown model.
-
-    ``noise`` goes on the copied entries of the axes a kernel (2 or more
-    axes) writes; vectors (biases, norm scales) are copied exactly.
-    """
-    steps = []
-    layout = family.layout(path, config) if layout is None else layout
-    for axis, entry in enumerate(layout):
-        if entry is None:
-            continue
-        dim, role = entry[:2]
-        mapping = mappings.get(dim)
-        if mapping is None or mapping.is_identity:
-            continue
-        if len(entry) > 3 and entry[2] == PARTS:
-            mapping = mapping.expand(entry[3])
-        elif len(entry) > 2:
-            mapping = mapping.repeat(entry[2](config))
-        side = "out" if role == COPY else "in"
-        if noise and side == "out" and len(layout) >= 2:
-            stream = zlib.crc32(f"{path}:{axis}".encode()) ^ seed
-            steps.append(WidthTransform(mapping, side, axis, noise=noise, seed=stream))
-        else:
-            steps.append(WidthTransform(mapping, side, axis))
-    return Chain(steps)
-
-
-def sources(
-    family: Family, backbone: Any, new_backbone: Any, plan: FamilyPlan
-) -> dict[str, tuple[Any, Chain, bool]]:
-    """``{new path: (old variable, chain, zeroed)}`` for ``new_backbone``."""
-    old = {family.split(v.path): v for v in backbone.weights}
-    old_config = family.config(backbone)
-    found = {}
-    for variable in new_backbone.weights:
-        copied = False
-        index, local = family.split(variable.path)
-        if index is not None:
-            index, copied = plan.sources[index]
-        zeroed = copied and any(re.fullmatch(p, local) for p in family.zeroed)
-        chain = chain_for(
-            family, local, old_config, plan.mappings, plan.noise, plan.seed
-        )
-        found[variable.path] = (old[(index, local)], chain, zeroed)
-    return found
-
-
-def new_values(
-    family: Family, backbone: Any, new_backbone: Any, plan: FamilyPlan
-) -> dict[str, Callable[[], np.ndarray]]:
-    """``{path: function returning the value}`` of every variable of ``new_backbone``.
-
-    Each value is computed only when its function is called (when its
-    variable is created), from a view of the old weight: growth then holds
-    one mapped weight at a time, and the allocator reuses its memory.
-    """
-    old_config = family.config(backbone)
-    found = sources(family, backbone, new_backbone, plan)
-
-    def value_of(variable: Any) -> np.ndarray:
-        source, chain, zeroed = found[variable.path]
-        if zeroed:
-            dtype = keras.backend.standardize_dtype(source.dtype)
-            return np.zeros(variable.shape, dtype)
-        _, local = family.split(variable.path)
-        if len(chain):
-            value = chain.apply(host_view(source))
-        else:
-            value = host_copy(source)
-        return family.finish(local, value, old_config, plan.config)
-
-    return {
-        variable.path: functools.partial(value_of, variable)
-        for variable in new_backbone.weights
-    }
-
-
-def origins(
-    family: Family, backbone: Any, new_backbone: Any, plan: FamilyPlan
-) -> dict[int, tuple[Any, list]]:
-    """``{id(new variable): (old variable or None, transforms)}``.
-
-    What `keras_net2net.surgery.GrowthResult.origins` records: a zeroed
-    variable, or one whose value `Family.finish` rescales, has no origin.
-    """
-    old_config = family.config(backbone)
-    found = sources(family, backbone, new_backbone, plan)
-    result: dict[int, tuple[Any, list]] = {}
-    for variable in new_backbone.weights:
-        source, chain, zeroed = found[variable.path]
-        _, local = family.split(variable.path)
-        if zeroed or family.rescales(local, old_config, plan.config):
-            result[id(variable)] = (None, [])
-        else:
-            result[id(variable)] = (source, list(chain))
-    return result

@@ -24,26 +24,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from keras_net2net.families.base import H_IN
-from keras_net2net.families.base import H_OUT
-from keras_net2net.families.base import I_IN
-from keras_net2net.families.base import I_OUT
-from keras_net2net.families.base import Q_IN
-from keras_net2net.families.base import Q_OUT
+from keras_net2net.families.base import H_COPY
+from keras_net2net.families.base import H_DIVIDE
+from keras_net2net.families.base import I_COPY
+from keras_net2net.families.base import I_DIVIDE
+from keras_net2net.families.base import Q_COPY
+from keras_net2net.families.base import Q_DIVIDE
 from keras_net2net.families.gpt import GPTFamily
 
 _HEAD = [
-    (r"(logits|predictions|pre_logits)/kernel", (H_IN, None)),
+    (r"(logits|predictions|pre_logits)/kernel", (H_DIVIDE, None)),
     (r"(logits|predictions|pre_logits)/bias", (None,)),
 ]
 
 
 def _attention(prefix: str) -> list:
     return [
-        (rf"{prefix}/(query|key|value)/kernel", (H_IN, Q_OUT, None)),
-        (rf"{prefix}/(query|key|value)/bias", (Q_OUT, None)),
-        (rf"{prefix}/attention_output/kernel", (Q_IN, None, H_OUT)),
-        (rf"{prefix}/attention_output/bias", (H_OUT,)),
+        (rf"{prefix}/(query|key|value)/kernel", (H_DIVIDE, Q_COPY, None)),
+        (rf"{prefix}/(query|key|value)/bias", (Q_COPY, None)),
+        (rf"{prefix}/attention_output/kernel", (Q_DIVIDE, None, H_COPY)),
+        (rf"{prefix}/attention_output/bias", (H_COPY,)),
     ]
 
 
@@ -59,16 +59,16 @@ class BertFamily(GPTFamily):
 
     name = "BERT"
     layouts = [
-        (r"(token|position|segment)_embedding/embeddings", (None, H_OUT)),
-        (r"embeddings_layer_norm/(gamma|beta)", (H_OUT,)),
+        (r"(token|position|segment)_embedding/embeddings", (None, H_COPY)),
+        (r"embeddings_layer_norm/(gamma|beta)", (H_COPY,)),
         *_attention("self_attention_layer"),
-        (r"(self_attention|feedforward)_layer_norm/(gamma|beta)", (H_OUT,)),
-        (r"feedforward_intermediate_dense/kernel", (H_IN, I_OUT)),
-        (r"feedforward_intermediate_dense/bias", (I_OUT,)),
-        (r"feedforward_output_dense/kernel", (I_IN, H_OUT)),
-        (r"feedforward_output_dense/bias", (H_OUT,)),
-        (r"pooled_dense/kernel", (H_IN, H_OUT)),
-        (r"pooled_dense/bias", (H_OUT,)),
+        (r"(self_attention|feedforward)_layer_norm/(gamma|beta)", (H_COPY,)),
+        (r"feedforward_intermediate_dense/kernel", (H_DIVIDE, I_COPY)),
+        (r"feedforward_intermediate_dense/bias", (I_COPY,)),
+        (r"feedforward_output_dense/kernel", (I_DIVIDE, H_COPY)),
+        (r"feedforward_output_dense/bias", (H_COPY,)),
+        (r"pooled_dense/kernel", (H_DIVIDE, H_COPY)),
+        (r"pooled_dense/bias", (H_COPY,)),
     ]
     task_layouts = _HEAD
 
@@ -102,17 +102,17 @@ class ViTFamily(GPTFamily):
     }
     feedforward_keys = {"mlp_dim": "intermediate"}
     layouts = [
-        (r"vit_patching_and_embedding/class_token", (None, None, H_OUT)),
-        (r"vit_patching_and_embedding/patch_embedding/kernel", (None,) * 3 + (H_OUT,)),
-        (r"vit_patching_and_embedding/patch_embedding/bias", (H_OUT,)),
-        (r"vit_patching_and_embedding/position_embedding/embeddings", (None, H_OUT)),
-        (r"ln_[12]/(gamma|beta)", (H_OUT,)),
+        (r"vit_patching_and_embedding/class_token", (None, None, H_COPY)),
+        (r"vit_patching_and_embedding/patch_embedding/kernel", (None,) * 3 + (H_COPY,)),
+        (r"vit_patching_and_embedding/patch_embedding/bias", (H_COPY,)),
+        (r"vit_patching_and_embedding/position_embedding/embeddings", (None, H_COPY)),
+        (r"ln_[12]/(gamma|beta)", (H_COPY,)),
         *_attention("mha"),
-        (r"mlp/dense_1/kernel", (H_IN, I_OUT)),
-        (r"mlp/dense_1/bias", (I_OUT,)),
-        (r"mlp/dense_2/kernel", (I_IN, H_OUT)),
-        (r"mlp/dense_2/bias", (H_OUT,)),
-        (r"vit_encoder/ln/(gamma|beta)", (H_OUT,)),
+        (r"mlp/dense_1/kernel", (H_DIVIDE, I_COPY)),
+        (r"mlp/dense_1/bias", (I_COPY,)),
+        (r"mlp/dense_2/kernel", (I_DIVIDE, H_COPY)),
+        (r"mlp/dense_2/bias", (H_COPY,)),
+        (r"vit_encoder/ln/(gamma|beta)", (H_COPY,)),
     ]
     zeroed = [r"mha/attention_output/(kernel|bias)", r"mlp/dense_2/(kernel|bias)"]
     task_layouts = _HEAD

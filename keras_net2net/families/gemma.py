@@ -28,13 +28,13 @@ from typing import Any
 
 import numpy as np
 
-from keras_net2net.families.base import H_IN
-from keras_net2net.families.base import H_OUT
-from keras_net2net.families.base import I_IN
-from keras_net2net.families.base import I_OUT
-from keras_net2net.families.base import KV_OUT
-from keras_net2net.families.base import Q_IN
-from keras_net2net.families.base import Q_OUT
+from keras_net2net.families.base import H_COPY
+from keras_net2net.families.base import H_DIVIDE
+from keras_net2net.families.base import I_COPY
+from keras_net2net.families.base import I_DIVIDE
+from keras_net2net.families.base import KV_COPY
+from keras_net2net.families.base import Q_COPY
+from keras_net2net.families.base import Q_DIVIDE
 from keras_net2net.families.llama import LlamaFamily
 from keras_net2net.families.llama import _check
 from keras_net2net.transforms import WidthMapping
@@ -61,14 +61,14 @@ class GemmaFamily(LlamaFamily):
     }
     refused = {"head_dim": "rotary embeddings pair a head's dimensions"}
     layouts = [
-        (r"token_embedding/embeddings", (None, H_OUT)),
-        (r"attention/query/kernel", (Q_OUT, H_IN, None)),
-        (r"attention/(key|value)/kernel", (KV_OUT, H_IN, None)),
-        (r"attention/attention_output/kernel", (Q_IN, None, H_OUT)),
-        (r"(pre|post)_(attention|ffw)_norm/scale", (H_OUT,)),
-        (r"ffw_gating(_2)?/kernel", (H_IN, I_OUT)),
-        (r"ffw_linear/kernel", (I_IN, H_OUT)),
-        (r"final_normalization/scale", (H_OUT,)),
+        (r"token_embedding/embeddings", (None, H_COPY)),
+        (r"attention/query/kernel", (Q_COPY, H_DIVIDE, None)),
+        (r"attention/(key|value)/kernel", (KV_COPY, H_DIVIDE, None)),
+        (r"attention/attention_output/kernel", (Q_DIVIDE, None, H_COPY)),
+        (r"(pre|post)_(attention|ffw)_norm/scale", (H_COPY,)),
+        (r"ffw_gating(_2)?/kernel", (H_DIVIDE, I_COPY)),
+        (r"ffw_linear/kernel", (I_DIVIDE, H_COPY)),
+        (r"final_normalization/scale", (H_COPY,)),
     ]
     zeroed = [r"attention/attention_output/kernel", r"ffw_linear/kernel"]
 

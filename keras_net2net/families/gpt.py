@@ -23,12 +23,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from keras_net2net.families.base import H_IN
-from keras_net2net.families.base import H_OUT
-from keras_net2net.families.base import I_IN
-from keras_net2net.families.base import I_OUT
-from keras_net2net.families.base import Q_IN
-from keras_net2net.families.base import Q_OUT
+from keras_net2net.families.base import H_COPY
+from keras_net2net.families.base import H_DIVIDE
+from keras_net2net.families.base import I_COPY
+from keras_net2net.families.base import I_DIVIDE
+from keras_net2net.families.base import Q_COPY
+from keras_net2net.families.base import Q_DIVIDE
 from keras_net2net.families.llama import LlamaFamily
 
 
@@ -51,19 +51,19 @@ class GPTFamily(LlamaFamily):
         "num_heads": "heads (the stream grows with them)",
     }
     layouts = [
-        (r"(embeddings/)?token_embedding/embeddings", (None, H_OUT)),
-        (r"(embeddings/)?position_embedding/embeddings", (None, H_OUT)),
-        (r"self_attention/(query|key|value)/kernel", (H_IN, Q_OUT, None)),
-        (r"self_attention/(query|key|value)/bias", (Q_OUT, None)),
-        (r"self_attention/attention_output/kernel", (Q_IN, None, H_OUT)),
-        (r"self_attention/attention_output/bias", (H_OUT,)),
-        (r"(self_attention|feedforward)_layer_norm/(gamma|beta)", (H_OUT,)),
-        (r"feedforward_intermediate_dense/kernel", (H_IN, I_OUT)),
-        (r"feedforward_intermediate_dense/bias", (I_OUT,)),
-        (r"feedforward_output_dense/kernel", (I_IN, H_OUT)),
-        (r"feedforward_output_dense/bias", (H_OUT,)),
+        (r"(embeddings/)?token_embedding/embeddings", (None, H_COPY)),
+        (r"(embeddings/)?position_embedding/embeddings", (None, H_COPY)),
+        (r"self_attention/(query|key|value)/kernel", (H_DIVIDE, Q_COPY, None)),
+        (r"self_attention/(query|key|value)/bias", (Q_COPY, None)),
+        (r"self_attention/attention_output/kernel", (Q_DIVIDE, None, H_COPY)),
+        (r"self_attention/attention_output/bias", (H_COPY,)),
+        (r"(self_attention|feedforward)_layer_norm/(gamma|beta)", (H_COPY,)),
+        (r"feedforward_intermediate_dense/kernel", (H_DIVIDE, I_COPY)),
+        (r"feedforward_intermediate_dense/bias", (I_COPY,)),
+        (r"feedforward_output_dense/kernel", (I_DIVIDE, H_COPY)),
+        (r"feedforward_output_dense/bias", (H_COPY,)),
         # The tied output embedding adds up its copies: the final norm divides.
-        (r"layer_norm/(gamma|beta)", (H_IN,)),
+        (r"layer_norm/(gamma|beta)", (H_DIVIDE,)),
     ]
     zeroed = [
         r"self_attention/attention_output/(kernel|bias)",

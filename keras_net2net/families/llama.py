@@ -30,13 +30,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from keras_net2net.families.base import H_IN
-from keras_net2net.families.base import H_OUT
-from keras_net2net.families.base import I_IN
-from keras_net2net.families.base import I_OUT
-from keras_net2net.families.base import KV_OUT
-from keras_net2net.families.base import Q_IN
-from keras_net2net.families.base import Q_OUT
+from keras_net2net.families.base import H_COPY
+from keras_net2net.families.base import H_DIVIDE
+from keras_net2net.families.base import I_COPY
+from keras_net2net.families.base import I_DIVIDE
+from keras_net2net.families.base import KV_COPY
+from keras_net2net.families.base import Q_COPY
+from keras_net2net.families.base import Q_DIVIDE
 from keras_net2net.families.base import Family
 from keras_net2net.transforms import MappingRule
 from keras_net2net.transforms import WidthMapping
@@ -66,17 +66,17 @@ class LlamaFamily(Family):
         "num_key_value_heads": "key/value heads",
     }
     layouts = [
-        (r"token_embedding/embeddings", (None, H_OUT)),
-        (r"token_embedding/reverse_embeddings", (H_IN, None)),
-        (r"self_attention/query/kernel", (H_IN, Q_OUT, None)),
-        (r"self_attention/(key|value)/kernel", (H_IN, KV_OUT, None)),
-        (r"self_attention/query/bias", (Q_OUT, None)),
-        (r"self_attention/(key|value)/bias", (KV_OUT, None)),
-        (r"self_attention/attention_output/kernel", (Q_IN, None, H_OUT)),
-        (r"(self_attention|feedforward)_layernorm/scale", (H_OUT,)),
-        (r"feedforward_(intermediate|gate)_dense/kernel", (H_IN, I_OUT)),
-        (r"feedforward_output_dense/kernel", (I_IN, H_OUT)),
-        (r"sequence_output_layernorm/scale", (H_OUT,)),
+        (r"token_embedding/embeddings", (None, H_COPY)),
+        (r"token_embedding/reverse_embeddings", (H_DIVIDE, None)),
+        (r"self_attention/query/kernel", (H_DIVIDE, Q_COPY, None)),
+        (r"self_attention/(key|value)/kernel", (H_DIVIDE, KV_COPY, None)),
+        (r"self_attention/query/bias", (Q_COPY, None)),
+        (r"self_attention/(key|value)/bias", (KV_COPY, None)),
+        (r"self_attention/attention_output/kernel", (Q_DIVIDE, None, H_COPY)),
+        (r"(self_attention|feedforward)_layernorm/scale", (H_COPY,)),
+        (r"feedforward_(intermediate|gate)_dense/kernel", (H_DIVIDE, I_COPY)),
+        (r"feedforward_output_dense/kernel", (I_DIVIDE, H_COPY)),
+        (r"sequence_output_layernorm/scale", (H_COPY,)),
     ]
     zeroed = [
         r"self_attention/attention_output/kernel",
@@ -100,7 +100,7 @@ class LlamaFamily(Family):
         ):
             # The tied output embedding copies columns without dividing:
             # the copies' logits add up, so the final norm divides instead.
-            return (H_IN,)
+            return (H_DIVIDE,)
         return super().layout(path, config)
 
     def plan_widen(

@@ -34,15 +34,15 @@ from typing import Any
 
 from keras_net2net.families.base import COPY
 from keras_net2net.families.base import DIVIDE
-from keras_net2net.families.base import H_IN
-from keras_net2net.families.base import H_OUT
-from keras_net2net.families.base import I_IN
-from keras_net2net.families.base import I_OUT
+from keras_net2net.families.base import H_COPY
+from keras_net2net.families.base import H_DIVIDE
+from keras_net2net.families.base import I_COPY
+from keras_net2net.families.base import I_DIVIDE
 from keras_net2net.families.base import PARTS
 from keras_net2net.families.llama import LlamaFamily
 
-E_IN, E_OUT = ("expert", DIVIDE), ("expert", COPY)
-S_IN, S_OUT = ("shared", DIVIDE), ("shared", COPY)
+E_DIVIDE, E_COPY = ("expert", DIVIDE), ("expert", COPY)
+S_DIVIDE, S_COPY = ("shared", DIVIDE), ("shared", COPY)
 ROTARY = "rotary embeddings pair a head's dimensions by position"
 
 # Llama's attention, embeddings and norms (Qwen-MoE's biases included), and
@@ -55,20 +55,20 @@ _ATTENTION = [
 def _dense(prefix: str) -> list:
     """A dense gated feed-forward network under ``prefix``."""
     return [
-        (rf"{prefix}feedforward_(intermediate|gate)_dense/kernel", (H_IN, I_OUT)),
-        (rf"{prefix}feedforward_output_dense/kernel", (I_IN, H_OUT)),
+        (rf"{prefix}feedforward_(intermediate|gate)_dense/kernel", (H_DIVIDE, I_COPY)),
+        (rf"{prefix}feedforward_output_dense/kernel", (I_DIVIDE, H_COPY)),
     ]
 
 
 def _qwen_experts(block: str) -> list:
     """The router and the experts of a Qwen sparse block (fused ``[gate | up]``)."""
     return [
-        (rf"{block}/sparse_feedforward_gate_dense/kernel", (H_IN, None)),
+        (rf"{block}/sparse_feedforward_gate_dense/kernel", (H_DIVIDE, None)),
         (
             rf"{block}/experts/expert_feedforward_gate_dense",
-            (None, H_IN, ("expert", COPY, PARTS, 2)),
+            (None, H_DIVIDE, ("expert", COPY, PARTS, 2)),
         ),
-        (rf"{block}/experts/expert_feedforward_output_dense", (None, E_IN, H_OUT)),
+        (rf"{block}/experts/expert_feedforward_output_dense", (None, E_DIVIDE, H_COPY)),
     ]
 
 
@@ -114,12 +114,15 @@ class MixtralFamily(LlamaFamily):
     auto_named = ["mixtral_sparse_moe_block"]
     _block = "mixtral_sparse_moe_block"
     layouts = _ATTENTION + [
-        (rf"{_block}/sparse_feedforward_gate_dense/kernel", (H_IN, None)),
+        (rf"{_block}/sparse_feedforward_gate_dense/kernel", (H_DIVIDE, None)),
         (
             rf"{_block}/experts/expert_feedforward_(gate|intermediate)_dense",
-            (None, H_IN, E_OUT),
+            (None, H_DIVIDE, E_COPY),
         ),
-        (rf"{_block}/experts/expert_feedforward_output_dense", (None, E_IN, H_OUT)),
+        (
+            rf"{_block}/experts/expert_feedforward_output_dense",
+            (None, E_DIVIDE, H_COPY),
+        ),
     ]
     zeroed = [
         r"self_attention/attention_output/kernel",
@@ -160,13 +163,13 @@ class QwenMoeFamily(LlamaFamily):
             (
                 rf"{_block}/shared_expert_dense/feedforward_(intermediate|gate)_dense"
                 "/kernel",
-                (H_IN, S_OUT),
+                (H_DIVIDE, S_COPY),
             ),
             (
                 rf"{_block}/shared_expert_dense/feedforward_output_dense/kernel",
-                (S_IN, H_OUT),
+                (S_DIVIDE, H_COPY),
             ),
-            (rf"{_block}/shared_expert_gate_dense/kernel", (H_IN, None)),
+            (rf"{_block}/shared_expert_gate_dense/kernel", (H_DIVIDE, None)),
         ]
         + _dense("qwen_moe_mlp/")
     )

@@ -23,13 +23,13 @@ from __future__ import annotations
 from typing import Any
 
 from keras_net2net.families.base import DIVIDE
-from keras_net2net.families.base import H_IN
-from keras_net2net.families.base import H_OUT
-from keras_net2net.families.base import I_IN
-from keras_net2net.families.base import I_OUT
-from keras_net2net.families.base import KV_OUT
-from keras_net2net.families.base import Q_IN
-from keras_net2net.families.base import Q_OUT
+from keras_net2net.families.base import H_COPY
+from keras_net2net.families.base import H_DIVIDE
+from keras_net2net.families.base import I_COPY
+from keras_net2net.families.base import I_DIVIDE
+from keras_net2net.families.base import KV_COPY
+from keras_net2net.families.base import Q_COPY
+from keras_net2net.families.base import Q_DIVIDE
 from keras_net2net.families.gpt import GPTFamily
 from keras_net2net.families.llama import LlamaFamily
 
@@ -50,15 +50,15 @@ class Phi3Family(LlamaFamily):
 
     name = "Phi-3"
     layouts = [
-        (r"token_embedding/embeddings", (None, H_OUT)),
-        (r"token_embedding/reverse_embeddings", (H_IN, None)),
-        (r"attention/query/kernel", (H_IN, Q_OUT, None)),
-        (r"attention/(key|value)/kernel", (H_IN, KV_OUT, None)),
-        (r"attention/attention_output/kernel", (Q_IN, None, H_OUT)),
-        (r"(pre|post)_attention_layernorm/scale", (H_OUT,)),
-        (r"feedforward_(intermediate|gate)_dense/kernel", (H_IN, I_OUT)),
-        (r"feedforward_output_dense/kernel", (I_IN, H_OUT)),
-        (r"sequence_output_layernorm/scale", (H_OUT,)),
+        (r"token_embedding/embeddings", (None, H_COPY)),
+        (r"token_embedding/reverse_embeddings", (H_DIVIDE, None)),
+        (r"attention/query/kernel", (H_DIVIDE, Q_COPY, None)),
+        (r"attention/(key|value)/kernel", (H_DIVIDE, KV_COPY, None)),
+        (r"attention/attention_output/kernel", (Q_DIVIDE, None, H_COPY)),
+        (r"(pre|post)_attention_layernorm/scale", (H_COPY,)),
+        (r"feedforward_(intermediate|gate)_dense/kernel", (H_DIVIDE, I_COPY)),
+        (r"feedforward_output_dense/kernel", (I_DIVIDE, H_COPY)),
+        (r"sequence_output_layernorm/scale", (H_COPY,)),
     ]
     zeroed = [r"attention/attention_output/kernel", r"feedforward_output_dense/kernel"]
 
@@ -75,20 +75,20 @@ class GPTNeoXFamily(GPTFamily):
 
     name = "GPT-NeoX"
     layouts = [
-        (r"token_embedding/embeddings", (None, H_OUT)),
-        (r"self_attention/query_key_value/kernel", (H_IN, Q_OUT, None)),
-        (r"self_attention/query_key_value/bias", (Q_OUT, None)),
+        (r"token_embedding/embeddings", (None, H_COPY)),
+        (r"self_attention/query_key_value/kernel", (H_DIVIDE, Q_COPY, None)),
+        (r"self_attention/query_key_value/bias", (Q_COPY, None)),
         (
             r"self_attention/attention_output/kernel",
-            (("heads", DIVIDE, _head_dim("num_heads")), H_OUT),
+            (("heads", DIVIDE, _head_dim("num_heads")), H_COPY),
         ),
-        (r"self_attention/attention_output/bias", (H_OUT,)),
-        (r"(self_attention|feedforward)_layer_norm/(gamma|beta)", (H_OUT,)),
-        (r"feedforward_intermediate_dense/kernel", (H_IN, I_OUT)),
-        (r"feedforward_intermediate_dense/bias", (I_OUT,)),
-        (r"feedforward_output_dense/kernel", (I_IN, H_OUT)),
-        (r"feedforward_output_dense/bias", (H_OUT,)),
-        (r"layer_norm/(gamma|beta)", (H_IN,)),  # the tied output embedding
+        (r"self_attention/attention_output/bias", (H_COPY,)),
+        (r"(self_attention|feedforward)_layer_norm/(gamma|beta)", (H_COPY,)),
+        (r"feedforward_intermediate_dense/kernel", (H_DIVIDE, I_COPY)),
+        (r"feedforward_intermediate_dense/bias", (I_COPY,)),
+        (r"feedforward_output_dense/kernel", (I_DIVIDE, H_COPY)),
+        (r"feedforward_output_dense/bias", (H_COPY,)),
+        (r"layer_norm/(gamma|beta)", (H_DIVIDE,)),  # the tied output embedding
     ]
 
 
@@ -110,20 +110,20 @@ class FalconFamily(GPTFamily):
         "num_attention_heads": "more heads",
     }
     layouts = [
-        (r"token_embedding/embeddings", (None, H_OUT)),
-        (r"attention/(query|key|value)_dense/kernel", (H_IN, Q_OUT, None)),
-        (r"attention/(query|key|value)_dense/bias", (Q_OUT, None)),
+        (r"token_embedding/embeddings", (None, H_COPY)),
+        (r"attention/(query|key|value)_dense/kernel", (H_DIVIDE, Q_COPY, None)),
+        (r"attention/(query|key|value)_dense/bias", (Q_COPY, None)),
         (
             r"attention/output_dense/kernel",
-            (("heads", DIVIDE, _head_dim("num_attention_heads")), H_OUT),
+            (("heads", DIVIDE, _head_dim("num_attention_heads")), H_COPY),
         ),
-        (r"attention/output_dense/bias", (H_OUT,)),
-        (r"(input|post_attention)_layernorm/(gamma|beta)", (H_OUT,)),
-        (r"dense_h_to_4h/kernel", (H_IN, I_OUT)),
-        (r"dense_h_to_4h/bias", (I_OUT,)),
-        (r"dense_4h_to_h/kernel", (I_IN, H_OUT)),
-        (r"dense_4h_to_h/bias", (H_OUT,)),
-        (r"final_layernorm/(gamma|beta)", (H_IN,)),  # the tied output embedding
+        (r"attention/output_dense/bias", (H_COPY,)),
+        (r"(input|post_attention)_layernorm/(gamma|beta)", (H_COPY,)),
+        (r"dense_h_to_4h/kernel", (H_DIVIDE, I_COPY)),
+        (r"dense_h_to_4h/bias", (I_COPY,)),
+        (r"dense_4h_to_h/kernel", (I_DIVIDE, H_COPY)),
+        (r"dense_4h_to_h/bias", (H_COPY,)),
+        (r"final_layernorm/(gamma|beta)", (H_DIVIDE,)),  # the tied output embedding
     ]
     zeroed = [r"attention/output_dense/(kernel|bias)", r"dense_4h_to_h/(kernel|bias)"]
 

@@ -117,10 +117,10 @@ class GrowModel(keras.callbacks.Callback):
     ```
 
     Args:
-        schedule: dict ``{trigger: operations}`` or list of
-            ``(trigger, operations)`` pairs. A trigger is an int (epoch, 0-based:
+        schedule: dict ``{trigger: requests}`` or list of
+            ``(trigger, requests)`` pairs. A trigger is an int (epoch, 0-based:
             ``2`` grows after two epochs), `AtEpoch`, `AtStep` or `OnPlateau`;
-            operations are a `Widen`, a `Deepen` or a list of them, applied
+            requests are a `Widen`, a `Deepen` or a list of them, applied
             together as one growth event. Events that come due at the same
             moment are applied together as one event too, in this order:
             epoch events, step events, plateau events (each in schedule
@@ -219,11 +219,12 @@ class GrowModel(keras.callbacks.Callback):
         pending = [i for i in range(len(self.events)) if i not in self._fired]
         if not pending:
             return
-        check_growable_in_place(model)
+        found = families.find(model)  # the one time validation asks
+        check_growable_in_place(model, found)
         # A KerasHub task grows through new models of its class (see
         # `grow_in_place`): simulated whole, so that every request is checked
         # to keep the class.
-        family = families.find(model) is not None
+        family = found is not None
         # Simulate the events in order on graphs that share the unchanged
         # layers with the model (as growing in place does), so that the cost
         # is that of the changed layers only; then put the model's graph back.
@@ -234,24 +235,25 @@ class GrowModel(keras.callbacks.Callback):
         try:
             for index in order:
                 event = self.events[index]
-                operations = list(event.operations)
-                # The last operation is only planned (planning checks it): no
+                requests = list(event.requests)
+                # The last request is only planned (planning checks it): no
                 # later one needs the model it would build.
                 last = None
-                if index == order[-1] and operations and not family:
-                    last = operations.pop()
+                if index == order[-1] and requests and not family:
+                    last = requests.pop()
                 try:
                     result = apply_requests(
                         simulated,
-                        operations,
+                        requests,
                         reuse_layers=not family,
                         name_failures=True,
                         compile=False,
+                        found=found,
                     )
                     if last is not None:
-                        check_request(result.model, last)
+                        check_request(result.model, last, found=None)
                     if family:
-                        check_family_result(simulated, result.model, operations)
+                        check_family_result(simulated, result.model, requests)
                 except (ValueError, TypeError) as error:
                     raise type(error)(
                         f"GrowModel: the growth event at {event.trigger.describe()} "
@@ -261,6 +263,8 @@ class GrowModel(keras.callbacks.Callback):
                 if result.model is not simulated:
                     temporaries += [result.model, *result.graphs]
                     simulated = result.model
+                    # A family model's growth keeps its class (checked above).
+                    found = families.find(simulated) if family else None
         finally:
             state.restore()
             internals.release_graphs(model, temporaries, state.operations)
@@ -380,10 +384,10 @@ class GrowModel(keras.callbacks.Callback):
             return
         model = self.model
         events = [self.events[i] for i in due]
-        operations = [op for event in events for op in event.operations]
+        requests = [r for event in events for r in event.requests]
         before = model.count_params()
         old_weights = list(model.weights)
-        result = grow_in_place(model, operations)
+        result = grow_in_place(model, requests)
         self._fired.update(due)
         if self.lr_scale is not None and getattr(model, "optimizer", None):
             learning_rate.scale_learning_rate(model.optimizer, self.lr_scale)
@@ -436,7 +440,7 @@ class GrowModel(keras.callbacks.Callback):
                 f"backup_dir={backup_dir!r}"
             )
         schedule = [
-            f"{e.trigger.describe()}: {', '.join(map(str, e.operations))}"
+            f"{e.trigger.describe()}: {', '.join(map(str, e.requests))}"
             for e in self.events
         ]
         log = GrowthLog(backup_dir, schedule)

@@ -8,13 +8,15 @@ from keras_net2net import _keras_internals as internals
 from keras_net2net import families
 from keras_net2net._types import Model
 from keras_net2net.growth import optimizer_state
+from keras_net2net.requests import MISSING
 from keras_net2net.requests import Requests
 from keras_net2net.requests import as_requests
+from keras_net2net.requests import renamed_requests
+from keras_net2net.surgery import GrowthResult
 from keras_net2net.surgery import apply_requests
-from keras_net2net.surgery.operations import GrowthResult
 
 
-def check_growable_in_place(model: Model) -> None:
+def check_growable_in_place(model: Model, found: Any) -> None:
     """Refuse a model whose class describes its architecture in its own config.
 
     A subclass of the Functional (or Sequential) model that overrides
@@ -23,9 +25,8 @@ def check_growable_in_place(model: Model) -> None:
     a registered family (a ``LlamaCausalLM``) are the exception: their config
     is their backbone's, and growing in place gives them the grown backbone.
     A bare KerasHub backbone, whose config is ``hidden_dim``, ``num_layers``,
-    ..., is refused.
+    ..., is refused. ``found`` is ``keras_net2net.families.find(model)``.
     """
-    found = families.find(model)
     if found is not None:
         _, backbone, task = found
         if task is None:
@@ -60,7 +61,7 @@ def check_growable_in_place(model: Model) -> None:
         )
 
 
-def check_family_result(model: Model, grown: Model, operations: list) -> None:
+def check_family_result(model: Model, grown: Model, requests: list) -> None:
     """Refuse requests that would turn a KerasHub task into a plain model."""
     if type(grown) is not type(model) or type(grown.backbone) is not type(
         model.backbone
@@ -71,12 +72,14 @@ def check_family_result(model: Model, grown: Model, operations: list) -> None:
             "Widen('intermediate_dim', ...), the family's heads arguments, "
             "Deepen(after='transformer_layer_<i>')), which keeps its class. "
             f"These requests would make it a {type(grown).__name__}: "
-            f"{operations!r}"
+            f"{requests!r}"
         )
 
 
-def grow_in_place(model: Model, operations: Requests) -> GrowthResult:
-    """Apply ``operations`` to ``model`` itself, carrying optimizer state over.
+def grow_in_place(
+    model: Model, requests: Requests = MISSING, *, operations: Requests = MISSING
+) -> GrowthResult:
+    """Apply ``requests`` to ``model`` itself, carrying optimizer state over.
 
     The model object (and its compiled optimizer) stay the same Python objects:
     changed layers are replaced, unchanged layers and their variables are kept,
@@ -102,28 +105,30 @@ def grow_in_place(model: Model, operations: Requests) -> GrowthResult:
     Args:
         model: a built, usually compiled, Sequential or Functional model, or a
             KerasHub task model of a registered family.
-        operations: a `Widen`/`Deepen` or a list of them.
+        requests: a `Widen`/`Deepen` or a list of them.
+        operations: the old name of ``requests`` (deprecated).
 
     Returns:
         The `GrowthResult` (its ``model`` is ``model``).
     """
-    operations = as_requests(operations)
+    requests = as_requests(renamed_requests(requests, operations, "grow_in_place"))
     if not isinstance(model, keras.Model):
         raise TypeError(
             "`model` must be a Keras Sequential or Functional model. "
             f"Received: {model!r} of type {type(model).__name__}"
         )
-    if not operations:
+    if not requests:
         origins: dict[int, tuple[Any, list]] = {id(v): (v, []) for v in model.weights}
         return GrowthResult(model, [], origins, state_origins=dict(origins))
-    check_growable_in_place(model)
+    found = families.find(model)  # the one time this growth asks
+    check_growable_in_place(model, found)
     internals.graph_function(model)  # a clear error for subclassed models
     internals.sync_training_state(model)
     optimizer = getattr(model, "optimizer", None)
     carry_state = optimizer is not None and optimizer.built
     if carry_state:
         optimizer_state.slot_kinds(optimizer)
-    family = families.find(model) is not None
+    family = found is not None
     state = internals.ModelState(model)
     undo_optimizer = undo_task = None
     try:
@@ -133,13 +138,14 @@ def grow_in_place(model: Model, operations: Requests) -> GrowthResult:
             # backbone it then adopts; other models share unchanged layers.
             result = apply_requests(
                 model,
-                operations,
+                requests,
                 reuse_layers=not family,
                 name_failures=True,
                 compile=not family,
+                found=found,
             )
             if family:
-                check_family_result(model, result.model, operations)
+                check_family_result(model, result.model, requests)
             slots = leftovers = None
             if carry_state:
                 slots, leftovers = optimizer_state.plan_state(

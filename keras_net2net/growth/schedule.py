@@ -1,4 +1,4 @@
-"""When to grow: triggers, and the schedule that pairs them with operations."""
+"""When to grow: triggers, and the schedule that pairs them with requests."""
 
 import dataclasses
 import numbers
@@ -13,9 +13,8 @@ from keras_net2net._validation import check_choice
 from keras_net2net._validation import check_int
 from keras_net2net._validation import check_name
 from keras_net2net._validation import check_real
-from keras_net2net.requests import Deepen
+from keras_net2net.requests import Request
 from keras_net2net.requests import Requests
-from keras_net2net.requests import Widen
 
 _MAX_WORDS = ("acc", "auc", "precision", "recall", "f1", "iou")
 
@@ -152,19 +151,19 @@ Schedule = Union[  # noqa: UP007
 
 @dataclasses.dataclass(frozen=True)
 class Event:
-    """One scheduled growth event: a trigger and the operations it applies."""
+    """One scheduled growth event: a trigger and the requests it applies."""
 
     trigger: AtEpoch | AtStep | OnPlateau
-    operations: tuple[Widen | Deepen, ...]
+    requests: tuple[Request, ...]
 
 
 def parse_schedule(schedule: Schedule) -> list[Event]:
     """Normalise a schedule into a list of `Event`.
 
     Args:
-        schedule: a dict ``{trigger: operations}`` or a list of
-            ``(trigger, operations)`` pairs. A trigger is an `AtEpoch`,
-            `AtStep`, `OnPlateau` or an int (an epoch); operations are a
+        schedule: a dict ``{trigger: requests}`` or a list of
+            ``(trigger, requests)`` pairs. A trigger is an `AtEpoch`,
+            `AtStep`, `OnPlateau` or an int (an epoch); requests are a
             `Widen`/`Deepen` or a list of them.
 
     Returns:
@@ -177,17 +176,17 @@ def parse_schedule(schedule: Schedule) -> list[Event]:
         items = []
     if not items:
         raise ValueError(
-            "`schedule` must be a non-empty dict {trigger: operations} or list "
-            f"of (trigger, operations) pairs. Received: schedule={schedule!r}"
+            "`schedule` must be a non-empty dict {trigger: requests} or list "
+            f"of (trigger, requests) pairs. Received: schedule={schedule!r}"
         )
     events = []
     for item in items:
         if not (isinstance(item, (tuple, list)) and len(item) == 2):
             raise ValueError(
-                "Each `schedule` entry must be a (trigger, operations) pair. "
+                "Each `schedule` entry must be a (trigger, requests) pair. "
                 f"Received: {item!r}"
             )
-        trigger, operations = item
+        trigger = item[0]
         if isinstance(trigger, numbers.Integral) and not isinstance(
             trigger, (bool, np.bool_)
         ):
@@ -197,16 +196,13 @@ def parse_schedule(schedule: Schedule) -> list[Event]:
                 "A `schedule` trigger must be an int (epoch), AtEpoch, AtStep or "
                 f"OnPlateau. Received: {trigger!r} of type {type(trigger).__name__}"
             )
-        if isinstance(operations, (Widen, Deepen)):
-            operations = [operations]
-        operations = tuple(operations) if isinstance(operations, (list, tuple)) else ()
-        if not operations or not all(
-            isinstance(op, (Widen, Deepen)) for op in operations
-        ):
+        requests = [item[1]] if isinstance(item[1], Request) else item[1]
+        requests = tuple(requests) if isinstance(requests, (list, tuple)) else ()
+        if not requests or not all(isinstance(r, Request) for r in requests):
             raise TypeError(
-                f"The `schedule` operations for {trigger.describe()} must be a "
+                f"The `schedule` requests for {trigger.describe()} must be a "
                 "Widen, a Deepen, or a non-empty list of them. "
                 f"Received: {item[1]!r}"
             )
-        events.append(Event(trigger, operations))
+        events.append(Event(trigger, requests))
     return events

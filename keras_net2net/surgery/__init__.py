@@ -4,8 +4,8 @@
 * `handlers`: per-operation-type handlers, the one place to add a layer type.
 * `groups`: coupling groups, every operation that shares a channel axis.
 * `plan`: turning `widen`/`deepen` requests into changes, all validated.
-* `apply`: building the grown model from a plan.
-* `operations`: applying growth requests (`keras_net2net.requests`).
+* `apply`: building the grown model of a graph plan.
+* `dispatch`: the one growth path, from requests to a grown model.
 * `api`: the public functions (`widen`, `deepen`, `describe_growth`, ...).
 """
 
@@ -18,6 +18,9 @@ from keras_net2net.surgery.api import max_output_difference
 from keras_net2net.surgery.api import trace_layers
 from keras_net2net.surgery.api import widen
 from keras_net2net.surgery.channel_group import ChannelGroup
+from keras_net2net.surgery.dispatch import GrowthResult
+from keras_net2net.surgery.dispatch import apply_requests
+from keras_net2net.surgery.dispatch import check_request
 from keras_net2net.surgery.graph import LayerGraph
 from keras_net2net.surgery.handlers import Handler
 from keras_net2net.surgery.handlers import LayerChange
@@ -26,9 +29,6 @@ from keras_net2net.surgery.handlers import PassThroughHandler
 from keras_net2net.surgery.handlers import UnitsHandler
 from keras_net2net.surgery.handlers import get_handler
 from keras_net2net.surgery.handlers import register_handler
-from keras_net2net.surgery.operations import GrowthResult
-from keras_net2net.surgery.operations import apply_requests
-from keras_net2net.surgery.operations import check_request
 
 __all__ = [
     "ChannelGroup",

@@ -7,40 +7,27 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_net2net import families
 from keras_net2net._types import LayerRef
 from keras_net2net._types import Model
-from keras_net2net._validation import check_choice
-from keras_net2net._validation import check_name
-from keras_net2net._validation import check_real
-from keras_net2net._validation import check_seed
 from keras_net2net.requests import COPY
+from keras_net2net.requests import MISSING
 from keras_net2net.requests import Deepen
+from keras_net2net.requests import Request
 from keras_net2net.requests import Requests
 from keras_net2net.requests import Widen
 from keras_net2net.requests import as_requests
+from keras_net2net.requests import renamed_requests
 from keras_net2net.surgery import handlers as H
-from keras_net2net.surgery.apply import apply_plan
 from keras_net2net.surgery.channel_group import ChannelGroup
+from keras_net2net.surgery.dispatch import apply_requests
+from keras_net2net.surgery.dispatch import grow
+from keras_net2net.surgery.dispatch import plan_traced
+from keras_net2net.surgery.dispatch import tracing
 from keras_net2net.surgery.graph import LayerGraph
 from keras_net2net.surgery.groups import find_group
 from keras_net2net.surgery.groups import split_below
 from keras_net2net.surgery.inline import inline_layers
 from keras_net2net.surgery.inline import is_traceable
-from keras_net2net.surgery.operations import apply_requests
-from keras_net2net.surgery.operations import plan_traced
-from keras_net2net.surgery.plan import plan_deepen
-from keras_net2net.surgery.plan import plan_widen
-
-
-def _check_widen_args(method, noise, seed, noise_on, pad_std, pad_bias):
-    check_choice(method, H.WIDEN_METHODS, "method")
-    check_real(noise, "noise", minimum=0.0)
-    check_seed(seed)
-    check_choice(noise_on, H.NOISE_TARGETS, "noise_on")
-    if pad_std is not None:
-        check_real(pad_std, "pad_std", positive=True)
-    check_real(pad_bias, "pad_bias")
 
 
 def widen(
@@ -115,63 +102,24 @@ def widen(
             larger, or an operation coupled with the channels cannot take part
             (unsupported type, a model output, a shared layer, ...).
     """
-    _check_widen_args(method, noise, seed, noise_on, pad_std, pad_bias)
-    hub = families.find(model)
-    if hub is not None and isinstance(layer, str):
-        request = Widen(
-            layer,
-            units,
-            method=method,
-            noise=noise,
-            seed=seed,
-            noise_on=noise_on,
-            pad_std=pad_std,
-            pad_bias=pad_bias,
-        )
-        family_plan = families.plan_request(model, request)
-        if family_plan is not None:
-            return families.apply(model, family_plan)
-    if hub is not None and isinstance(layer, str) and "/" not in layer:
-        if layer not in LayerGraph(model).names():
-            valid = ", ".join(f"'{k}'" for k in hub[0].widen_keys)
-            raise ValueError(
-                f"`layer`: {type(model).__name__} has no config entry or layer "
-                f"'{layer}' to widen. Config entries it widens: {valid}."
-            )
-    if isinstance(layer, keras.Operation):
-        target = layer
-    else:
-        target = check_name(layer, "layer", allow_none=False)
-
-    def planner(current):
-        return plan_widen(
-            current,
-            target,
-            units,
-            method=method,
-            noise=noise,
-            seed=seed,
-            noise_on=noise_on,
-            pad_std=pad_std,
-            pad_bias=pad_bias,
-        ).resolve()
-
-    traced = plan_traced(model, None, planner, [_outer(target)])
-    return _build(model, *traced[:2])
+    request = Widen(
+        layer,
+        units,
+        method=method,
+        noise=noise,
+        seed=seed,
+        noise_on=noise_on,
+        pad_std=pad_std,
+        pad_bias=pad_bias,
+    )
+    return _grow(model, request, layer)
 
 
-def _outer(target: Any) -> Any:
-    """The layer (or name) a target names: ``"block/part"`` names ``block``."""
-    return target.split("/", 1)[0] if isinstance(target, str) else target
-
-
-def _build(model: Model, plan: Any, current: Model) -> Model:
-    """The model of ``plan``, made for ``current`` (``model``, or ``model`` with
-    subclassed layers traced into their layers), compiled like ``model``."""
-    grown = apply_plan(current, plan, compile=False)[0]
-    if getattr(model, "compiled", False):
-        grown.compile_from_config(model.get_compile_config())
-    return grown
+def _grow(model: Model, request: Request, layer: LayerRef) -> Model:
+    """The grown copy of ``model``: one request down the one growth path
+    (`keras_net2net.surgery.dispatch`), compiled like ``model``."""
+    target = layer if isinstance(layer, keras.Operation) else None
+    return grow(model, [(request, target)]).model
 
 
 def deepen(
@@ -247,21 +195,7 @@ def deepen(
             has a non-idempotent activation (identity method), an even kernel,
             or does not close a copyable residual block.
     """
-    hub = families.find(model)
-    if hub is not None and isinstance(after, (list, tuple)):
-        # Several blocks at once: identity copies, class kept.
-        options: dict[str, Any] = dict(method=method, kernel_size=kernel_size)
-        options.update(seed=seed, name=name, residual=residual, init=init)
-        options.update(blocks=blocks)
-        if Deepen("block", **options) != Deepen("block"):
-            raise ValueError(
-                "`after`: a list of blocks inserts identity copies with the "
-                "default options only; pass one block at a time for others. "
-                f"Received: after={after!r}, "
-                + ", ".join(f"{k}={v!r}" for k, v in options.items())
-            )
-        return families.apply(model, families.plan_deepen(model, after))
-    operation = Deepen(
+    request = Deepen(
         after,
         method=method,
         kernel_size=kernel_size,
@@ -271,28 +205,7 @@ def deepen(
         init=init,
         blocks=blocks,
     )
-    # Identity copies of blocks are planned in the config vocabulary (class
-    # kept); other options go through the layers, as for any model.
-    family_plan = families.plan_request(model, operation) if hub else None
-    if family_plan is not None:
-        return families.apply(model, family_plan)
-    target = after if isinstance(after, keras.Operation) else operation.after
-
-    def planner(current):
-        return plan_deepen(
-            current,
-            target,
-            method=method,
-            kernel_size=operation.kernel_size,
-            seed=seed,
-            name=name,
-            residual=residual,
-            init=init,
-            blocks=operation.blocks,
-        ).resolve()
-
-    traced = plan_traced(model, None, planner, [_outer(target)])
-    return _build(model, *traced[:2])
+    return _grow(model, request, after)
 
 
 def coupled_layers(model: Model, layer: LayerRef) -> ChannelGroup:
@@ -322,9 +235,8 @@ def coupled_layers(model: Model, layer: LayerRef) -> ChannelGroup:
     Raises:
         ValueError: as `widen` does, if the channels cannot be widened.
     """
-    return plan_traced(
-        model, None, lambda current: _group(current, layer), [_outer(layer)]
-    )[0]
+    target = layer.split("/", 1)[0] if isinstance(layer, str) else layer
+    return tracing(model, lambda current: _group(current, layer), [target])[0]
 
 
 def _group(model: Model, layer: LayerRef) -> ChannelGroup:
@@ -383,11 +295,13 @@ def trace_layers(model: Model, layers: Any = None) -> Model:
     return inline_layers(model, chosen) if chosen else model
 
 
-def describe_growth(model: Model, operations: Requests) -> str:
-    """A dry run: every change that ``operations`` would make, as text.
+def describe_growth(
+    model: Model, requests: Requests = MISSING, *, operations: Requests = MISSING
+) -> str:
+    """A dry run: every change that ``requests`` would make, as text.
 
-    Nothing is changed, and the last operation's model is not built: each
-    operation is planned (where every check happens) on a copy of the model
+    Nothing is changed, and the last request's model is not built: each
+    request is planned (where every check happens) on a copy of the model
     as the previous ones leave it.
 
     Example:
@@ -398,15 +312,17 @@ def describe_growth(model: Model, operations: Requests) -> str:
 
     Args:
         model: a built Sequential or Functional model.
-        operations: a `Widen`/`Deepen` or a list of them.
+        requests: a `Widen`/`Deepen` or a list of them.
+        operations: the old name of ``requests`` (deprecated).
 
     Returns:
-        A string, one block per operation.
+        A string, one block per request.
 
     Raises:
-        ValueError: as the operations would.
+        ValueError: as the requests would.
     """
-    requests = as_requests(operations)
+    requests = renamed_requests(requests, operations, "describe_growth")
+    requests = as_requests(requests)
     if not requests:
         return ""
     before = apply_requests(model, requests[:-1], compile=False)

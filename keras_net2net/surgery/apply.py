@@ -1,7 +1,7 @@
-"""Applying a `Plan`: building the grown model.
+"""Building the grown model of a graph `Plan` (`Plan.build` calls `apply_plan`).
 
 Changed operations are rebuilt from their config, their transformed weights
-created by `Net2WiderInit` initializers (which are then replaced by the
+created by initializers that carry them (which are then replaced by the
 layer's original initializers, so the grown model's config holds ordinary
 Keras initializers only); inserted operations are called after the ones they
 follow; every other operation is either cloned with its weights
@@ -23,25 +23,28 @@ from keras_net2net import _keras_internals as internals
 from keras_net2net._arrays import apply_on_device
 from keras_net2net._arrays import host_copy
 from keras_net2net._arrays import host_view
-from keras_net2net.initializers import Net2WiderInit
 from keras_net2net.surgery import handlers as H
 from keras_net2net.surgery.plan.data import OUT
-from keras_net2net.surgery.plan.data import Plan
 from keras_net2net.transforms import Chain
 
 
-class _OnDevice:
-    """Initializer computing a widened weight with backend ops, where it lives.
+class _Carried:
+    """Initializer giving a rebuilt layer's variable its carried value.
 
     Used while a rebuilt layer is built (its original initializer is put back
-    afterwards), for exact transforms: no copy through the host.
+    afterwards): the old variable through its transform chain, computed with
+    backend ops where it lives when the chain is exact (no copy through the
+    host), else on the host (noise, random fill).
     """
 
     def __init__(self, source, chain):
         self.source, self.chain = source, chain
 
     def __call__(self, shape, dtype=None):
-        value = apply_on_device(self.source, self.chain)
+        if self.chain.exact():
+            value = apply_on_device(self.source, self.chain)
+        else:
+            value = self.chain.apply(host_view(self.source))
         if tuple(value.shape) != tuple(shape):
             raise ValueError(
                 f"The widened weight has shape {tuple(value.shape)}, but the "
@@ -111,13 +114,7 @@ class _Builder:
             if handler is not None and variable.name in change.transforms:
                 key = handler.init_key(old, variable.name)
             if key is not None and key in config:
-                if chain.exact():
-                    config[key] = _OnDevice(variable, chain)
-                else:
-                    fallback = getattr(old, key, None) or "zeros"
-                    config[key] = Net2WiderInit.chained(
-                        variable, chain, fallback=fallback
-                    )
+                config[key] = _Carried(variable, chain)
                 keys.append(key)
             else:
                 values[position] = chain.apply(host_view(variable))
@@ -384,7 +381,17 @@ def replace_operations(model, replacements):
     Returns:
         The new model; ``model`` is not changed.
     """
-    return _Builder(Plan(description=""), True, replacements).model(model)
+    return _Builder(_NoChanges(), True, replacements).model(model)
+
+
+class _NoChanges:
+    """The plan `replace_operations` builds: nothing changed or inserted."""
+
+    changes: dict = {}
+    insertions: dict = {}
+
+    def positions(self, op):
+        return {}, {}
 
 
 def apply_plan(model, plan, *, reuse_layers=False, compile=True):

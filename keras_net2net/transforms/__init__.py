@@ -14,12 +14,16 @@ from keras_net2net.transforms.rules import MappingRule
 from keras_net2net.transforms.rules import choose_mapping
 from keras_net2net.transforms.rules import grouped_query_mappings
 from keras_net2net.transforms.rules import satisfies
+from keras_net2net.transforms.wider import COPY
+from keras_net2net.transforms.wider import DIVIDE
 from keras_net2net.transforms.wider import RANDOM
 from keras_net2net.transforms.wider import WidthTransform
 from keras_net2net.transforms.wider import wider_in
 from keras_net2net.transforms.wider import wider_out
 
 __all__ = [
+    "COPY",
+    "DIVIDE",
     "Chain",
     "FRESH",
     "MappingRule",

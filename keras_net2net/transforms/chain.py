@@ -12,7 +12,7 @@ Example:
 
 ```python
 g = random_mapping(4, 6, seed=0)
-chain = Chain([WidthTransform(g, side="in"), WidthTransform(g, side="out")])
+chain = Chain([WidthTransform(g, side="divide"), WidthTransform(g, side="copy")])
 kernel = chain.apply(kernel)  # (4, 4) -> (6, 6)
 velocity = chain.apply(velocity, kind="squared")
 ```
@@ -37,7 +37,7 @@ class Chain:
 
     ```python
     g = random_mapping(4, 6, seed=0)
-    both_sides = Chain([WidthTransform(g, side="in"), WidthTransform(g)])
+    both_sides = Chain([WidthTransform(g, side="divide"), WidthTransform(g)])
     kernel = both_sides.apply(kernel)  # (4, 4) -> (6, 6)
     if both_sides.exact():  # the same result with backend ops, on device
         kernel = apply_on_device(variable, both_sides)

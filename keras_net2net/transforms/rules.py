@@ -226,7 +226,7 @@ def grouped_query_mappings(
     adjacent new groups; the query heads of those groups copy the old
     group's query heads, each once first, then random ones of the same group.
     Every query head then attends with a copy of its own key/value head; the
-    output projection divides the copies (`WidthTransform` ``side="in"``).
+    output projection divides the copies (`WidthTransform` ``side="divide"``).
 
     Args:
         query_heads: current number of query heads.

@@ -192,7 +192,28 @@ def wider_in(
     return out
 
 
-SIDES = ("out", "in")
+# The two sides of a widening, in the one vocabulary used throughout: the
+# layer that gets more units *copies* entries along the axis; a layer that
+# reads them *divides* each copy by its copy count.
+COPY = "copy"
+DIVIDE = "divide"
+SIDES = (COPY, DIVIDE)
+# The names before 0.2.0 ("out" and "in"), still accepted.
+_OLD_SIDES = {"out": COPY, "in": DIVIDE}
+
+
+def side_name(side: str) -> str:
+    """``side`` in the one vocabulary: ``"copy"`` or ``"divide"``.
+
+    Raises:
+        ValueError: ``side`` is neither (nor the old ``"out"``/``"in"``).
+    """
+    side = _OLD_SIDES.get(side, side) if isinstance(side, str) else side
+    if side not in SIDES:
+        raise ValueError(f"`side` must be one of {SIDES}. Received: side={side!r}")
+    return side
+
+
 KINDS = ("weight", "linear", "squared")
 
 
@@ -200,24 +221,26 @@ KINDS = ("weight", "linear", "squared")
 class WidthTransform:
     """One widening of one axis of one array: the unit of the weight math.
 
-    ``side="out"`` copies entries along ``axis`` (a widened layer's kernel
-    columns, its bias, normalisation parameters); ``side="in"`` copies and
-    divides by the replication count (a consumer's kernel rows). A widening
+    ``side="copy"`` copies entries along ``axis`` (a widened layer's kernel
+    columns, its bias, normalisation parameters); ``side="divide"`` copies
+    and divides by the copy count (a consumer's kernel rows). A widening
     that touches several axes of one array (a layer that both reads and
     writes the widened channels) is a chain of transforms.
 
     Example:
 
     ```python
-    step = WidthTransform(random_mapping(4, 6, seed=0), side="in")
+    step = WidthTransform(random_mapping(4, 6, seed=0), side="divide")
     kernel = step.apply(kernel)  # (4, out) -> (6, out)
     velocity = step.apply(velocity, kind="squared")  # Adam's second moment
     ```
 
     Args:
         mapping: a `WidthMapping`.
-        side: ``"out"`` or ``"in"``. Defaults to ``"out"``.
-        axis: the widened axis. Defaults to -1 (``"out"``) or -2 (``"in"``).
+        side: ``"copy"`` or ``"divide"`` (``"out"`` and ``"in"``, their
+            names before 0.2.0, are accepted). Defaults to ``"copy"``.
+        axis: the widened axis. Defaults to -1 (``"copy"``) or -2
+            (``"divide"``).
         noise: symmetry-breaking noise (see `wider_out`/`wider_in`).
             Defaults to 0.
         fill: value of fresh units: a number or ``"random"``. Defaults to 0.
@@ -231,7 +254,7 @@ class WidthTransform:
     """
 
     mapping: WidthMapping
-    side: str = "out"
+    side: str = COPY
     axis: int | None = None
     noise: float = 0.0
     fill: float | str = 0.0
@@ -241,10 +264,9 @@ class WidthTransform:
 
     def __post_init__(self) -> None:
         check_real(self.scale, "scale", positive=True)
-        if self.side not in SIDES:
-            raise ValueError(f"`side` must be one of {SIDES}. Received: {self.side!r}")
+        object.__setattr__(self, "side", side_name(self.side))
         if self.axis is None:
-            object.__setattr__(self, "axis", -1 if self.side == "out" else -2)
+            object.__setattr__(self, "axis", -1 if self.side == COPY else -2)
 
     def apply(self, value: ArrayLike, kind: str = "weight") -> np.ndarray:
         """Transform ``value`` (an array shaped like the original weight).
@@ -265,7 +287,7 @@ class WidthTransform:
         noise = self.noise if weight else 0.0
         fill = self.fill if weight else 0.0
         axis = -1 if self.axis is None else self.axis
-        if self.side == "out":
+        if self.side == COPY:
             result = wider_out(
                 value,
                 self.mapping,

@@ -60,7 +60,7 @@ from keras_net2net.surgery.handlers.base import LayoutHandler
 from keras_net2net.surgery.handlers.base import NoHandler
 from keras_net2net.surgery.handlers.base import PassThroughHandler
 from keras_net2net.surgery.handlers.base import UnitsHandler
-from keras_net2net.surgery.handlers.base import WidenOptions
+from keras_net2net.surgery.handlers.base import Widening
 from keras_net2net.surgery.handlers.base import describe
 from keras_net2net.surgery.handlers.base import format_axis
 from keras_net2net.surgery.handlers.base import input_rank
@@ -90,7 +90,7 @@ __all__ = [
     "UNITS",
     "UnitsHandler",
     "WIDEN_METHODS",
-    "WidenOptions",
+    "Widening",
     "describe",
     "get_handler",
     "handler_for",

@@ -128,7 +128,8 @@ class MultiHeadAttentionHandler(UnitsHandler):
         )
         if layer.use_bias:
             change.add(
-                "attention_output/bias", copy_transform(mapping, fill=options.pad_bias)
+                "attention_output/bias",
+                copy_transform(mapping, fill=options.request.pad_bias),
             )
         return change
 
@@ -170,7 +171,8 @@ class MultiHeadAttentionHandler(UnitsHandler):
             )
             if layer.use_bias:
                 change.add(
-                    f"{name}/bias", copy_transform(mapping, -2, fill=options.pad_bias)
+                    f"{name}/bias",
+                    copy_transform(mapping, -2, fill=options.request.pad_bias),
                 )
         change.add(
             "attention_output/kernel",
@@ -195,10 +197,10 @@ class MultiHeadAttentionHandler(UnitsHandler):
             kernel = name == "kernel"
             return copy_transform(
                 mapping,
-                fill=options.fill() if kernel else options.pad_bias,
+                fill=options.fill() if kernel else options.request.pad_bias,
                 noise=options.copy_noise() if kernel else 0.0,
                 seed=next(seeds),
-                fill_std=options.pad_std,
+                fill_std=options.request.pad_std,
             )
 
         value_dim = int(config.get("value_dim") or config["key_dim"])

@@ -48,7 +48,7 @@ from keras_net2net.requests import WIDEN_METHODS as WIDEN_METHODS
 
 # What handlers return, re-exported for them (`H.LayerChange`, ...).
 from keras_net2net.surgery.handlers.change import LayerChange as LayerChange
-from keras_net2net.surgery.handlers.change import WidenOptions as WidenOptions
+from keras_net2net.surgery.handlers.change import Widening as Widening
 from keras_net2net.surgery.handlers.change import copy_transform as copy_transform
 from keras_net2net.surgery.handlers.change import divide_transform as divide_transform
 from keras_net2net.surgery.handlers.change import (
@@ -256,7 +256,7 @@ class Handler:
 
         None (the default): the part is widened on its own (`widen_part`).
         A width: the layer's whole coupling group is widened to it, and the
-        layer sees ``(layer.name, units)`` in `WidenOptions.heads`.
+        layer sees ``(layer.name, units)`` in `Widening.heads`.
         """
         return None
 
@@ -265,7 +265,7 @@ class Handler:
         layer: Any,
         part: str,
         mapping: WidthMapping,
-        options: WidenOptions,
+        options: Widening,
         seeds: Seeds,
     ) -> LayerChange:
         """`LayerChange` that widens the part ``part`` (see `parts`)."""
@@ -306,7 +306,7 @@ class UnitsHandler(Handler):
         return [0]
 
     def widen_out(
-        self, layer: Any, mapping: WidthMapping, options: WidenOptions, seeds: Seeds
+        self, layer: Any, mapping: WidthMapping, options: Widening, seeds: Seeds
     ) -> LayerChange:
         """`LayerChange` that widens the layer's output units by ``mapping``."""
         raise unsupported(layer, "cannot be widened.")
@@ -315,7 +315,7 @@ class UnitsHandler(Handler):
         self,
         layer: Any,
         mapping: WidthMapping,
-        options: WidenOptions,
+        options: Widening,
         seeds: Seeds,
         position: int = 0,
         node: Node | None = None,
@@ -358,7 +358,7 @@ class UnitsHandler(Handler):
         return None
 
     def widen_internal(
-        self, layer: Any, mapping: WidthMapping, options: WidenOptions, seeds: Seeds
+        self, layer: Any, mapping: WidthMapping, options: Widening, seeds: Seeds
     ) -> LayerChange:
         """`LayerChange` that widens the axis of `internal_width`."""
         raise unsupported(layer, "has no internal width to widen.")
@@ -398,7 +398,7 @@ class PassThroughHandler(Handler):
         return list(range(node.positional))
 
     def follow(
-        self, layer: Any, mapping: WidthMapping, options: WidenOptions, seeds: Seeds
+        self, layer: Any, mapping: WidthMapping, options: Widening, seeds: Seeds
     ) -> LayerChange | None:
         """`LayerChange` for per-channel parameters/config (None: nothing)."""
         return None
@@ -444,7 +444,7 @@ class LayoutHandler(Handler):
         node: Node,
         graph: LayerGraph,
         mappings: list[WidthMapping | None],
-        options: WidenOptions,
+        options: Widening,
         seeds: Seeds,
     ) -> LayerChange | None:
         """`LayerChange` for parameters/config (None: nothing)."""

@@ -1,10 +1,10 @@
-"""What a handler returns: the change of one layer, and the options of a widening.
+"""What a handler returns: the change of one layer, and the widening it serves.
 
 A `LayerChange` lists the config entries, weight transforms and values one
-growth gives one layer; `WidenOptions` carries the request's options to every
-handler a widening reaches; `copy_transform` and `divide_transform` are the two
-transforms handlers build (a writer's copies, a reader's copied-and-divided
-rows).
+growth gives one layer; `Widening` carries the request (and what the graph
+adds) to every handler a widening reaches; `copy_transform` and
+`divide_transform` are the two transforms handlers build (a writer's copies,
+a reader's copied-and-divided rows).
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ import numpy as np
 
 from keras_net2net.requests import CONSUMERS
 from keras_net2net.requests import COPIES
-from keras_net2net.requests import NET2WIDER
 from keras_net2net.requests import RANDOM
 from keras_net2net.requests import RANDOM_PAD
+from keras_net2net.requests import Widen
+from keras_net2net.transforms import COPY
+from keras_net2net.transforms import DIVIDE
 from keras_net2net.transforms import WidthMapping
 from keras_net2net.transforms import WidthTransform
 
@@ -124,21 +126,26 @@ class LayerChange:
 
 
 @dataclasses.dataclass(frozen=True)
-class WidenOptions:
-    """Options of one widening, shared by every handler it reaches."""
+class Widening:
+    """One widening in progress: the `Widen` request, and what the graph adds.
 
-    method: str = NET2WIDER
-    noise: float = 0.0
-    noise_on: str = COPIES
-    pad_std: float | None = None
-    pad_bias: float = 0.0
-    # (layer name, new number of heads): attention blocks that get more heads
-    # of the same size while their stream widens (see `Handler.parts`).
+    Every handler the widening reaches gets it; they read the request's
+    options (``widening.request.pad_bias``) and build their weights'
+    transforms with `writer` and `reader`.
+
+    Attributes:
+        request: the `keras_net2net.Widen` being planned.
+        heads: ``(layer name, new number of heads)`` of attention blocks that
+            get more heads of the same size while their stream widens (see
+            `Handler.parts`).
+    """
+
+    request: Widen
     heads: tuple[tuple[str, int], ...] = ()
 
     @property
     def random_pad(self) -> bool:
-        return self.method == RANDOM_PAD
+        return self.request.method == RANDOM_PAD
 
     def fill(self) -> float | str:
         """What fresh (random-pad) kernel entries get: ``"random"`` or 0."""
@@ -146,11 +153,11 @@ class WidenOptions:
 
     def copy_noise(self) -> float:
         """Noise on the new copies' incoming weights (the widened layer)."""
-        return self.noise if self.noise_on == COPIES else 0.0
+        return self.request.noise if self.request.noise_on == COPIES else 0.0
 
     def consumer_noise(self) -> float:
         """Noise on the new copies' outgoing weights (the consumers)."""
-        return self.noise if self.noise_on == CONSUMERS else 0.0
+        return self.request.noise if self.request.noise_on == CONSUMERS else 0.0
 
     def writer(
         self,
@@ -173,7 +180,7 @@ class WidenOptions:
             fill=self.fill(),
             noise=self.copy_noise() if noise else 0.0,
             seed=next(seeds),
-            fill_std=self.pad_std,
+            fill_std=self.request.pad_std,
             scale=scale,
         )
 
@@ -195,7 +202,7 @@ class WidenOptions:
             fill=self.fill(),
             noise=self.consumer_noise() if noise else 0.0,
             seed=next(seeds),
-            fill_std=self.pad_std,
+            fill_std=self.request.pad_std,
             scale=scale,
         )
 
@@ -211,7 +218,7 @@ def copy_transform(
     scale: float = 1.0,
 ) -> WidthTransform:
     """A transform that copies entries along ``axis`` (see `WidthTransform`)."""
-    return WidthTransform(mapping, "out", axis, noise, fill, seed, fill_std, scale)
+    return WidthTransform(mapping, COPY, axis, noise, fill, seed, fill_std, scale)
 
 
 def divide_transform(
@@ -225,4 +232,4 @@ def divide_transform(
     scale: float = 1.0,
 ) -> WidthTransform:
     """A transform that copies and divides by the copy count along ``axis``."""
-    return WidthTransform(mapping, "in", axis, noise, fill, seed, fill_std, scale)
+    return WidthTransform(mapping, DIVIDE, axis, noise, fill, seed, fill_std, scale)

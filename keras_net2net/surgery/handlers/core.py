@@ -73,7 +73,7 @@ class DenseHandler(UnitsHandler):
             options.writer(mapping, seeds),
         )
         if layer.use_bias:
-            change.add("bias", copy_transform(mapping, fill=options.pad_bias))
+            change.add("bias", copy_transform(mapping, fill=options.request.pad_bias))
         return change
 
     def widen_in(self, layer, mapping, options, seeds, position=0, node=None):
@@ -229,7 +229,7 @@ class ConvHandler(DenseHandler, PassThroughHandler):
             options.writer(mapping, seeds, noise=False),
         )
         if layer.use_bias:
-            change.add("bias", copy_transform(mapping, fill=options.pad_bias))
+            change.add("bias", copy_transform(mapping, fill=options.request.pad_bias))
         return change
 
     def zero_preserving(self, layer):
@@ -325,7 +325,7 @@ class ConvTransposeHandler(UnitsHandler):
         change = LayerChange(config={"filters": mapping.new_width})
         change.add("kernel", options.writer(mapping, seeds, axis=-2))
         if layer.use_bias:
-            change.add("bias", copy_transform(mapping, fill=options.pad_bias))
+            change.add("bias", copy_transform(mapping, fill=options.request.pad_bias))
         return change
 
     def widen_in(self, layer, mapping, options, seeds, position=0, node=None):

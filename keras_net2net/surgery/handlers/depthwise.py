@@ -117,7 +117,8 @@ class DepthwiseHandler(PassThroughHandler, LayoutHandler):
             change.add(
                 "bias",
                 copy_transform(
-                    mapping.repeat(layer.depth_multiplier), fill=options.pad_bias
+                    mapping.repeat(layer.depth_multiplier),
+                    fill=options.request.pad_bias,
                 ),
             )
         return change
@@ -175,7 +176,7 @@ class SeparableHandler(UnitsHandler):
             options.writer(mapping, seeds),
         )
         if layer.use_bias:
-            change.add("bias", copy_transform(mapping, fill=options.pad_bias))
+            change.add("bias", copy_transform(mapping, fill=options.request.pad_bias))
         return change
 
     def widen_in(self, layer, mapping, options, seeds, position=0, node=None):

@@ -4,15 +4,16 @@ Planning reads the model's graph and decides every change (new widths, weight
 transforms, inserted layers) without touching the model; all validation
 happens here. `keras_net2net.surgery.apply` then builds the grown model.
 
-* `data`: `Plan` and `Insertion`, what planning hands to building.
+* `graph_plan`: `Plan`, what planning hands to building (`Plan.build`).
+* `data`: `Insertion` and `Call`, the new layers a plan inserts.
 * `widen`: `plan_widen`, a coupling group widened with one mapping.
 * `deepen`: `plan_deepen`, an identity layer or a zero residual branch.
 * `blocks`: copies of whole residual blocks (``deepen(after=<an Add>)``).
 """
 
 from keras_net2net.surgery.plan.data import Insertion
-from keras_net2net.surgery.plan.data import Plan
 from keras_net2net.surgery.plan.deepen import plan_deepen
+from keras_net2net.surgery.plan.graph_plan import Plan
 from keras_net2net.surgery.plan.widen import plan_widen
 
 __all__ = ["Insertion", "Plan", "plan_deepen", "plan_widen"]

@@ -13,10 +13,10 @@ from keras_net2net.surgery.handlers.merging import is_residual_add
 from keras_net2net.surgery.plan.data import OUT
 from keras_net2net.surgery.plan.data import Call
 from keras_net2net.surgery.plan.data import Insertion
-from keras_net2net.surgery.plan.data import Plan
 from keras_net2net.surgery.plan.data import insert_after
 from keras_net2net.surgery.plan.data import output_swap
 from keras_net2net.surgery.plan.data import unique_name
+from keras_net2net.surgery.plan.graph_plan import Plan
 
 
 def _ancestors(graph, key):

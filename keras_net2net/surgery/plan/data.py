@@ -1,4 +1,7 @@
-"""What a plan is: the changes of one growth request, and helpers to build one."""
+"""What a graph plan inserts (`Insertion`, `Call`), and helpers to plan one.
+
+The `Plan` itself is in `keras_net2net.surgery.plan.graph_plan`.
+"""
 
 import dataclasses
 from typing import Any
@@ -66,84 +69,6 @@ class Insertion:
             calls.append(Call(layer, (ref,)))
             ref = layer.name
         return cls(calls, ref, layers, [layer for layer, _ in layers])
-
-
-@dataclasses.dataclass
-class Plan:
-    """Every change of one growth operation.
-
-    Attributes:
-        description: one line saying what the operation does.
-        changes: ``id(op) -> (op, LayerChange)`` for operations rebuilt.
-        insertions: ``id(op) -> [Insertion]`` of operations called after ``op``.
-        copies: ``id(new layer) -> old layer`` for inserted layers that copy
-            an existing one's weights (their optimizer state is copied too).
-        details: lines describing every change (a dry run).
-    """
-
-    description: str
-    changes: dict = dataclasses.field(default_factory=dict)
-    insertions: dict = dataclasses.field(default_factory=dict)
-    copies: dict = dataclasses.field(default_factory=dict)
-    details: list = dataclasses.field(default_factory=list)
-    _positions: dict = dataclasses.field(default_factory=dict, repr=False)
-
-    def change(self, op, change):
-        if change is None:
-            return
-        self._positions.pop(id(op), None)
-        if id(op) in self.changes:
-            self.changes[id(op)][1].merge(change)
-        else:
-            self.changes[id(op)] = (op, change)
-
-    def resolve(self) -> "Plan":
-        """Resolve every change's variable names to positions, once.
-
-        Raises:
-            ValueError: naming a layer and a variable it does not have.
-        """
-        for op, _ in self.changes.values():
-            self.positions(op)
-        return self
-
-    def positions(self, op) -> tuple[dict, dict]:
-        """``(transforms, values)`` of ``op``'s change, keyed by position in
-        ``op.weights`` (empty for an operation the plan does not change)."""
-        entry = self.changes.get(id(op))
-        if entry is None:
-            return {}, {}
-        if id(op) not in self._positions:
-            self._positions[id(op)] = entry[1].by_position(op)
-        return self._positions[id(op)]
-
-    def describe(self) -> list[str]:
-        """The dry-run lines: what planning found, then one line per change."""
-        return [*self.details, "changes:", *self.describe_changes()]
-
-    def describe_changes(self):
-        """One line per changed operation: config entries and weight transforms."""
-        lines = []
-        for op, change in self.changes.values():
-            parts = []
-            config = op.get_config()
-            for key, value in change.full_config().items():
-                parts.append(f"{key} {config.get(key)!r} -> {value!r}")
-            for variable, chain in change.transforms.items():
-                steps = ", ".join(
-                    ("copied" if t.side == "out" else "copied and divided")
-                    + f" along axis {t.axis}"
-                    for t in chain
-                )
-                parts.append(f"{variable} {steps}")
-            for variable in change.values:
-                parts.append(f"{variable} set")
-            lines.append(f"  {H.describe(op)}: " + "; ".join(parts))
-        for insertions in self.insertions.values():
-            for insertion in insertions:
-                for layer, _ in insertion.layers:
-                    lines.append(f"  new {H.describe(layer)}")
-        return lines
 
 
 def check_rebuildable(graph):

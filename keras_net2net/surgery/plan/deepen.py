@@ -22,27 +22,38 @@ from keras_net2net.surgery.plan.blocks import plan_block
 from keras_net2net.surgery.plan.data import OUT
 from keras_net2net.surgery.plan.data import Call
 from keras_net2net.surgery.plan.data import Insertion
-from keras_net2net.surgery.plan.data import Plan
 from keras_net2net.surgery.plan.data import check_rebuildable
 from keras_net2net.surgery.plan.data import insert_after
 from keras_net2net.surgery.plan.data import output_swap
 from keras_net2net.surgery.plan.data import single_call
 from keras_net2net.surgery.plan.data import unique_name
+from keras_net2net.surgery.plan.graph_plan import Plan
 
 
-def plan_deepen(
-    model,
-    after,
-    *,
-    method=H.IDENTITY,
-    kernel_size=None,
-    seed=None,
-    name=None,
-    residual=False,
-    init=COPY,
-    blocks=None,
-):
-    """Plan `deepen` (see there); raises before anything is changed."""
+def plan_deepen(model, request, *, layer=None):
+    """Plan a `Deepen` request (see `keras_net2net.deepen`) against ``model``;
+    the planner interface of `keras_net2net.surgery.dispatch.register_planner`
+    (``layer``: the object ``request.after`` names, where the caller has it).
+    Returns the resolved `Plan`; raises before anything is changed."""
+    if isinstance(request.after, tuple):
+        raise ValueError(
+            "`after`: a list of layers names the blocks of a KerasHub model "
+            f"of a registered family; {type(model).__name__} '{model.name}' is "
+            f"not one. Deepen after one layer at a time. Received: {request!r}"
+        )
+    return _plan_deepen(model, request, layer).resolve()
+
+
+def _plan_deepen(model, request, after):
+    if after is None:
+        after = request.after
+    method, kernel_size, seed = request.method, request.kernel_size, request.seed
+    name, residual, init, blocks = (
+        request.name,
+        request.residual,
+        request.init,
+        request.blocks,
+    )
     whole = blocks  # None: the whole (Transformer) block at an Add
     blocks = 1 if blocks is None else blocks
     graph = LayerGraph(model)

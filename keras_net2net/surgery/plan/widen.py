@@ -16,9 +16,9 @@ from keras_net2net.surgery.channel_group import ChannelGroup
 from keras_net2net.surgery.graph import LayerGraph
 from keras_net2net.surgery.groups import find_group
 from keras_net2net.surgery.groups import split_below
-from keras_net2net.surgery.plan.data import Plan
 from keras_net2net.surgery.plan.data import check_rebuildable
 from keras_net2net.surgery.plan.data import seed_stream
+from keras_net2net.surgery.plan.graph_plan import Plan
 from keras_net2net.surgery.sharing import check_shared_calls
 from keras_net2net.transforms import MappingRule
 from keras_net2net.transforms import WidthMapping
@@ -26,22 +26,26 @@ from keras_net2net.transforms import choose_mapping
 from keras_net2net.transforms import satisfies
 
 
-def plan_widen(
-    model,
-    layer,
-    units,
-    *,
-    method=H.NET2WIDER,
-    noise=0.0,
-    seed=None,
-    noise_on=H.COPIES,
-    pad_std=None,
-    pad_bias=0.0,
-):
-    """Plan `widen` (see there); raises before anything is built."""
+def plan_widen(model, request, *, layer=None):
+    """Plan a `Widen` request (see `keras_net2net.widen`) against ``model``.
+
+    Args:
+        model: a built Sequential or Functional model.
+        request: the `keras_net2net.Widen`.
+        layer: the layer object the request names, where the caller has it
+            (``request.layer`` is its name). Defaults to None.
+
+    Returns:
+        The resolved `Plan`; raises before anything is built.
+    """
+    return _plan_widen(model, request, layer).resolve()
+
+
+def _plan_widen(model, request, layer):
+    units, seed = request.units, request.seed
     graph = LayerGraph(model)
     check_rebuildable(graph)
-    target, part = _target_and_part(graph, layer)
+    target, part = _target_and_part(graph, request.layer if layer is None else layer)
     handler = H.get_handler(target)
     if handler is None or isinstance(target, keras.layers.InputLayer):
         raise H.unsupported(
@@ -51,13 +55,7 @@ def plan_widen(
     handler.check(target)
     # A shared layer: its first call; the group takes in every call.
     node = graph.calls(target)[0]
-    options = H.WidenOptions(
-        method=method,
-        noise=float(noise),
-        noise_on=noise_on,
-        pad_std=pad_std,
-        pad_bias=float(pad_bias),
-    )
+    options = H.Widening(request)
     if part is not None:
         stream = handler.part_stream_width(target, part, units)
         if stream is None:
@@ -101,7 +99,7 @@ def _plan_split(graph, target, node, split, units, seed, options):
             f"Received: units={units}"
         )
     label = (
-        f"widen '{target.name}' {old_units} -> {units} ({options.method}): "
+        f"widen '{target.name}' {old_units} -> {units} ({options.request.method}): "
         f"{group.width} -> {units // per} channels of '{split_node.op.name}' "
         f"at {per} positions"
     )
@@ -112,7 +110,7 @@ def _plan_split(graph, target, node, split, units, seed, options):
 
 def _plan_group(graph, target, node, units, seed, options, group=None, label=None):
     """Widen the coupling group of ``node``'s output to ``units`` channels."""
-    method = options.method
+    method = options.request.method
     if group is None:
         group = find_group(graph, node, target.name)
     old_width = group.width
@@ -224,9 +222,8 @@ def _plan_part(target, handler, part, units, seed, options):
     rule = handler.internal_rule(target, part)
     rules = [rule] if rule is not None else []
     mapping = _choose(target, units, old_width, rules, options.random_pad, seeds)
-    plan = Plan(
-        f"widen '{target.name}/{part}' {old_width} -> {units} ({options.method})"
-    )
+    method = options.request.method
+    plan = Plan(f"widen '{target.name}/{part}' {old_width} -> {units} ({method})")
     plan.change(target, handler.widen_part(target, part, mapping, options, seeds))
     plan.details = [plan.description]
     return plan
@@ -270,7 +267,7 @@ def _plan_internal(target, handler, units, seed, options):
     rules = [rule] if rule is not None else []
     mapping = _choose(target, units, old_width, rules, options.random_pad, seeds)
     plan = Plan(
-        f"widen '{target.name}' heads {old_width} -> {units} ({options.method})"
+        f"widen '{target.name}' heads {old_width} -> {units} ({options.request.method})"
     )
     plan.change(target, handler.widen_internal(target, mapping, options, seeds))
     plan.details = [plan.description]

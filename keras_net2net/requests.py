@@ -134,7 +134,9 @@ class Widen(Request):
             or not isinstance(units, numbers.Integral)
             or units < 1
         ):
-            error = ValueError if isinstance(units, numbers.Integral) else TypeError
+            number = isinstance(units, numbers.Integral)
+            bad_type = not number or isinstance(units, (bool, np.bool_))
+            error = TypeError if bad_type else ValueError
             raise error(
                 f"{owner}(`units`) for layer '{self.layer}' must be a positive "
                 f"integer (the new width). Received: units={units!r}"

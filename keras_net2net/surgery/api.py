@@ -101,6 +101,7 @@ def widen(
         ValueError: naming the layer, if the layer is unknown, the width not
             larger, or an operation coupled with the channels cannot take part
             (unsupported type, a model output, a shared layer, ...).
+        TypeError: an argument of the wrong type (``units`` not an integer).
     """
     request = Widen(
         layer,
@@ -194,6 +195,7 @@ def deepen(
         ValueError: naming the layer, if it is unknown, of an unsupported type,
             has a non-idempotent activation (identity method), an even kernel,
             or does not close a copyable residual block.
+        TypeError: an argument of the wrong type.
     """
     request = Deepen(
         after,

@@ -71,14 +71,28 @@ def plan_request(
     Raises:
         ValueError, TypeError: the request does not apply to ``model``.
     """
+    family_plan = _plan_in_family(model, request, layer, found)
+    if family_plan is not None:
+        return family_plan
+    return _plan_graph(model, request, layer)
+
+
+def _plan_in_family(
+    model: Model, request: Request, layer: Any, found: Any
+) -> GrowthPlan | None:
+    """The family plan of ``request``, or None where the graph plans it."""
     if found is ASK:
         found = families.find(model)
-    if found is not None:
-        family_plan = families.plan_request(model, request, found=found)
-        if family_plan is not None:
-            return family_plan
-        if layer is None:
-            _check_layer_name(model, request, found)
+    if found is None:
+        return None
+    family_plan = families.plan_request(model, request, found=found)
+    if family_plan is None and layer is None:
+        _check_layer_name(model, request, found)
+    return family_plan
+
+
+def _plan_graph(model: Model, request: Request, layer: Any) -> GrowthPlan:
+    """The graph plan of ``request``, by the planner of its class."""
     planner = _PLANNERS.get(type(request))
     if planner is None:
         known = ", ".join(sorted(t.__name__ for t in _PLANNERS))
@@ -156,12 +170,16 @@ def plan_traced(
         ``(plan, model, traced)``, as `tracing` does.
     """
 
-    def attempt(current: Model) -> GrowthPlan:
-        # A traced model is a plain Functional model, of no family.
-        here = found if current is model else None
-        return plan_request(current, request, layer=layer, found=here)
-
-    return tracing(model, attempt, _targets(request, layer))
+    # In a KerasHub model's config vocabulary first, before any tracing (a
+    # traced model is a plain Functional model, of no family).
+    family_plan = _plan_in_family(model, request, layer, found)
+    if family_plan is not None:
+        return family_plan, model, []
+    return tracing(
+        model,
+        lambda current: _plan_graph(current, request, layer),
+        _targets(request, layer),
+    )
 
 
 def tracing(
@@ -181,6 +199,7 @@ def tracing(
         every layer). ``traced`` names each inlined layer.
     """
     traced: list[str] = []
+    inlined: set[str] = set()
     graph_model = as_graph_model(model)
     if graph_model is not model:
         traced.append(f"the subclassed model {type(model).__name__}")
@@ -198,10 +217,11 @@ def tracing(
             if not holders:
                 raise
             opaque = holders[0]
-            if opaque.name in traced:
+            if opaque.name in inlined:
                 raise error
         model = inline_layers(model, [opaque])  # or its own refusal, by name
         traced.append(f"{type(opaque).__name__} '{opaque.name}'")
+        inlined.add(opaque.name)
 
 
 @dataclasses.dataclass
@@ -304,7 +324,8 @@ def grow(
             new_model, found_here = plan.build(
                 traced_model, reuse_layers=reuse_layers, compile=compile
             )
-            if traced and compile and getattr(current, "compiled", False):
+            inside = traced and not reuse_layers  # nothing shared: compile
+            if inside and compile and getattr(current, "compiled", False):
                 # The traced model was never compiled: compile like the user's.
                 new_model.compile_from_config(current.get_compile_config())
             origins = found_here.after(origins)

@@ -195,6 +195,7 @@ def test_search_grows_trials_from_parents_function_preserved(tmp_path):
     assert loss == pytest.approx(best.score, rel=1e-5)
 
 
+@pytest.mark.once  # search bookkeeping: CI runs it on TensorFlow only
 def test_lineage_is_inspectable_and_saved(tmp_path, capsys):
     tuner = make_tuner(tmp_path)
     search(tuner)
@@ -213,6 +214,7 @@ def test_lineage_is_inspectable_and_saved(tmp_path, capsys):
     assert "growth/parent" in capsys.readouterr().out
 
 
+@pytest.mark.once  # search bookkeeping: CI runs it on TensorFlow only
 def test_budget_rejects_proposals_before_they_become_trials(tmp_path):
     # Fresh models have 4*8+4 + 4*5+5 + 5*3+3 = 79 or 107 parameters; the
     # budget leaves room for small growth steps only.
@@ -233,6 +235,7 @@ def test_a_layer_that_cannot_grow_stops_the_search_by_name(tmp_path):
         search(tuner)
 
 
+@pytest.mark.once  # search bookkeeping: CI runs it on TensorFlow only
 def test_resume_continues_without_retraining_finished_trials(tmp_path):
     tuner = make_tuner(tmp_path, max_trials=3)
     search(tuner)
@@ -276,6 +279,7 @@ def test_a_layer_without_width_stops_the_search_by_name(tmp_path):
         search(tuner)
 
 
+@pytest.mark.once  # search bookkeeping: CI runs it on TensorFlow only
 def test_resume_with_another_space_is_refused_clearly(tmp_path):
     search(make_tuner(tmp_path, max_trials=2))
     with pytest.raises(

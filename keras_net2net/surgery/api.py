@@ -248,7 +248,7 @@ def _group(model: Model, layer: LayerRef) -> ChannelGroup:
     if handler is None:
         raise H.unsupported(target, "is not a layer type keras-net2net supports.")
     node = graph.calls(target)[0]
-    if handler.role_of(target, node, graph) == H.DERIVED:
+    if handler.role_of(target, node, graph) == H.LAYOUT:
         raise H.unsupported(
             target, "derives its channel layout from its inputs; it has no group."
         )

@@ -228,7 +228,7 @@ def find_group(
             out_axis = handler.output_axis(node.op, node, graph, declared)
             check_axis(node, key, axis, out_axis, "writes")
             add_writer(handler, node, key, axis)
-        elif role == H.SAME:
+        elif role == H.PASS_THROUGH:
             in_axis = declared
             if in_axis is None:  # the input axis that lands on ``axis``
                 rank = H.input_rank(node, graph)
@@ -289,7 +289,7 @@ def find_group(
             if visit(node, "writer"):
                 group.writers.append(node)
             return
-        if role == H.SAME:
+        if role == H.PASS_THROUGH:
             positions = handler.channel_inputs(node.op, node, graph)
             if len(positions) == 1 and len(node.outputs) == 1:
                 if visit(node, "pass"):
@@ -354,7 +354,7 @@ def find_group(
                 )
             check_axis(node, key, axis, in_axis, "reads")
             out_axis = handler.output_axis(node.op, node, graph, in_axis)
-            if role == H.DERIVED:
+            if role == H.LAYOUT:
                 if (node.index, "split") in seen_nodes:
                     continue  # crossed backwards from its output
                 if handler.split_positions(node.op, node, graph, out_axis):
@@ -457,14 +457,14 @@ def split_below(graph: LayerGraph, node: Node) -> tuple[Node, int] | None:
         except ValueError:
             return None
         if (
-            role == H.SAME
+            role == H.PASS_THROUGH
             and isinstance(handler, H.PassThroughHandler)
             and handler.channel_inputs(consumer.op, consumer, graph) == [position]
             and len(consumer.outputs) == 1
         ):
             key = consumer.outputs[0]
             continue
-        if role != H.DERIVED or not isinstance(handler, H.LayoutHandler):
+        if role != H.LAYOUT or not isinstance(handler, H.LayoutHandler):
             return None
         axis = _first_declared_axis(graph, consumer.outputs[0])
         if handler.split_positions(consumer.op, consumer, graph, axis) is None:
@@ -482,7 +482,7 @@ def _first_declared_axis(graph, key):
         if declared is not None:
             return declared
         try:
-            same = handler.role_of(node.op, node, graph) == H.SAME
+            same = handler.role_of(node.op, node, graph) == H.PASS_THROUGH
         except ValueError:
             continue
         if same and node.outputs:

@@ -47,8 +47,10 @@ from keras_net2net.surgery.handlers.base import COPIES
 from keras_net2net.surgery.handlers.base import DEEPEN_METHODS
 from keras_net2net.surgery.handlers.base import DERIVED
 from keras_net2net.surgery.handlers.base import IDENTITY
+from keras_net2net.surgery.handlers.base import LAYOUT
 from keras_net2net.surgery.handlers.base import NET2WIDER
 from keras_net2net.surgery.handlers.base import NOISE_TARGETS
+from keras_net2net.surgery.handlers.base import PASS_THROUGH
 from keras_net2net.surgery.handlers.base import RANDOM
 from keras_net2net.surgery.handlers.base import RANDOM_PAD
 from keras_net2net.surgery.handlers.base import SAME
@@ -77,6 +79,7 @@ __all__ = [
     "DEEPEN_METHODS",
     "NOISE_TARGETS",
     "DERIVED",
+    "LAYOUT",
     "Handler",
     "IDENTITY",
     "LayerChange",
@@ -86,6 +89,7 @@ __all__ = [
     "PassThroughHandler",
     "RANDOM",
     "RANDOM_PAD",
+    "PASS_THROUGH",
     "SAME",
     "UNITS",
     "UnitsHandler",

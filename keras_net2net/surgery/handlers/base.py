@@ -16,11 +16,12 @@ roles, each with its own handler base class:
   multiplier, ...): its output's channel axis is *derived* from its inputs'
   by a new index layout (``derive``); it is only crossed forwards.
 
-One vocabulary for the roles: a handler's ``role`` (`UNITS`, `SAME`,
-`DERIVED`) names its base class (`UnitsHandler`, `PassThroughHandler`,
-`LayoutHandler`); in a `ChannelGroup` a units layer appears as a *writer*
-and/or a *reader*, a same-axis layer as a *pass* (a *merge* with several
-channel inputs), a derived-axis layer as a *layout*.
+One vocabulary for the roles: a handler's ``role`` (`UNITS`,
+`PASS_THROUGH`, `LAYOUT`) names its base class (`UnitsHandler`,
+`PassThroughHandler`, `LayoutHandler`). In a `ChannelGroup` a units layer
+*writes* the channels (its entries are copied: ``widen_out``) and/or *reads*
+them (its entries are divided: ``widen_in``); a pass-through with several
+channel inputs is a *merge*.
 
 Handlers are stateless and registered per exact operation class
 (`keras_net2net.surgery.handlers.register_handler`). An operation without a
@@ -70,9 +71,13 @@ if TYPE_CHECKING:
 
 Seeds = Iterator[int]
 
+# The three roles, named as their base classes are (`UnitsHandler`,
+# `PassThroughHandler`, `LayoutHandler`).
 UNITS = "units"
-SAME = "same"
-DERIVED = "derived"
+PASS_THROUGH = "pass-through"
+LAYOUT = "layout"
+# Their names before 0.2.0, for handlers written then.
+SAME, DERIVED = PASS_THROUGH, LAYOUT
 
 
 class Handler:
@@ -92,7 +97,7 @@ class Handler:
     ```
 
     Attributes:
-        role: `UNITS`, `SAME` or `DERIVED` (see the module docstring), or a
+        role: `UNITS`, `PASS_THROUGH` or `LAYOUT` (see the module docstring), or a
             per-layer answer from `role_of`.
         has_state: whether growth may change the layer's weights or config;
             a layer without state may be shared (called several times).
@@ -125,7 +130,7 @@ class Handler:
         graph: LayerGraph | None = None,
         axis: int | None = None,
     ) -> str | None:
-        """The role ``layer`` plays at ``node`` (`UNITS`, `SAME` or `DERIVED`).
+        """The role ``layer`` plays at ``node`` (`UNITS`, `PASS_THROUGH` or `LAYOUT`).
 
         ``axis`` is the channel axis (counted from the end) of the group
         tensor the node is reached on, when known: a Concatenate along it
@@ -381,7 +386,7 @@ class PassThroughHandler(Handler):
     ```
     """
 
-    role = SAME
+    role = PASS_THROUGH
     has_state = False
 
     def channel_axis(self, layer: Any, node: Node, graph: LayerGraph) -> int | None:
@@ -421,7 +426,7 @@ class LayoutHandler(Handler):
     ```
     """
 
-    role = DERIVED
+    role = LAYOUT
     has_state = False
 
     def channel_inputs(self, layer: Any, node: Node, graph: LayerGraph) -> list[int]:

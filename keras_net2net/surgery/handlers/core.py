@@ -6,7 +6,7 @@ import numpy as np
 
 from keras_net2net.initializers import IdentityConvInit
 from keras_net2net.surgery.handlers.base import IDENTITY
-from keras_net2net.surgery.handlers.base import SAME
+from keras_net2net.surgery.handlers.base import PASS_THROUGH
 from keras_net2net.surgery.handlers.base import UNITS
 from keras_net2net.surgery.handlers.base import LayerChange
 from keras_net2net.surgery.handlers.base import PassThroughHandler
@@ -191,7 +191,7 @@ class ConvHandler(DenseHandler, PassThroughHandler):
         return groups == layer.filters == int(layer.kernel.shape[-2]) * groups
 
     def role_of(self, layer, node=None, graph=None, axis=None):
-        return SAME if self.depthwise_form(layer) else UNITS
+        return PASS_THROUGH if self.depthwise_form(layer) else UNITS
 
     def check(self, layer):
         super().check(layer)

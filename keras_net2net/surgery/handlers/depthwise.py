@@ -14,9 +14,9 @@ can itself be widened (pointwise kernel and bias copied).
 import keras
 import numpy as np
 
-from keras_net2net.surgery.handlers.base import DERIVED
 from keras_net2net.surgery.handlers.base import IDENTITY
-from keras_net2net.surgery.handlers.base import SAME
+from keras_net2net.surgery.handlers.base import LAYOUT
+from keras_net2net.surgery.handlers.base import PASS_THROUGH
 from keras_net2net.surgery.handlers.base import LayerChange
 from keras_net2net.surgery.handlers.base import LayoutHandler
 from keras_net2net.surgery.handlers.base import PassThroughHandler
@@ -83,7 +83,7 @@ class DepthwiseHandler(PassThroughHandler, LayoutHandler):
     has_state = True
 
     def role_of(self, layer, node=None, graph=None, axis=None):
-        return SAME if layer.depth_multiplier == 1 else DERIVED
+        return PASS_THROUGH if layer.depth_multiplier == 1 else LAYOUT
 
     def check(self, layer):
         check_plain_float(layer)

@@ -13,8 +13,8 @@ Along another axis it is a merge like Add.
 import keras
 
 from keras_net2net.surgery.handlers import ops
-from keras_net2net.surgery.handlers.base import DERIVED
-from keras_net2net.surgery.handlers.base import SAME
+from keras_net2net.surgery.handlers.base import LAYOUT
+from keras_net2net.surgery.handlers.base import PASS_THROUGH
 from keras_net2net.surgery.handlers.base import LayoutHandler
 from keras_net2net.surgery.handlers.base import PassThroughHandler
 from keras_net2net.surgery.handlers.base import input_rank
@@ -47,8 +47,8 @@ class ConcatenateHandler(MergeHandler, LayoutHandler):
 
     def role_of(self, layer, node=None, graph=None, axis=None):
         if node is None:
-            return DERIVED
-        return DERIVED if self._along(layer, node, graph, axis) else SAME
+            return LAYOUT
+        return LAYOUT if self._along(layer, node, graph, axis) else PASS_THROUGH
 
     def derive(self, layer, node, graph, mappings):
         parts = []

@@ -17,8 +17,8 @@ import math
 
 import keras
 
-from keras_net2net.surgery.handlers.base import DERIVED
-from keras_net2net.surgery.handlers.base import SAME
+from keras_net2net.surgery.handlers.base import LAYOUT
+from keras_net2net.surgery.handlers.base import PASS_THROUGH
 from keras_net2net.surgery.handlers.base import LayerChange
 from keras_net2net.surgery.handlers.base import LayoutHandler
 from keras_net2net.surgery.handlers.base import PassThroughHandler
@@ -93,11 +93,11 @@ class ReshapeHandler(PassThroughHandler, LayoutHandler):
         in_shape = graph.shape(node.inputs[0])
         out_shape = graph.shape(node.outputs[0])
         if in_shape[-1] is not None and out_shape[-1] == in_shape[-1]:
-            return SAME
+            return PASS_THROUGH
         if len(out_shape) == 2 and len(in_shape) > 2:
-            return DERIVED
+            return LAYOUT
         if _split_dims(in_shape, out_shape) is not None:
-            return DERIVED
+            return LAYOUT
         raise unsupported(
             layer,
             f"reshapes {in_shape} to {out_shape}, which mixes the channel axis "
@@ -106,7 +106,7 @@ class ReshapeHandler(PassThroughHandler, LayoutHandler):
         )
 
     def role_of(self, layer, node=None, graph=None, axis=None):
-        return SAME if node is None else self._kind(layer, node, graph)
+        return PASS_THROUGH if node is None else self._kind(layer, node, graph)
 
     def channel_axis(self, layer, node, graph):
         return -1  # it keeps, flattens or splits the last axis

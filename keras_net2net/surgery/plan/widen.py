@@ -64,7 +64,7 @@ def _plan_widen(model, request, layer):
         options = dataclasses.replace(options, heads=((target.name, units),))
         return _plan_group(graph, target, node, stream, seed, options)
     role = handler.role_of(target, node, graph)
-    if role == H.DERIVED:
+    if role == H.LAYOUT:
         raise H.unsupported(
             target,
             "cannot be widened: its output channels are a layout of its "

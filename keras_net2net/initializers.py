@@ -23,7 +23,6 @@ from keras_net2net._validation import check_real
 from keras_net2net._validation import check_seed
 from keras_net2net.transforms import Chain
 
-_SIDES = transforms.wider.SIDES
 _DEFAULT_AXIS = {transforms.COPY: -1, transforms.DIVIDE: -2}
 
 
@@ -108,9 +107,7 @@ class Net2WiderInit(keras.initializers.Initializer):
     ) -> None:
         owner = "Net2WiderInit"
         self.scale = check_real(scale, "scale", positive=True, owner=owner)
-        old = {"out": transforms.COPY, "in": transforms.DIVIDE}  # before 0.2.0
-        side = old.get(side, side) if isinstance(side, str) else side
-        self.side = check_choice(side, _SIDES, "side", owner=owner)
+        self.side = transforms.wider.side_name(side, owner=owner)
         self.noise = check_real(noise, "noise", minimum=0.0, owner=owner)
         if isinstance(fill, str):
             self.fill = check_choice(fill, (transforms.RANDOM,), "fill", owner=owner)

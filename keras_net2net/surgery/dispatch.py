@@ -311,24 +311,22 @@ def grow(
     """`apply_requests` of ``[(request, layer object or None)]``."""
     if found is ASK:
         found = families.find(model)
-    origins = None
     result = GrowthResult(model, [], {})
+    built: list[Origins] = []  # each growth's origins, in the model before it
     current = model
     for request, layer in steps:
         with _naming_failures(request, name_failures):
             plan, traced_model, traced = plan_traced(
                 current, request, layer=layer, found=found
             )
-            if origins is None:  # ``model`` is a model: planning checked it
-                origins = Origins.unchanged(model)
-            new_model, found_here = plan.build(
+            new_model, origins = plan.build(
                 traced_model, reuse_layers=reuse_layers, compile=compile
             )
             inside = traced and not reuse_layers  # nothing shared: compile
             if inside and compile and getattr(current, "compiled", False):
                 # The traced model was never compiled: compile like the user's.
                 new_model.compile_from_config(current.get_compile_config())
-            origins = found_here.after(origins)
+            built.append(origins)
         if traced_model is not model:
             result.graphs.append(traced_model)
         description = plan.description
@@ -340,8 +338,9 @@ def grow(
         found = families.find(new_model) if found is not None else None
         current = new_model
     result.model = current
-    if origins is None:
-        origins = Origins.unchanged(model)
+    origins = Origins.unchanged(model)
+    for step in built:
+        origins = step.after(origins)
     result.origins, result.state_origins = origins.weights, origins.state
     return result
 

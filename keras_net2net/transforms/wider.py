@@ -20,6 +20,7 @@ import dataclasses
 import numpy as np
 from numpy.typing import ArrayLike
 
+from keras_net2net._validation import check_choice
 from keras_net2net._validation import check_real
 from keras_net2net.transforms.mapping import WidthMapping
 
@@ -202,16 +203,15 @@ SIDES = (COPY, DIVIDE)
 _OLD_SIDES = {"out": COPY, "in": DIVIDE}
 
 
-def side_name(side: str) -> str:
+def side_name(side: str, owner: str | None = None) -> str:
     """``side`` in the one vocabulary: ``"copy"`` or ``"divide"``.
 
     Raises:
-        ValueError: ``side`` is neither (nor the old ``"out"``/``"in"``).
+        ValueError: ``side`` is neither (nor the old ``"out"``/``"in"``);
+            the message names ``owner`` where given.
     """
     side = _OLD_SIDES.get(side, side) if isinstance(side, str) else side
-    if side not in SIDES:
-        raise ValueError(f"`side` must be one of {SIDES}. Received: side={side!r}")
-    return side
+    return check_choice(side, SIDES, "side", owner=owner)
 
 
 KINDS = ("weight", "linear", "squared")

@@ -129,20 +129,15 @@ class Widen(Request):
         owner = "Widen"
         object.__setattr__(self, "layer", _layer_name(self.layer, "layer", owner))
         units = self.units
-        if (
-            isinstance(units, (bool, np.bool_))
-            or not isinstance(units, numbers.Integral)
-            or units < 1
-        ):
-            number = isinstance(units, numbers.Integral)
-            bad_type = not number or isinstance(units, (bool, np.bool_))
-            error = TypeError if bad_type else ValueError
-            raise error(
+        integer = isinstance(units, numbers.Integral) and not isinstance(
+            units, (bool, np.bool_)
+        )
+        if not integer or units < 1:
+            raise (ValueError if integer else TypeError)(
                 f"{owner}(`units`) for layer '{self.layer}' must be a positive "
                 f"integer (the new width). Received: units={units!r}"
             )
-        units = int(units)
-        object.__setattr__(self, "units", units)
+        object.__setattr__(self, "units", int(units))
         check_choice(self.method, WIDEN_METHODS, "method", owner=owner)
         object.__setattr__(
             self, "noise", check_real(self.noise, "noise", minimum=0.0, owner=owner)

@@ -8,6 +8,7 @@ from keras_net2net import _keras_internals as internals
 from keras_net2net import families
 from keras_net2net._types import Model
 from keras_net2net.growth import optimizer_state
+from keras_net2net.growth_plan import Origins
 from keras_net2net.requests import MISSING
 from keras_net2net.requests import Requests
 from keras_net2net.requests import as_requests
@@ -118,8 +119,8 @@ def grow_in_place(
             f"Received: {model!r} of type {type(model).__name__}"
         )
     if not requests:
-        origins: dict[int, tuple[Any, list]] = {id(v): (v, []) for v in model.weights}
-        return GrowthResult(model, [], origins, state_origins=dict(origins))
+        origins = Origins.unchanged(model)
+        return GrowthResult(model, [], origins.weights, origins.state)
     found = families.find(model)  # the one time this growth asks
     check_growable_in_place(model, found)
     internals.graph_function(model)  # a clear error for subclassed models

@@ -186,7 +186,7 @@ def parse_schedule(schedule: Schedule) -> list[Event]:
                 "Each `schedule` entry must be a (trigger, requests) pair. "
                 f"Received: {item!r}"
             )
-        trigger = item[0]
+        trigger, given = item
         if isinstance(trigger, numbers.Integral) and not isinstance(
             trigger, (bool, np.bool_)
         ):
@@ -196,13 +196,13 @@ def parse_schedule(schedule: Schedule) -> list[Event]:
                 "A `schedule` trigger must be an int (epoch), AtEpoch, AtStep or "
                 f"OnPlateau. Received: {trigger!r} of type {type(trigger).__name__}"
             )
-        requests = [item[1]] if isinstance(item[1], Request) else item[1]
+        requests = [given] if isinstance(given, Request) else given
         requests = tuple(requests) if isinstance(requests, (list, tuple)) else ()
         if not requests or not all(isinstance(r, Request) for r in requests):
             raise TypeError(
                 f"The `schedule` requests for {trigger.describe()} must be a "
                 "Widen, a Deepen, or a non-empty list of them. "
-                f"Received: {item[1]!r}"
+                f"Received: {given!r}"
             )
         events.append(Event(trigger, requests))
     return events

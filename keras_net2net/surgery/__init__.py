@@ -17,7 +17,7 @@ from keras_net2net.surgery.api import describe_growth
 from keras_net2net.surgery.api import max_output_difference
 from keras_net2net.surgery.api import trace_layers
 from keras_net2net.surgery.api import widen
-from keras_net2net.surgery.channel_group import ChannelGroup
+from keras_net2net.surgery.coupling import ChannelGroup
 from keras_net2net.surgery.dispatch import GrowthResult
 from keras_net2net.surgery.dispatch import apply_requests
 from keras_net2net.surgery.dispatch import check_request

@@ -18,14 +18,14 @@ from keras_net2net.requests import Widen
 from keras_net2net.requests import as_requests
 from keras_net2net.requests import renamed_requests
 from keras_net2net.surgery import handlers as H
-from keras_net2net.surgery.channel_group import ChannelGroup
+from keras_net2net.surgery.coupling import ChannelGroup
+from keras_net2net.surgery.coupling import find_group
+from keras_net2net.surgery.coupling import split_below
 from keras_net2net.surgery.dispatch import apply_requests
 from keras_net2net.surgery.dispatch import grow
 from keras_net2net.surgery.dispatch import plan_traced
 from keras_net2net.surgery.dispatch import tracing
 from keras_net2net.surgery.graph import LayerGraph
-from keras_net2net.surgery.groups import find_group
-from keras_net2net.surgery.groups import split_below
 from keras_net2net.surgery.inline import inline_layers
 from keras_net2net.surgery.inline import is_traceable
 
@@ -248,7 +248,7 @@ def _group(model: Model, layer: LayerRef) -> ChannelGroup:
     if handler is None:
         raise H.unsupported(target, "is not a layer type keras-net2net supports.")
     node = graph.calls(target)[0]
-    if handler.role_of(target, node, graph) == H.LAYOUT:
+    if handler.at(target, node, graph).role == H.LAYOUT:
         raise H.unsupported(
             target, "derives its channel layout from its inputs; it has no group."
         )

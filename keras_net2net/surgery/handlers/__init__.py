@@ -27,6 +27,7 @@ naming it. Subclasses of supported layers are not assumed to behave like their
 parent: register them explicitly with `register_handler`.
 """
 
+import inspect
 from typing import Any
 
 import keras
@@ -97,6 +98,7 @@ __all__ = [
     "Widening",
     "describe",
     "get_handler",
+    "handler_at",
     "handler_for",
     "register_handler",
     "unsupported",
@@ -161,6 +163,15 @@ def register_handler(layer_class: type, handler: Handler) -> None:
                 f"`handler` {type(handler).__name__} declares {ability}=True but "
                 f"does not implement `{method}`. Received: handler={handler!r}"
             )
+    follow = getattr(type(handler), "follow", None)
+    if follow is not None and "mappings" in inspect.signature(follow).parameters:
+        raise TypeError(
+            f"`handler` {type(handler).__name__}.follow takes (layer, node, graph, "
+            "mappings, options, seeds); since 0.2.0 a layout's `follow` takes "
+            "(layer, mapping, options, seeds), as a pass-through's does: "
+            "`mapping` is the mapping of the channel input (`derive` gives the "
+            f"output's). Received: handler={handler!r}"
+        )
     _REGISTRY[layer_class] = handler
 
 
@@ -182,6 +193,22 @@ def get_handler(layer: Any) -> Handler | None:
     ```
     """
     return _lookup(layer)
+
+
+def handler_at(node: Any, graph: Any, axis: int | None = None) -> Handler | None:
+    """The handler that plays ``node``'s layer at that call (`Handler.at`), or None.
+
+    Args:
+        node: a call in a `keras_net2net.surgery.LayerGraph`.
+        graph: that graph.
+        axis: the channel axis (counted from the end) of the group tensor the
+            node is reached on, when known.
+
+    Raises:
+        ValueError: naming the layer, where its handler refuses that call.
+    """
+    handler = _lookup(node.op)
+    return None if handler is None else handler.at(node.op, node, graph, axis)
 
 
 def handler_for(layer: Any) -> Any:

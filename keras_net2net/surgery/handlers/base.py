@@ -23,6 +23,11 @@ One vocabulary for the roles: a handler's ``role`` (`UNITS`,
 them (its entries are divided: ``widen_in``); a pass-through with several
 channel inputs is a *merge*.
 
+Every handler plays one role. A layer type whose part depends on its
+configuration or on the call (Concatenate, Reshape, a grouped Conv, a
+depthwise multiplier) is registered with the handler of its usual part, which
+answers another handler for a call that needs one (`Handler.at`).
+
 Handlers are stateless and registered per exact operation class
 (`keras_net2net.surgery.handlers.register_handler`). An operation without a
 handler cannot take part in a widening: growth fails and names it.
@@ -97,8 +102,9 @@ class Handler:
     ```
 
     Attributes:
-        role: `UNITS`, `PASS_THROUGH` or `LAYOUT` (see the module docstring), or a
-            per-layer answer from `role_of`.
+        role: `UNITS`, `PASS_THROUGH` or `LAYOUT` (see the module docstring):
+            the base class's; a layer whose part differs by call answers
+            another handler from `at`.
         has_state: whether growth may change the layer's weights or config;
             a layer without state may be shared (called several times).
         identity_deepening: `deeper_layer` builds an identity copy of the
@@ -123,20 +129,28 @@ class Handler:
     residual_deepening = False
     copies_itself = False
 
-    def role_of(
+    def at(
         self,
         layer: Any,
-        node: Node | None = None,
-        graph: LayerGraph | None = None,
+        node: Node,
+        graph: LayerGraph,
         axis: int | None = None,
-    ) -> str | None:
-        """The role ``layer`` plays at ``node`` (`UNITS`, `PASS_THROUGH` or `LAYOUT`).
+    ) -> Handler:
+        """The handler that plays ``layer``'s part at the call ``node``.
+
+        Every handler plays one role, its base class's. A layer type whose
+        part depends on its configuration or on the call (a Concatenate along
+        the channel axis derives a layout, along another axis it merges; a
+        grouped Conv in its depthwise form passes channels through) is
+        registered with the handler of its usual part, which answers here
+        the handler of another role where the call needs one. The group walk
+        asks once per call and keeps the answer (`ChannelGroup.handlers`).
+        Defaults to ``self``.
 
         ``axis`` is the channel axis (counted from the end) of the group
-        tensor the node is reached on, when known: a Concatenate along it
-        derives a layout, along another axis it merges.
+        tensor the node is reached on, when known.
         """
-        return self.role
+        return self
 
     def channel_axis(self, layer: Any, node: Node, graph: LayerGraph) -> int | None:
         """The axis (counted from the end) on which ``layer`` reads and writes channels.
@@ -444,15 +458,14 @@ class LayoutHandler(Handler):
         raise NotImplementedError
 
     def follow(
-        self,
-        layer: Any,
-        node: Node,
-        graph: LayerGraph,
-        mappings: list[WidthMapping | None],
-        options: Widening,
-        seeds: Seeds,
+        self, layer: Any, mapping: WidthMapping, options: Widening, seeds: Seeds
     ) -> LayerChange | None:
-        """`LayerChange` for parameters/config (None: nothing)."""
+        """`LayerChange` for parameters/config (None: nothing).
+
+        The same hook as `PassThroughHandler.follow`: ``mapping`` is the
+        mapping of the channel input the group reaches the layer on (the
+        output's is `derive`'s).
+        """
         return None
 
     def split_positions(

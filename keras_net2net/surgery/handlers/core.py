@@ -6,8 +6,6 @@ import numpy as np
 
 from keras_net2net.initializers import IdentityConvInit
 from keras_net2net.surgery.handlers.base import IDENTITY
-from keras_net2net.surgery.handlers.base import PASS_THROUGH
-from keras_net2net.surgery.handlers.base import UNITS
 from keras_net2net.surgery.handlers.base import LayerChange
 from keras_net2net.surgery.handlers.base import PassThroughHandler
 from keras_net2net.surgery.handlers.base import UnitsHandler
@@ -168,14 +166,13 @@ class DenseHandler(UnitsHandler):
         return {}
 
 
-class ConvHandler(DenseHandler, PassThroughHandler):
+class ConvHandler(DenseHandler):
     """Conv1D/Conv2D/Conv3D (channels_last or channels_first).
 
     ``groups == 1``: a units layer. ``groups == filters == input channels`` (a
     depthwise convolution written as a grouped Conv, as keras.applications
-    ConvNeXt does): a pass-through whose kernel and bias are copied with the
-    channels (no division), its ``filters`` and ``groups`` following the new
-    width. Other grouped convolutions are refused by name.
+    ConvNeXt does): `at` answers a `GroupedDepthwiseHandler`. Other grouped
+    convolutions are refused by name.
     """
 
     has_state = True
@@ -190,11 +187,8 @@ class ConvHandler(DenseHandler, PassThroughHandler):
             return False
         return groups == layer.filters == int(layer.kernel.shape[-2]) * groups
 
-    def role_of(self, layer, node=None, graph=None, axis=None):
-        return PASS_THROUGH if self.depthwise_form(layer) else UNITS
-
-    def check(self, layer):
-        super().check(layer)
+    def at(self, layer, node, graph, axis=None):
+        return _GROUPED_DEPTHWISE if self.depthwise_form(layer) else self
 
     def _refuse_groups(self, layer):
         if getattr(layer, "groups", 1) != 1:
@@ -212,25 +206,6 @@ class ConvHandler(DenseHandler, PassThroughHandler):
     def widen_in(self, layer, mapping, options, seeds, position=0, node=None):
         self._refuse_groups(layer)
         return super().widen_in(layer, mapping, options, seeds, position, node)
-
-    # Depthwise form: a pass-through with parameters.
-
-    def channel_inputs(self, layer, node, graph):
-        return [0]
-
-    def follow(self, layer, mapping, options, seeds):
-        check_elementwise_activation(
-            layer, layer.activation, "its output cannot be widened"
-        )
-        width = mapping.new_width
-        change = LayerChange(config={"filters": width, "groups": width})
-        change.add(
-            "kernel",
-            options.writer(mapping, seeds, noise=False),
-        )
-        if layer.use_bias:
-            change.add("bias", copy_transform(mapping, fill=options.request.pad_bias))
-        return change
 
     def zero_preserving(self, layer):
         return False
@@ -291,6 +266,37 @@ def identity_dense(layer, width, name, method, seed):
         dtype=layer.dtype_policy,
     )
     return dense, None
+
+
+class GroupedDepthwiseHandler(PassThroughHandler):
+    """A Conv with ``groups == filters == input channels``: a pass-through
+    whose kernel and bias are copied with the channels (no division), its
+    ``filters`` and ``groups`` following the new width."""
+
+    has_state = True
+
+    def check(self, layer):
+        check_plain_float(layer)
+
+    def channel_inputs(self, layer, node, graph):
+        return [0]
+
+    def follow(self, layer, mapping, options, seeds):
+        check_elementwise_activation(
+            layer, layer.activation, "its output cannot be widened"
+        )
+        width = mapping.new_width
+        change = LayerChange(config={"filters": width, "groups": width})
+        change.add("kernel", options.writer(mapping, seeds, noise=False))
+        if layer.use_bias:
+            change.add("bias", copy_transform(mapping, fill=options.request.pad_bias))
+        return change
+
+    def zero_preserving(self, layer):
+        return False
+
+
+_GROUPED_DEPTHWISE = GroupedDepthwiseHandler()
 
 
 class ConvTransposeHandler(UnitsHandler):

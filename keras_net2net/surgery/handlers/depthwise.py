@@ -15,8 +15,6 @@ import keras
 import numpy as np
 
 from keras_net2net.surgery.handlers.base import IDENTITY
-from keras_net2net.surgery.handlers.base import LAYOUT
-from keras_net2net.surgery.handlers.base import PASS_THROUGH
 from keras_net2net.surgery.handlers.base import LayerChange
 from keras_net2net.surgery.handlers.base import LayoutHandler
 from keras_net2net.surgery.handlers.base import PassThroughHandler
@@ -75,15 +73,18 @@ def _check_identity_activation(layer, method):
         )
 
 
-class DepthwiseHandler(PassThroughHandler, LayoutHandler):
-    """DepthwiseConv1D/2D: a pass-through (m == 1) or a layout (m > 1) with weights."""
+class DepthwiseHandler(PassThroughHandler):
+    """DepthwiseConv1D/2D: a pass-through with weights (depth multiplier 1).
+
+    With a multiplier m > 1, `at` answers a `DepthwiseMultiplierHandler`.
+    """
 
     identity_deepening = True
 
     has_state = True
 
-    def role_of(self, layer, node=None, graph=None, axis=None):
-        return PASS_THROUGH if layer.depth_multiplier == 1 else LAYOUT
+    def at(self, layer, node, graph, axis=None):
+        return self if layer.depth_multiplier == 1 else _MULTIPLIER
 
     def check(self, layer):
         check_plain_float(layer)
@@ -94,34 +95,8 @@ class DepthwiseHandler(PassThroughHandler, LayoutHandler):
     def channel_inputs(self, layer, node, graph):
         return [0]
 
-    def derive(self, layer, node, graph, mappings):
-        return mappings[0].repeat(layer.depth_multiplier)
-
-    def follow(self, layer, *args):
-        # (layer, mapping, options, seeds) as a pass-through, or
-        # (layer, node, graph, mappings, options, seeds) as a layout.
-        if len(args) == 3:
-            mapping, options, seeds = args
-        else:
-            _, _, mappings, options, seeds = args
-            mapping = mappings[0]
-        check_elementwise_activation(
-            layer, layer.activation, "its output cannot be widened"
-        )
-        change = LayerChange()
-        change.add(
-            "kernel",
-            options.writer(mapping, seeds, -2, noise=False),
-        )
-        if layer.use_bias:
-            change.add(
-                "bias",
-                copy_transform(
-                    mapping.repeat(layer.depth_multiplier),
-                    fill=options.request.pad_bias,
-                ),
-            )
-        return change
+    def follow(self, layer, mapping, options, seeds):
+        return _depthwise_change(layer, mapping, options, seeds)
 
     def zero_preserving(self, layer):
         return False
@@ -146,6 +121,47 @@ class DepthwiseHandler(PassThroughHandler, LayoutHandler):
         if method == IDENTITY:
             return new, {"kernel": _CentreTap()}
         return new, None
+
+
+def _depthwise_change(layer, mapping, options, seeds):
+    """The kernel ``(*k, C, m)`` and bias ``(C * m,)`` copied with the channels."""
+    check_elementwise_activation(
+        layer, layer.activation, "its output cannot be widened"
+    )
+    change = LayerChange()
+    change.add("kernel", options.writer(mapping, seeds, -2, noise=False))
+    if layer.use_bias:
+        expanded = mapping.repeat(layer.depth_multiplier)
+        change.add("bias", copy_transform(expanded, fill=options.request.pad_bias))
+    return change
+
+
+class DepthwiseMultiplierHandler(LayoutHandler):
+    """DepthwiseConv1D/2D with a depth multiplier m > 1: a layout with weights.
+
+    Output channel ``c * m + j`` comes from input channel ``c``
+    (`WidthMapping.repeat`).
+    """
+
+    has_state = True
+
+    def check(self, layer):
+        check_plain_float(layer)
+
+    def channel_inputs(self, layer, node, graph):
+        return [0]
+
+    def derive(self, layer, node, graph, mappings):
+        return mappings[0].repeat(layer.depth_multiplier)
+
+    def follow(self, layer, mapping, options, seeds):
+        return _depthwise_change(layer, mapping, options, seeds)
+
+    def zero_preserving(self, layer):
+        return False
+
+
+_MULTIPLIER = DepthwiseMultiplierHandler()
 
 
 class SeparableHandler(UnitsHandler):

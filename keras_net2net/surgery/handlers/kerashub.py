@@ -307,14 +307,14 @@ def _reverse_call(node):
 class ReversibleEmbeddingHandler(EmbeddingHandler):
     """``ReversibleEmbedding`` (Keras or KerasHub) called forwards."""
 
-    def role_of(self, layer, node=None, graph=None, axis=None):
+    def at(self, layer, node, graph, axis=None):
         if _reverse_call(node):
             raise unsupported(
                 layer,
                 "is called with reverse=True (logits from the stream); growing "
                 "a stream that a reverse embedding reads is not supported.",
             )
-        return self.role
+        return self
 
     def widen_out(self, layer, mapping, options, seeds):
         change = super().widen_out(layer, mapping, options, seeds)

@@ -13,8 +13,6 @@ Along another axis it is a merge like Add.
 import keras
 
 from keras_net2net.surgery.handlers import ops
-from keras_net2net.surgery.handlers.base import LAYOUT
-from keras_net2net.surgery.handlers.base import PASS_THROUGH
 from keras_net2net.surgery.handlers.base import LayoutHandler
 from keras_net2net.surgery.handlers.base import PassThroughHandler
 from keras_net2net.surgery.handlers.base import input_rank
@@ -37,18 +35,19 @@ class MergeHandler(PassThroughHandler):
         return False  # not a single-input layer on a branch
 
 
-class ConcatenateHandler(MergeHandler, LayoutHandler):
-    """Concatenate: a layout along the channel axis, a merge along any other."""
+class ConcatenateHandler(LayoutHandler):
+    """Concatenate along the channel axis: each input's channels at its offset.
 
-    def _along(self, layer, node, graph, axis):
-        """True if it concatenates along the channel axis ``axis`` (from the end)."""
+    Along another axis it merges, as Add does (`at` answers a `MergeHandler`).
+    """
+
+    def at(self, layer, node, graph, axis=None):
         rank = input_rank(node, graph)
-        return negative_axis(layer.axis, rank) == (-1 if axis is None else axis)
+        along = negative_axis(layer.axis, rank) == (-1 if axis is None else axis)
+        return self if along else _MERGE
 
-    def role_of(self, layer, node=None, graph=None, axis=None):
-        if node is None:
-            return LAYOUT
-        return LAYOUT if self._along(layer, node, graph, axis) else PASS_THROUGH
+    def channel_axis(self, layer, node, graph):
+        return None  # its inputs' channel axis, whichever it is
 
     def derive(self, layer, node, graph, mappings):
         parts = []
@@ -59,8 +58,11 @@ class ConcatenateHandler(MergeHandler, LayoutHandler):
             )
         return concat_mappings(parts)
 
-    def follow(self, layer, *args):
-        return None
+    def zero_preserving(self, layer):
+        return False  # not a single-input layer on a branch
+
+
+_MERGE = MergeHandler()
 
 
 def register(register_handler):

@@ -17,8 +17,6 @@ import math
 
 import keras
 
-from keras_net2net.surgery.handlers.base import LAYOUT
-from keras_net2net.surgery.handlers.base import PASS_THROUGH
 from keras_net2net.surgery.handlers.base import LayerChange
 from keras_net2net.surgery.handlers.base import LayoutHandler
 from keras_net2net.surgery.handlers.base import PassThroughHandler
@@ -78,26 +76,24 @@ class FlattenHandler(LayoutHandler):
         return mappings[0].expand(positions)
 
 
-class ReshapeHandler(PassThroughHandler, LayoutHandler):
-    """Reshape keeping the last dimension (same axis), flattening or splitting.
+class ReshapeHandler(PassThroughHandler):
+    """Reshape keeping the last dimension: the channels stay on it.
 
-    Flattening derives a layout forwards, like Flatten. Splitting the input's
-    last axis into several (a Dense's units into ``(positions, channels)``)
-    is crossed backwards (`split_positions`): its output channels are the
-    group's and the Dense before it writes them.
+    A Reshape that flattens or splits the last axis derives a layout: `at`
+    answers a `ReshapeLayoutHandler`; any other is refused by name.
     """
 
     has_state = True  # its target_shape follows the width
 
-    def _kind(self, layer, node, graph):
+    def at(self, layer, node, graph, axis=None):
         in_shape = graph.shape(node.inputs[0])
         out_shape = graph.shape(node.outputs[0])
         if in_shape[-1] is not None and out_shape[-1] == in_shape[-1]:
-            return PASS_THROUGH
+            return self
         if len(out_shape) == 2 and len(in_shape) > 2:
-            return LAYOUT
+            return _RESHAPE_LAYOUT
         if _split_dims(in_shape, out_shape) is not None:
-            return LAYOUT
+            return _RESHAPE_LAYOUT
         raise unsupported(
             layer,
             f"reshapes {in_shape} to {out_shape}, which mixes the channel axis "
@@ -105,14 +101,33 @@ class ReshapeHandler(PassThroughHandler, LayoutHandler):
             "everything or split the last axis can pass widened channels.",
         )
 
-    def role_of(self, layer, node=None, graph=None, axis=None):
-        return PASS_THROUGH if node is None else self._kind(layer, node, graph)
-
     def channel_axis(self, layer, node, graph):
         return -1  # it keeps, flattens or splits the last axis
 
     def channel_inputs(self, layer, node, graph):
-        self._kind(layer, node, graph)
+        return [0]
+
+    def follow(self, layer, mapping, options, seeds):
+        return _follow_target_shape(layer, mapping)
+
+    def zero_preserving(self, layer):
+        return True
+
+
+class ReshapeLayoutHandler(LayoutHandler):
+    """Reshape that flattens (like Flatten) or splits its input's last axis.
+
+    Splitting (a Dense's units into ``(positions, channels)``) is crossed
+    backwards (`split_positions`): its output channels are the group's and
+    the Dense before it writes them.
+    """
+
+    has_state = True  # its target_shape follows the width
+
+    def channel_axis(self, layer, node, graph):
+        return -1
+
+    def channel_inputs(self, layer, node, graph):
         return [0]
 
     def derive(self, layer, node, graph, mappings):
@@ -149,22 +164,24 @@ class ReshapeHandler(PassThroughHandler, LayoutHandler):
         target[index] = mapping.new_width
         return LayerChange(config={"target_shape": tuple(target)})
 
-    def follow(self, layer, *args):
-        # (layer, mapping, options, seeds) when the last dimension is kept;
-        # (layer, node, graph, mappings, options, seeds) when flattening.
-        if len(args) == 3:
-            new_last = args[0].new_width
-        else:
-            node, graph, mappings = args[:3]
-            new_last = self.derive(layer, node, graph, mappings).new_width
-        target = list(layer.target_shape)
-        if target[-1] == -1:
-            return None
-        target[-1] = new_last
-        return LayerChange(config={"target_shape": tuple(target)})
+    def follow(self, layer, mapping, options, seeds):
+        return _follow_target_shape(layer, mapping)
 
     def zero_preserving(self, layer):
         return True
+
+
+_RESHAPE_LAYOUT = ReshapeLayoutHandler()
+
+
+def _follow_target_shape(layer, mapping):
+    """The last entry of ``target_shape`` (its channels at every flattened
+    position) grown by ``mapping`` (None where it is inferred: -1)."""
+    target = list(layer.target_shape)
+    if target[-1] == -1:
+        return None
+    target[-1] = target[-1] // mapping.old_width * mapping.new_width
+    return LayerChange(config={"target_shape": tuple(target)})
 
 
 def _split_dims(in_shape, out_shape):

@@ -12,8 +12,8 @@ import keras
 
 from keras_net2net.requests import COPY
 from keras_net2net.surgery import handlers as H
+from keras_net2net.surgery.coupling import output_axis
 from keras_net2net.surgery.graph import LayerGraph
-from keras_net2net.surgery.groups import output_axis
 from keras_net2net.surgery.handlers.merging import is_residual_add
 from keras_net2net.surgery.plan.blocks import block_values
 from keras_net2net.surgery.plan.blocks import branch_outside
@@ -244,7 +244,7 @@ def _plan_residual(graph, target, node, handler, taken, name, kernel_size, seed)
     if (
         handler is None
         or not handler.residual_deepening
-        or handler.role_of(target, node, graph) != H.UNITS
+        or handler.at(target, node, graph).role != H.UNITS
     ):
         raise H.unsupported(
             target,

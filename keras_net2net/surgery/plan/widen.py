@@ -1,7 +1,7 @@
 """Planning a widening: the coupling group, one mapping, each member's change.
 
 `plan_widen` finds the coupling group of the widened layer
-(`keras_net2net.surgery.groups`), chooses one mapping for it and asks each
+(`keras_net2net.surgery.coupling`), chooses one mapping for it and asks each
 member's handler for its change; ``"<layer>/<part>"`` targets widen one part
 of a composite layer.
 """
@@ -12,16 +12,14 @@ import keras
 import numpy as np
 
 from keras_net2net.surgery import handlers as H
-from keras_net2net.surgery.channel_group import ChannelGroup
+from keras_net2net.surgery.coupling import find_group
+from keras_net2net.surgery.coupling import split_below
 from keras_net2net.surgery.graph import LayerGraph
-from keras_net2net.surgery.groups import find_group
-from keras_net2net.surgery.groups import split_below
 from keras_net2net.surgery.plan.data import check_rebuildable
 from keras_net2net.surgery.plan.data import seed_stream
 from keras_net2net.surgery.plan.graph_plan import Plan
 from keras_net2net.surgery.sharing import check_shared_calls
 from keras_net2net.transforms import MappingRule
-from keras_net2net.transforms import WidthMapping
 from keras_net2net.transforms import choose_mapping
 from keras_net2net.transforms import satisfies
 
@@ -63,7 +61,7 @@ def _plan_widen(model, request, layer):
         # More heads of a fixed size: the whole stream grows with them.
         options = dataclasses.replace(options, heads=((target.name, units),))
         return _plan_group(graph, target, node, stream, seed, options)
-    role = handler.role_of(target, node, graph)
+    role = handler.at(target, node, graph).role
     if role == H.LAYOUT:
         raise H.unsupported(
             target,
@@ -119,7 +117,7 @@ def _plan_group(graph, target, node, units, seed, options, group=None, label=Non
     mapping = _choose(
         target, units, old_width, _core_rules(group), method == H.RANDOM_PAD, seeds
     )
-    mappings = group_mappings(group, mapping)
+    mappings = group.mappings(mapping)
     check_shared_calls(group, mappings)
     label = label or f"widen '{target.name}' {old_width} -> {units} ({method})"
     plan = Plan(f"{label}, {len(group.layers())} coupled operations")
@@ -138,34 +136,27 @@ def _plan_group(graph, target, node, units, seed, options, group=None, label=Non
             continue
         # A writer before a split writes the split's layout.
         written = mappings.get(writer.outputs[0], mapping)
-        plan.change(
-            writer.op,
-            H.handler_for(writer.op).widen_out(writer.op, written, options, seeds),
-        )
+        handler = group.handler(writer)
+        plan.change(writer.op, handler.widen_out(writer.op, written, options, seeds))
     for reader, position in sorted(group.readers, key=lambda r: (r[0].index, r[1])):
         if not first(id(reader.op), "in", position):
             continue
         key = reader.inputs[position]
         plan.change(
             reader.op,
-            H.handler_for(reader.op).widen_in(
+            group.handler(reader).widen_in(
                 reader.op, mappings[key], options, seeds, position, node=reader
             ),
         )
     for node in sorted(group.passes + group.layouts, key=lambda n: n.index):
         if not first(id(node.op), "pass"):
             continue
-        handler = H.handler_for(node.op)
-        if node in group.layouts:
-            inputs = [mappings.get(k) for k in node.inputs]
-            change = handler.follow(node.op, node, graph, inputs, options, seeds)
-        else:
-            key = next(k for k in node.inputs if k in mappings)
-            change = handler.follow(node.op, mappings[key], options, seeds)
+        key = next(k for k in node.inputs if k in mappings)
+        change = group.handler(node).follow(node.op, mappings[key], options, seeds)
         plan.change(node.op, change)
     for node in group.splits:
         out = node.outputs[0]
-        change = H.handler_for(node.op).follow_split(
+        change = group.handler(node).follow_split(
             node.op, mappings[out], group.axes[out]
         )
         plan.change(node.op, change)
@@ -272,48 +263,3 @@ def _plan_internal(target, handler, units, seed, options):
     plan.change(target, handler.widen_internal(target, mapping, options, seeds))
     plan.details = [plan.description]
     return plan
-
-
-def group_mappings(
-    group: ChannelGroup, mapping: WidthMapping
-) -> dict[int, WidthMapping]:
-    """The mapping of every group tensor, given the core ``mapping``.
-
-    Derived tensors are computed in graph order through their layout nodes
-    (and the pass-throughs on derived tensors). Inputs of a layout node that
-    are not in the group keep their width (identity).
-
-    Returns:
-        ``{tensor key: WidthMapping}``.
-    """
-    graph = group.graph
-    mappings = {key: mapping for key in group.core}
-    # Backwards through splits, to the writer before them.
-    for node in group.splits:
-        handler = H.handler_for(node.op)
-        out = node.outputs[0]
-        positions = handler.split_positions(node.op, node, graph, group.axes[out])
-        assert positions is not None  # checked by find_group
-        outer, inner = positions
-        mappings[node.inputs[0]] = mapping.repeat(inner).expand(outer)
-    for node in sorted(group.passes, key=lambda n: n.index, reverse=True):
-        key = node.inputs[0] if node.inputs else None
-        if key in group.derived and key not in mappings and node.outputs[0] in mappings:
-            mappings[key] = mappings[node.outputs[0]]
-    nodes = sorted(
-        [n for n in group.layouts]
-        + [n for n in group.passes if any(k in group.derived for k in n.outputs)],
-        key=lambda n: n.index,
-    )
-    for node in nodes:
-        inputs = [mappings.get(k) for k in node.inputs]
-        if node in group.layouts:
-            handler = H.handler_for(node.op)
-            out = handler.derive(node.op, node, graph, inputs)
-        else:
-            out = next((m for m in inputs if m is not None), None)
-            if out is None:  # another call's input, not derived here
-                continue
-        for key in node.outputs:
-            mappings[key] = out
-    return mappings

@@ -1,14 +1,63 @@
-"""The data of a coupling group: every operation that shares one channel axis.
+"""What a coupling walk finds: the `ChannelGroup` and the `Edge`s of its layouts.
 
-`keras_net2net.surgery.groups.find_group` finds a group from the graph;
-this module only holds what it finds (see the roles there).
+`keras_net2net.surgery.coupling.find_group` walks the graph; this module only
+holds what it finds (see the roles in the package docstring) and the one
+computation on it: the mapping of every group tensor (`ChannelGroup.mappings`).
 """
+
+from __future__ import annotations
 
 import dataclasses
 from typing import Any
 
 from keras_net2net.surgery.graph import Node
 from keras_net2net.transforms import MappingRule
+from keras_net2net.transforms import WidthMapping
+
+# How an edge carries the mapping to the tensor it reaches.
+SAME = "same"  # a pass-through: the mapping of its source
+DERIVE = "derive"  # a layout crossed forwards: `LayoutHandler.derive`
+SPLIT = "split"  # a split crossed backwards, from its output
+
+
+@dataclasses.dataclass(frozen=True)
+class Edge:
+    """How the group's channels reach a derived tensor: the node crossed and
+    the mapping it carries.
+
+    Attributes:
+        node: the node crossed.
+        carry: `SAME` (a pass-through on a derived tensor, crossed either
+            way: the mapping of ``source``), `DERIVE` (a layout crossed
+            forwards: `LayoutHandler.derive` of its inputs' mappings) or
+            `SPLIT` (a split crossed backwards from its output ``source``:
+            that mapping repeated and expanded over the split's positions,
+            `LayoutHandler.split_positions`).
+        handler: the handler that plays the node (`Handler.at`).
+        source: the tensor whose mapping is carried (None for `DERIVE`:
+            every input's).
+    """
+
+    node: Node
+    carry: str
+    handler: Any
+    source: int | None = None
+
+    def mapping(self, group: ChannelGroup, found: dict) -> WidthMapping | None:
+        """The mapping this edge carries (its sources': `ChannelGroup.mapping_of`)."""
+        node, op = self.node, self.node.op
+        if self.carry == DERIVE:
+            inputs = [group.mapping_of(key, found) for key in node.inputs]
+            return self.handler.derive(op, node, group.graph, inputs)
+        assert self.source is not None  # SAME and SPLIT carry from one tensor
+        source = group.mapping_of(self.source, found)
+        if self.carry == SPLIT and source is not None:
+            axis = group.axes[self.source]
+            positions = self.handler.split_positions(op, node, group.graph, axis)
+            assert positions is not None  # checked by the walk
+            outer, inner = positions
+            return source.repeat(inner).expand(outer)
+        return source
 
 
 @dataclasses.dataclass
@@ -39,6 +88,9 @@ class ChannelGroup:
             Dense's units into positions and channels).
         rules: ``(node, MappingRule, key)``: what a layer needs of the mapping
             of the group tensor ``key`` it reads (`Handler.mapping_rule`).
+        edges: ``{derived tensor key: Edge}``: how the channels reach it.
+        handlers: ``{node index: handler}``: the handler that plays each
+            member node (`Handler.at`, asked once by the walk).
     """
 
     graph: object
@@ -53,6 +105,43 @@ class ChannelGroup:
     layouts: list = dataclasses.field(default_factory=list)
     splits: list = dataclasses.field(default_factory=list)
     rules: list = dataclasses.field(default_factory=list)
+    edges: dict = dataclasses.field(default_factory=dict)
+    handlers: dict = dataclasses.field(default_factory=dict)
+
+    def handler(self, node: Node) -> Any:
+        """The handler that plays member ``node`` in this group."""
+        return self.handlers[node.index]
+
+    def mappings(self, mapping: WidthMapping) -> dict[int, WidthMapping]:
+        """The mapping of every group tensor, given the core ``mapping``.
+
+        Core tensors have ``mapping``; a derived tensor the one its `Edge`
+        carries from its sources. A layout's input outside the group keeps
+        its width (None to `LayoutHandler.derive`: identity); a derived
+        tensor reached from another call of a shared layer, with no edge,
+        has none.
+
+        Returns:
+            ``{tensor key: WidthMapping}``.
+        """
+        found = {key: mapping for key in self.core}
+        for key in self.derived:
+            self.mapping_of(key, found)
+        return found
+
+    def mapping_of(self, key: int, found: dict) -> WidthMapping | None:
+        """The mapping of tensor ``key``, carried through its `Edge` from the
+        mappings ``found`` so far (added to them); None outside the group.
+
+        (A method, not a recursive closure: a closure that calls itself is a
+        reference cycle, which would keep the graph's nodes alive until the
+        next garbage collection, after in-place growth prunes them.)
+        """
+        if key not in found and key in self.edges:
+            carried = self.edges[key].mapping(self, found)
+            if carried is not None:
+                found[key] = carried
+        return found.get(key)
 
     @property
     def merges(self) -> list[Node]:

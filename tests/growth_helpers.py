@@ -165,3 +165,14 @@ def tiny_llama(vocabulary_size=50, learning_rate=1e-3, samples=64, seed=0):
     ids = rng.integers(1, vocabulary_size, (samples, 9)).astype("int32")
     x = {"token_ids": ids[:, :-1], "padding_mask": np.ones((samples, 8), "int32")}
     return model, x, ids[:, 1:]
+
+
+def optimizer_snapshot(optimizer):
+    return [np.array(keras.ops.convert_to_numpy(v)) for v in optimizer.variables]
+
+
+def trained_small(kind):
+    model = small_model(kind)
+    x, y = small_data()
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    return model, x, y

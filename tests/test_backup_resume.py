@@ -9,8 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
+from conftest import TOL
+from growth_helpers import small_data
+from growth_helpers import small_model
+
+import keras_net2net as kn
 
 WORKER = Path(__file__).resolve().parent / "backup_worker.py"
 
@@ -84,3 +90,20 @@ def test_killed_llama_causal_lm_resumes_grown(tmp_path):
     assert final["records"] == ["epoch 1", "epoch 4"]
     assert final["class"] == "LlamaCausalLM" and final["width"] == 32
     assert "transformer_layer_2" in final["layers"]
+
+
+def test_remote_backup_directories_are_refused():
+    model = small_model("functional")
+    x, y = small_data()
+    with pytest.raises(ValueError, match=r"local backup directories only"):
+        model.fit(
+            x,
+            y,
+            epochs=1,
+            verbose=0,
+            callbacks=[
+                keras.callbacks.BackupAndRestore("gs://bucket/run"),
+                kn.GrowModel({1: kn.Widen("fc1", 9)}),
+            ],
+        )
+    assert TOL

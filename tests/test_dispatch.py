@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 from conftest import TOL
 from conftest import randomize_weights
+from growth_helpers import small_data
+from growth_helpers import small_model
 
 import keras_net2net as kn
 from keras_net2net import families
@@ -193,3 +195,14 @@ def test_a_new_operator_is_a_request_class_and_a_planner(monkeypatch):
     assert model.get_layer("fc2").units == 16
     with pytest.raises(TypeError, match=r"subclass of keras_net2net.requests.Request"):
         dispatch.register_planner(dict, plan_double)
+
+
+def test_validation_and_dry_runs_do_not_compile():
+    model = small_model("functional")
+    model.compile("sgd", loss=lambda y, p: keras.ops.mean((y - p) ** 2))
+    x, y = small_data()
+    y = np.eye(3)[y].astype("float32")
+    assert "changes:" in kn.describe_growth(model, kn.Widen("fc1", 9))
+    grow = kn.GrowModel({1: kn.Widen("fc1", 9)})
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=[grow])
+    assert model.get_layer("fc1").units == 9

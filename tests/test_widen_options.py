@@ -115,3 +115,16 @@ def test_exact_copies_stay_identical_under_adam_and_noise_breaks_them():
         )
     assert spread[0.0] <= 1e-6  # 12 Adam steps later, still exact copies
     assert spread[1e-2] > 1e-4
+
+
+def test_random_pad_heads_use_the_pad_distribution():
+    tokens = keras.Input((5,), dtype="int32")
+    x = L.Embedding(10, 8, name="embed")(tokens)
+    h = L.MultiHeadAttention(2, 4, name="mha")(x, x)
+    model = keras.Model(tokens, L.Dense(2)(L.GlobalAveragePooling1D()(L.Add()([x, h]))))
+    wide = kn.widen(model, "mha", 6, method="random-pad", pad_std=0.5, pad_bias=0.25)
+    query_kernel, query_bias = [
+        keras.ops.convert_to_numpy(v) for v in wide.get_layer("mha").weights[:2]
+    ]
+    np.testing.assert_allclose(query_bias[2:], 0.25)
+    assert abs(query_kernel[:, 2:].std() - 0.5) < 0.15

@@ -8,7 +8,7 @@ from conftest import assert_unchanged
 from conftest import build
 from conftest import randomize_weights
 from conftest import snapshot
-from test_surgery import Doubler
+from test_widen_deepen import Doubler
 
 import keras_net2net as kn
 from keras_net2net.surgery import apply_requests
@@ -299,3 +299,15 @@ def test_unchanged_layers_that_do_not_round_trip_are_copied_or_named():
     )
     with pytest.raises(ValueError, match=r"'u' \(Unbuildable\) is not changed"):
         kn.deepen(broken, after="d", residual=True)
+
+
+def test_branch_ending_in_sigmoid_is_refused_not_changed():
+    inputs = keras.Input((4,))
+    x = L.Dense(4, name="a")(inputs)
+    h = L.Dense(4, activation="sigmoid", name="gate")(x)
+    x = L.Add(name="add")([x, h])
+    model = randomize_weights(keras.Model(inputs, L.Dense(2)(x)))
+    before = snapshot(model)
+    with pytest.raises(ValueError, match=r"'gate'.*does not map zeros to zeros"):
+        kn.deepen(model, after="add")
+    assert_unchanged(model, before)

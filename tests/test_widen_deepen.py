@@ -1,3 +1,7 @@
+"""`widen` and `deepen` (keras_net2net/surgery/api.py) on chains, branches and
+nested models: the function is kept, noise and random padding behave as
+documented, names stay unique, a compiled model gives a compiled copy."""
+
 import keras
 import numpy as np
 import pytest
@@ -279,3 +283,24 @@ def test_mnist_teacher_operations_preserve_function(kind, capsys):
             diff = kn.max_output_difference(teacher, student, x)
             print(f"  [{kind}] {label}: max |difference| = {diff:.3g}")
             assert diff <= TOL, label
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+def test_nested_functional_in_sequential_takes_the_wider_input(in_place):
+    inner_in = keras.Input((6,))
+    h = L.Dense(5, activation="relu", name="inner_hidden")(inner_in)
+    inner = keras.Model(inner_in, L.Add()([h, L.Dense(5)(inner_in)]), name="inner")
+    model = keras.Sequential(
+        [keras.Input((4,)), L.Dense(6, name="fc1"), inner, L.Dense(2, name="out")]
+    )
+    randomize_weights(model)
+    x = np.random.default_rng(0).normal(size=(3, 4)).astype("float32")
+    before = keras.ops.convert_to_numpy(model(x))
+    if in_place:
+        kn.grow_in_place(model, [kn.Widen("fc1", 9), kn.Widen("inner_hidden", 7)])
+        grown = model
+    else:
+        grown = kn.widen(kn.widen(model, "fc1", 9), "inner_hidden", 7)
+    after = keras.ops.convert_to_numpy(grown(x))
+    assert np.max(np.abs(after - before)) <= TOL * np.max(np.abs(before))
+    assert grown.get_layer("inner").input.shape[-1] == 9

@@ -72,7 +72,7 @@ def test_grow_wider_and_deeper_in_one_fit(kind, tmp_path):
     assert [r.step for r in grow.records] == [4, 8]
     assert history.history["growth_events"] == [0, 0, 1, 1, 2, 2]
     assert history.history["num_params"][2] > history.history["num_params"][1]
-    assert "widen 'conv1' 64 -> 128" in grow.records[0].operations[0]
+    assert "widen 'conv1' 64 -> 128" in grow.records[0].requests[0]
     # save / load / continue
     path = tmp_path / "grown.keras"
     model.save(path)

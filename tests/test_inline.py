@@ -355,7 +355,7 @@ def test_grow_model_grows_through_a_traced_layer_inside_fit(tmp_path):
     grow = kn.GrowModel({kn.AtStep(2): kn.Widen("tokens", 16)})
     model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[grow])
     (record,) = grow.records
-    assert "TransformerBlock" in record.operations[0]
+    assert "TransformerBlock" in record.requests[0]
     assert model.get_layer("tokens").output_dim == 16
     model.save(tmp_path / "grown.keras")
     loaded = keras.saving.load_model(tmp_path / "grown.keras")

@@ -90,4 +90,7 @@ def test_old_operations_keyword_still_works_with_a_warning():
         kn.grow_in_place(model, [], operations=[])
     with pytest.raises(TypeError, match=r"missing the argument `requests`"):
         kn.describe_growth(model)
+    record = kn.GrowthRecord(0, 1, "step 1", ("widen 'fc1' 4 -> 6",), 10, 14)
+    with pytest.warns(DeprecationWarning, match=r"GrowthRecord\.requests"):
+        assert record.operations == record.requests
     assert model.get_layer("fc1").units == 6

@@ -97,4 +97,4 @@ def test_step_events_due_at_one_execution_boundary_apply_in_order():
     assert model.get_layer("fc1").units == 12
     (record,) = grow.records
     assert record.step == 6
-    assert "6 -> 9" in record.operations[0] and "9 -> 12" in record.operations[1]
+    assert "6 -> 9" in record.requests[0] and "9 -> 12" in record.requests[1]

@@ -46,14 +46,14 @@ class GrowthRecord:
     ```python
     grow = GrowModel({1: Widen("fc1", 128)})
     model.fit(x, y, epochs=3, callbacks=[grow])
-    print(grow.records[0].describe())  # epoch, step, trigger, operations, params
+    print(grow.records[0].describe())  # epoch, step, trigger, requests, params
     ```
 
     Attributes:
         epoch: epoch index (0-based) at whose start or during which it happened.
         step: global training step (0-based) before which it happened.
         trigger: why (e.g. ``"epoch 2"``, ``"plateau of val_loss (patience 1)"``).
-        operations: one description per operation.
+        requests: one description per request (what it grew).
         params_before: ``model.count_params()`` before.
         params_after: ``model.count_params()`` after.
     """
@@ -61,15 +61,25 @@ class GrowthRecord:
     epoch: int
     step: int
     trigger: str
-    operations: tuple[str, ...]
+    requests: tuple[str, ...]
     params_before: int
     params_after: int
 
+    @property
+    def operations(self) -> tuple[str, ...]:
+        """The old name of ``requests`` (deprecated)."""
+        warnings.warn(
+            "GrowthRecord.operations is deprecated; it is now GrowthRecord.requests.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.requests
+
     def describe(self) -> str:
-        ops = "; ".join(self.operations)
+        grown = "; ".join(self.requests)
         return (
             f"GrowModel: epoch {self.epoch}, step {self.step} ({self.trigger}): "
-            f"{ops}; params {self.params_before:,} -> {self.params_after:,}"
+            f"{grown}; params {self.params_before:,} -> {self.params_after:,}"
         )
 
 
@@ -405,7 +415,7 @@ class GrowModel(keras.callbacks.Callback):
             epoch=self._epoch,
             step=self._step,
             trigger=", ".join(e.trigger.describe() for e in events),
-            operations=tuple(result.descriptions),
+            requests=tuple(result.descriptions),
             params_before=before,
             params_after=model.count_params(),
         )
@@ -462,7 +472,10 @@ class GrowModel(keras.callbacks.Callback):
         for index in range(1, stage + 1):
             self._grow(log.stages[index]["events"], restoring=True)
         for record in log.records[:stage]:
-            record = dict(record, operations=tuple(record["operations"]))
+            record = dict(record)
+            if "operations" in record:  # a log written before 0.2.0
+                record["requests"] = record.pop("operations")
+            record["requests"] = tuple(record["requests"])
             self._add_record(GrowthRecord(**record))
         log.truncate(stage)
         self._log = log

@@ -176,10 +176,8 @@ def _after_attention(graph, block):
     return _has_attention(before)
 
 
-def plan_block(
-    graph, target, node, taken, name, init, seed, blocks=1, method=H.IDENTITY
-):
-    """Copy the ``blocks`` residual blocks that end at the Add ``node``.
+def plan_block(site, request):
+    """Copy the ``request.blocks`` residual blocks that end at the Add ``site.node``.
 
     ``method="random"``: nothing is zeroed, so the copy changes the function
     (the baseline: blocks stacked without a zeroed projection).
@@ -190,6 +188,13 @@ def plan_block(
     Transformer block (2) where a block without attention directly follows
     one with attention, else 1.
     """
+    graph, target, node, taken = site.graph, site.target, site.node, site.taken
+    name, init, blocks, method = (
+        request.name,
+        request.init,
+        request.blocks,
+        request.method,
+    )
     chain = [_residual_block(graph, node)]
     whole = blocks is None
     if blocks is None:

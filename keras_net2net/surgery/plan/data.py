@@ -71,6 +71,25 @@ class Insertion:
         return cls(calls, ref, layers, [layer for layer, _ in layers])
 
 
+@dataclasses.dataclass
+class Site:
+    """Where a deepening inserts: after ``target``'s call ``node``.
+
+    Attributes:
+        graph: the model's `LayerGraph`.
+        target: the layer the new layers follow.
+        node: its call they follow (a shared layer's first).
+        handler: its handler (None for an unsupported type).
+        taken: the layer names already in the model (new names avoid them).
+    """
+
+    graph: Any
+    target: Any
+    node: Any
+    handler: Any
+    taken: set
+
+
 def check_rebuildable(graph):
     """Refuse a model with a layer called inside a nested model and outside it.
 

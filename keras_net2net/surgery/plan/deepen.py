@@ -22,6 +22,7 @@ from keras_net2net.surgery.plan.blocks import plan_block
 from keras_net2net.surgery.plan.data import OUT
 from keras_net2net.surgery.plan.data import Call
 from keras_net2net.surgery.plan.data import Insertion
+from keras_net2net.surgery.plan.data import Site
 from keras_net2net.surgery.plan.data import check_rebuildable
 from keras_net2net.surgery.plan.data import insert_after
 from keras_net2net.surgery.plan.data import output_swap
@@ -45,24 +46,14 @@ def plan_deepen(model, request, *, layer=None):
 
 
 def _plan_deepen(model, request, after):
-    if after is None:
-        after = request.after
-    method, kernel_size, seed = request.method, request.kernel_size, request.seed
-    name, residual, init, blocks = (
-        request.name,
-        request.residual,
-        request.init,
-        request.blocks,
-    )
-    whole = blocks  # None: the whole (Transformer) block at an Add
-    blocks = 1 if blocks is None else blocks
     graph = LayerGraph(model)
     check_rebuildable(graph)
-    target = graph.get(after, argument="after")
+    target = graph.get(request.after if after is None else after, argument="after")
     handler = H.get_handler(target)
     if handler is not None:
         handler.check(target)
     calls = graph.calls(target)
+    residual = request.residual
     if len(calls) > 1 and _shared_insertion(graph, target, handler, calls, residual):
         # A shared layer (one network applied to two inputs): one identity
         # layer (or residual branch), shared too, follows every call.
@@ -72,60 +63,77 @@ def _plan_deepen(model, request, after):
         if residual or is_residual_add(target):
             what = "be followed by a residual branch or a block"
         node = single_call(graph, target, what)
-    taken = graph.names()
-    if name is not None and name in taken:
+    site = Site(graph, target, node, handler, graph.names())
+    if request.name is not None and request.name in site.taken:
         raise ValueError(
-            f"`name`: model '{model.name}' already has a layer named '{name}'."
+            f"`name`: model '{model.name}' already has a layer named '{request.name}'."
         )
     if residual or is_residual_add(target):
-        if isinstance(model, keras.Sequential):
-            raise H.unsupported(
-                target,
-                "is in a Sequential model, which cannot hold the Add of a "
-                "residual branch; build the model with the Functional API to "
-                "deepen it with residual branches or blocks.",
-            )
-        if node.path and isinstance(node.path[-1], keras.Sequential):
-            raise H.unsupported(
-                target,
-                f"is inside the nested Sequential model '{node.path[-1].name}', "
-                "which cannot hold the Add of a residual branch; build it with "
-                "the Functional API to deepen it with residual branches or "
-                "blocks.",
-            )
-    outside = None
-    if is_residual_add(target) and blocks == 1 and not residual:
-        outside = branch_outside(graph, node)
-    if is_residual_add(target) and (
-        residual
-        or (blocks == 1 and no_identity_shortcut(graph, node))
-        or outside is not None
-    ):
-        if blocks != 1:
-            raise H.unsupported(
-                target,
-                f"is followed by one new residual branch with residual=True; "
-                f"`blocks`={blocks} applies to block copies only.",
-            )
-        if method != H.IDENTITY:
-            raise ValueError(
-                f"`method`: after '{target.name}' deepen() inserts a residual "
-                "branch that starts at zero; method='random' does not apply to "
-                f"it. Received: method={method!r}. Valid: method='identity'."
-            )
-        why = None
-        if outside is not None:
-            why = (
-                f"the block it closes cannot be copied ('{outside.name}' of its "
-                "branch is in another model than the Add)"
-            )
-        return _plan_stream_block(
-            graph, target, node, taken, name, kernel_size, seed, why
-        )
+        _check_room_for_an_add(model, site)
     if is_residual_add(target):
-        return plan_block(
-            graph, target, node, taken, name, init, seed, whole, method=method
+        return _plan_after_add(site, request)
+    return _plan_after_layer(model, site, request)
+
+
+def _check_room_for_an_add(model, site):
+    if isinstance(model, keras.Sequential):
+        raise H.unsupported(
+            site.target,
+            "is in a Sequential model, which cannot hold the Add of a "
+            "residual branch; build the model with the Functional API to "
+            "deepen it with residual branches or blocks.",
         )
+    path = site.node.path
+    if path and isinstance(path[-1], keras.Sequential):
+        raise H.unsupported(
+            site.target,
+            f"is inside the nested Sequential model '{path[-1].name}', "
+            "which cannot hold the Add of a residual branch; build it with "
+            "the Functional API to deepen it with residual branches or "
+            "blocks.",
+        )
+
+
+def _plan_after_add(site, request):
+    """After a residual Add: a copy of the blocks it closes, or a new block."""
+    target, node = site.target, site.node
+    blocks = 1 if request.blocks is None else request.blocks
+    outside = None
+    if blocks == 1 and not request.residual:
+        outside = branch_outside(site.graph, node)
+    new_block = (
+        request.residual
+        or (blocks == 1 and no_identity_shortcut(site.graph, node))
+        or outside is not None
+    )
+    if not new_block:
+        return plan_block(site, request)
+    if blocks != 1:
+        raise H.unsupported(
+            target,
+            f"is followed by one new residual branch with residual=True; "
+            f"`blocks`={blocks} applies to block copies only.",
+        )
+    if request.method != H.IDENTITY:
+        raise ValueError(
+            f"`method`: after '{target.name}' deepen() inserts a residual "
+            "branch that starts at zero; method='random' does not apply to "
+            f"it. Received: method={request.method!r}. Valid: method='identity'."
+        )
+    why = None
+    if outside is not None:
+        why = (
+            f"the block it closes cannot be copied ('{outside.name}' of its "
+            "branch is in another model than the Add)"
+        )
+    return _plan_stream_block(site, request, why)
+
+
+def _plan_after_layer(model, site, request):
+    """After any other layer: a copy of a block layer, a residual branch
+    that starts at zero, or an identity layer (Net2DeeperNet)."""
+    target, handler, residual = site.target, site.handler, request.residual
+    blocks = 1 if request.blocks is None else request.blocks
     if handler is not None and handler.copies_itself and not residual:
         if blocks != 1:
             raise H.unsupported(
@@ -133,13 +141,14 @@ def _plan_deepen(model, request, after):
                 f"is a Transformer block layer; `blocks`={blocks} is not "
                 "supported for it (deepen after it once per new block).",
             )
-        return _plan_layer_copy(graph, target, node, handler, taken, name, init, method)
+        return _plan_layer_copy(site, request)
     if blocks != 1:
         raise H.unsupported(
             target,
             f"is not a residual Add; `blocks`={blocks} only applies when "
             "deepening after an Add that closes residual blocks.",
         )
+    method = request.method
     if residual and method != H.IDENTITY:
         raise ValueError(
             f"`method`: a residual branch after '{target.name}' always starts "
@@ -150,17 +159,22 @@ def _plan_deepen(model, request, after):
     blocker = None
     if not residual and method == H.IDENTITY and handler is not None:
         blocker = handler.identity_blocker(target)
+    path = site.node.path
     in_sequential = isinstance(model, keras.Sequential) or (
-        node.path and isinstance(node.path[-1], keras.Sequential)
+        path and isinstance(path[-1], keras.Sequential)
     )
     automatic = blocker is not None and getattr(handler, "residual_deepening", False)
     if residual or (automatic and not in_sequential):
-        plan = _plan_residual(
-            graph, target, node, handler, taken, name, kernel_size, seed
-        )
+        plan = _plan_residual(site, request)
         if blocker is not None:  # chosen on its own: say why
             plan.description += f" (an identity layer is not exact after {blocker})"
         return plan
+    return _plan_identity_layer(model, site, request)
+
+
+def _plan_identity_layer(model, site, request):
+    """An identity copy of the layer after it (Net2DeeperNet)."""
+    graph, target, node, handler = site.graph, site.target, site.node, site.handler
     if handler is None or not handler.identity_deepening:
         raise H.unsupported(
             target,
@@ -188,12 +202,17 @@ def _plan_deepen(model, request, after):
             "model); deepen() inserts after the first output of such a layer "
             "only inside a Functional graph.",
         )
-    new_name = unique_name(name or f"{target.name}_deeper", taken)
+    new_name = unique_name(request.name or f"{target.name}_deeper", site.taken)
     final_name, rename = output_swap(graph, node, new_name)
     if several:
         final_name, rename = new_name, None  # the first output is not an output
+    method = request.method
     new_layer, values = handler.deeper_layer(
-        target, final_name, method=method, kernel_size=kernel_size, seed=seed
+        target,
+        final_name,
+        method=method,
+        kernel_size=request.kernel_size,
+        seed=request.seed,
     )
     plan = Plan(
         f"deepen after '{target.name}': insert '{final_name}' "
@@ -211,19 +230,20 @@ def _plan_deepen(model, request, after):
     return plan
 
 
-def _plan_layer_copy(graph, target, node, handler, taken, name, init, method):
+def _plan_layer_copy(site, request):
     """Insert a copy of a whole-block layer that starts as the identity.
 
     ``method="random"``: nothing is zeroed (the not function-preserving
     baseline).
     """
+    target, node, handler, init = site.target, site.node, site.handler, request.init
     handler.check_copy(target)
-    new_name = unique_name(name or f"{target.name}_copy", taken)
-    final_name, rename = output_swap(graph, node, new_name)
+    new_name = unique_name(request.name or f"{target.name}_copy", site.taken)
+    final_name, rename = output_swap(site.graph, node, new_name)
     config = target.get_config()
     config["name"] = final_name
     clone = type(target).from_config(config)
-    zero = method == H.IDENTITY
+    zero = request.method == H.IDENTITY
     values = block_values(target, zero, handler, init)
     # The same call on the stream; masks and other inputs stay as they were.
     insertion = Insertion([Call(clone, like=node, fill={0: OUT})], clone.name, [])
@@ -240,7 +260,8 @@ def _plan_layer_copy(graph, target, node, handler, taken, name, init, method):
     return plan
 
 
-def _plan_residual(graph, target, node, handler, taken, name, kernel_size, seed):
+def _plan_residual(site, request):
+    graph, target, node, handler = site.graph, site.target, site.node, site.handler
     if (
         handler is None
         or not handler.residual_deepening
@@ -251,13 +272,14 @@ def _plan_residual(graph, target, node, handler, taken, name, kernel_size, seed)
             "cannot be followed by a residual branch: residual=True inserts "
             "after Dense and Conv1D/2D/3D layers.",
         )
+    name, taken = request.name, site.taken
     base = name or f"{target.name}_residual"
     names = [unique_name(f"{base}_{part}", taken) for part in ("expand", "project")]
     add_name, rename = output_swap(
         graph, node, unique_name(base if name else f"{base}_add", taken)
     )
     expand, project = handler.residual_layers(
-        target, names, kernel_size=kernel_size, seed=seed
+        target, names, kernel_size=request.kernel_size, seed=request.seed
     )
     add = keras.layers.Add(name=add_name, dtype=getattr(target, "dtype_policy", None))
     calls = [
@@ -279,7 +301,7 @@ _STREAM_LAYERS = {2: keras.layers.Dense, 3: keras.layers.Conv1D}
 _STREAM_LAYERS.update({4: keras.layers.Conv2D, 5: keras.layers.Conv3D})
 
 
-def _plan_stream_block(graph, target, node, taken, name, kernel_size, seed, why=None):
+def _plan_stream_block(site, request, why=None):
     """After an Add: ``x + project(relu(expand(x)))`` with ``project`` at zero.
 
     A new block on the stream, for an Add that closes no identity-shortcut
@@ -287,6 +309,13 @@ def _plan_stream_block(graph, target, node, taken, name, kernel_size, seed, why=
     vector stream) or Conv layers (``"same"`` padding, channels last; kernel
     3 over images and volumes, 1 over sequences), as wide as the stream.
     """
+    graph, target, node = site.graph, site.target, site.node
+    name, taken, kernel_size, seed = (
+        request.name,
+        site.taken,
+        request.kernel_size,
+        request.seed,
+    )
     why = why or (
         "it closes no identity-shortcut block to copy (a projection shortcut or "
         "a skip connection)"

@@ -144,8 +144,8 @@ class Handler:
         grouped Conv in its depthwise form passes channels through) is
         registered with the handler of its usual part, which answers here
         the handler of another role where the call needs one. The group walk
-        asks once per call and keeps the answer (`ChannelGroup.handlers`).
-        Defaults to ``self``.
+        asks once per call, after the registered handler's `check`, and keeps
+        the answer (`ChannelGroup.handlers`). Defaults to ``self``.
 
         ``axis`` is the channel axis (counted from the end) of the group
         tensor the node is reached on, when known.

@@ -217,23 +217,7 @@ class ConvHandler(DenseHandler):
         return layer.kernel_initializer, {"kernel": IdentityConvInit()}
 
     def _deeper_extra(self, layer, kernel_size):
-        if kernel_size is None:  # after's kernel size, rounded up to odd
-            kernel_size = tuple(k + 1 - k % 2 for k in layer.kernel_size)
-        elif isinstance(kernel_size, int):
-            kernel_size = (kernel_size,) * len(layer.kernel_size)
-        if len(kernel_size) != len(layer.kernel_size):
-            raise ValueError(
-                f"`kernel_size` for a layer after '{layer.name}' must have "
-                f"{len(layer.kernel_size)} entries. Received: kernel_size={kernel_size}"
-            )
-        try:
-            kernel_size = check_identity_kernel_size(kernel_size)
-        except ValueError as error:
-            raise unsupported(
-                layer,
-                f"cannot be followed by an identity convolution: {error}. "
-                "Pass an odd `kernel_size` to deepen().",
-            ) from None
+        kernel_size = identity_kernel_size(layer, kernel_size)
         extra = dict(
             kernel_size=kernel_size,
             strides=1,
@@ -268,28 +252,56 @@ def identity_dense(layer, width, name, method, seed):
     return dense, None
 
 
+def identity_kernel_size(layer, kernel_size):
+    """The kernel size of an identity convolution after ``layer``: ``kernel_size``
+    (an int or a tuple), or ``layer``'s rounded up to odd; refused by name
+    where no identity kernel of that size exists."""
+    if kernel_size is None:  # after's kernel size, rounded up to odd
+        kernel_size = tuple(k + 1 - k % 2 for k in layer.kernel_size)
+    elif isinstance(kernel_size, int):
+        kernel_size = (kernel_size,) * len(layer.kernel_size)
+    if len(kernel_size) != len(layer.kernel_size):
+        raise ValueError(
+            f"`kernel_size` for a layer after '{layer.name}' must have "
+            f"{len(layer.kernel_size)} entries. Received: kernel_size={kernel_size}"
+        )
+    try:
+        return check_identity_kernel_size(kernel_size)
+    except ValueError as error:
+        raise unsupported(
+            layer,
+            f"cannot be followed by an identity convolution: {error}. "
+            "Pass an odd `kernel_size` to deepen().",
+        ) from None
+
+
+def per_channel_change(layer, mapping, options, seeds, axis=-1, multiplier=1):
+    """A depthwise kernel and its bias copied with the channels (no division).
+
+    ``axis``: the kernel's channel axis; ``multiplier``: output channels per
+    input channel (the bias is ``(C * multiplier,)``).
+    """
+    check_elementwise_activation(
+        layer, layer.activation, "its output cannot be widened"
+    )
+    change = LayerChange()
+    change.add("kernel", options.writer(mapping, seeds, axis, noise=False))
+    if layer.use_bias:
+        out = mapping if multiplier == 1 else mapping.repeat(multiplier)
+        change.add("bias", copy_transform(out, fill=options.request.pad_bias))
+    return change
+
+
 class GroupedDepthwiseHandler(PassThroughHandler):
     """A Conv with ``groups == filters == input channels``: a pass-through
     whose kernel and bias are copied with the channels (no division), its
     ``filters`` and ``groups`` following the new width."""
 
-    has_state = True
-
-    def check(self, layer):
-        check_plain_float(layer)
-
-    def channel_inputs(self, layer, node, graph):
-        return [0]
+    has_state = True  # (`check` is the registered handler's, asked first)
 
     def follow(self, layer, mapping, options, seeds):
-        check_elementwise_activation(
-            layer, layer.activation, "its output cannot be widened"
-        )
-        width = mapping.new_width
-        change = LayerChange(config={"filters": width, "groups": width})
-        change.add("kernel", options.writer(mapping, seeds, noise=False))
-        if layer.use_bias:
-            change.add("bias", copy_transform(mapping, fill=options.request.pad_bias))
+        change = per_channel_change(layer, mapping, options, seeds)
+        change.config.update(filters=mapping.new_width, groups=mapping.new_width)
         return change
 
     def zero_preserving(self, layer):

@@ -22,12 +22,13 @@ from keras_net2net.surgery.handlers.base import UnitsHandler
 from keras_net2net.surgery.handlers.base import copy_transform
 from keras_net2net.surgery.handlers.base import unsupported
 from keras_net2net.surgery.handlers.core import check_plain_float
+from keras_net2net.surgery.handlers.core import identity_kernel_size
+from keras_net2net.surgery.handlers.core import per_channel_change
 from keras_net2net.surgery.handlers.core import zero_kernel_and_bias
 from keras_net2net.surgery.handlers.elementwise import IDEMPOTENT_ACTIVATIONS
 from keras_net2net.surgery.handlers.elementwise import ZERO_PRESERVING_ACTIVATIONS
 from keras_net2net.surgery.handlers.elementwise import activation_name
 from keras_net2net.surgery.handlers.elementwise import check_elementwise_activation
-from keras_net2net.transforms import check_identity_kernel_size
 
 
 class _CentreTap(keras.initializers.Initializer):
@@ -39,26 +40,6 @@ class _CentreTap(keras.initializers.Initializer):
         centre = tuple(k // 2 for k in shape[:-2])
         kernel[centre] = 1.0 if shape[-1] == 1 else np.eye(shape[-2], shape[-1])
         return kernel
-
-
-def _identity_kernel_size(layer, kernel_size):
-    if kernel_size is None:  # after's kernel size, rounded up to odd
-        kernel_size = tuple(k + 1 - k % 2 for k in layer.kernel_size)
-    elif isinstance(kernel_size, int):
-        kernel_size = (kernel_size,) * len(layer.kernel_size)
-    if len(kernel_size) != len(layer.kernel_size):
-        raise ValueError(
-            f"`kernel_size` for a layer after '{layer.name}' must have "
-            f"{len(layer.kernel_size)} entries. Received: kernel_size={kernel_size}"
-        )
-    try:
-        return check_identity_kernel_size(kernel_size)
-    except ValueError as error:
-        raise unsupported(
-            layer,
-            f"cannot be followed by an identity convolution: {error}. "
-            "Pass an odd `kernel_size` to deepen().",
-        ) from None
 
 
 def _check_identity_activation(layer, method):
@@ -106,7 +87,7 @@ class DepthwiseHandler(PassThroughHandler):
 
     def deeper_layer(self, layer, name, *, method, kernel_size=None, seed=None):
         _check_identity_activation(layer, method)
-        kernel_size = _identity_kernel_size(layer, kernel_size)
+        kernel_size = identity_kernel_size(layer, kernel_size)
         new = type(layer)(
             kernel_size=kernel_size,
             depth_multiplier=1,
@@ -125,15 +106,9 @@ class DepthwiseHandler(PassThroughHandler):
 
 def _depthwise_change(layer, mapping, options, seeds):
     """The kernel ``(*k, C, m)`` and bias ``(C * m,)`` copied with the channels."""
-    check_elementwise_activation(
-        layer, layer.activation, "its output cannot be widened"
+    return per_channel_change(
+        layer, mapping, options, seeds, -2, layer.depth_multiplier
     )
-    change = LayerChange()
-    change.add("kernel", options.writer(mapping, seeds, -2, noise=False))
-    if layer.use_bias:
-        expanded = mapping.repeat(layer.depth_multiplier)
-        change.add("bias", copy_transform(expanded, fill=options.request.pad_bias))
-    return change
 
 
 class DepthwiseMultiplierHandler(LayoutHandler):
@@ -143,13 +118,7 @@ class DepthwiseMultiplierHandler(LayoutHandler):
     (`WidthMapping.repeat`).
     """
 
-    has_state = True
-
-    def check(self, layer):
-        check_plain_float(layer)
-
-    def channel_inputs(self, layer, node, graph):
-        return [0]
+    has_state = True  # (`check` is the registered handler's, asked first)
 
     def derive(self, layer, node, graph, mappings):
         return mappings[0].repeat(layer.depth_multiplier)
@@ -218,7 +187,7 @@ class SeparableHandler(UnitsHandler):
 
     def deeper_layer(self, layer, name, *, method, kernel_size=None, seed=None):
         _check_identity_activation(layer, method)
-        kernel_size = _identity_kernel_size(layer, kernel_size)
+        kernel_size = identity_kernel_size(layer, kernel_size)
         new = type(layer)(
             filters=layer.filters,
             kernel_size=kernel_size,

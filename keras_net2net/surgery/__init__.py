@@ -2,7 +2,7 @@
 
 * `graph`: a read-only, tensor-level view of a model's graph (`LayerGraph`).
 * `handlers`: per-operation-type handlers, the one place to add a layer type.
-* `groups`: coupling groups, every operation that shares a channel axis.
+* `coupling`: coupling groups, every operation that shares a channel axis.
 * `plan`: turning `widen`/`deepen` requests into changes, all validated.
 * `apply`: building the grown model of a graph plan.
 * `dispatch`: the one growth path, from requests to a grown model.
@@ -27,6 +27,8 @@ from keras_net2net.surgery.handlers import LayerChange
 from keras_net2net.surgery.handlers import LayoutHandler
 from keras_net2net.surgery.handlers import PassThroughHandler
 from keras_net2net.surgery.handlers import UnitsHandler
+from keras_net2net.surgery.handlers import copy_transform
+from keras_net2net.surgery.handlers import divide_transform
 from keras_net2net.surgery.handlers import get_handler
 from keras_net2net.surgery.handlers import register_handler
 
@@ -43,9 +45,11 @@ __all__ = [
     "Widen",
     "apply_requests",
     "check_request",
+    "copy_transform",
     "coupled_layers",
     "deepen",
     "describe_growth",
+    "divide_transform",
     "get_handler",
     "max_output_difference",
     "register_handler",

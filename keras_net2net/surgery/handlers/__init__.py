@@ -32,6 +32,15 @@ from typing import Any
 
 import keras
 
+from keras_net2net.requests import CONSUMERS
+from keras_net2net.requests import COPIES
+from keras_net2net.requests import DEEPEN_METHODS
+from keras_net2net.requests import IDENTITY
+from keras_net2net.requests import NET2WIDER
+from keras_net2net.requests import NOISE_TARGETS
+from keras_net2net.requests import RANDOM
+from keras_net2net.requests import RANDOM_PAD
+from keras_net2net.requests import WIDEN_METHODS
 from keras_net2net.surgery.handlers import activations
 from keras_net2net.surgery.handlers import applications
 from keras_net2net.surgery.handlers import attention
@@ -43,33 +52,26 @@ from keras_net2net.surgery.handlers import normalization
 from keras_net2net.surgery.handlers import ops
 from keras_net2net.surgery.handlers import recurrent
 from keras_net2net.surgery.handlers import reshaping
-from keras_net2net.surgery.handlers.base import CONSUMERS
-from keras_net2net.surgery.handlers.base import COPIES
-from keras_net2net.surgery.handlers.base import DEEPEN_METHODS
 from keras_net2net.surgery.handlers.base import DERIVED
-from keras_net2net.surgery.handlers.base import IDENTITY
 from keras_net2net.surgery.handlers.base import LAYOUT
-from keras_net2net.surgery.handlers.base import NET2WIDER
-from keras_net2net.surgery.handlers.base import NOISE_TARGETS
 from keras_net2net.surgery.handlers.base import PASS_THROUGH
-from keras_net2net.surgery.handlers.base import RANDOM
-from keras_net2net.surgery.handlers.base import RANDOM_PAD
 from keras_net2net.surgery.handlers.base import SAME
 from keras_net2net.surgery.handlers.base import UNITS
-from keras_net2net.surgery.handlers.base import WIDEN_METHODS
 from keras_net2net.surgery.handlers.base import Handler
-from keras_net2net.surgery.handlers.base import LayerChange
 from keras_net2net.surgery.handlers.base import LayoutHandler
-from keras_net2net.surgery.handlers.base import NoHandler
 from keras_net2net.surgery.handlers.base import PassThroughHandler
 from keras_net2net.surgery.handlers.base import UnitsHandler
-from keras_net2net.surgery.handlers.base import Widening
-from keras_net2net.surgery.handlers.base import describe
-from keras_net2net.surgery.handlers.base import format_axis
-from keras_net2net.surgery.handlers.base import input_rank
-from keras_net2net.surgery.handlers.base import negative_axis
-from keras_net2net.surgery.handlers.base import unsupported
-from keras_net2net.surgery.handlers.base import variable_positions
+from keras_net2net.surgery.handlers.change import LayerChange
+from keras_net2net.surgery.handlers.change import Widening
+from keras_net2net.surgery.handlers.change import copy_transform
+from keras_net2net.surgery.handlers.change import divide_transform
+from keras_net2net.surgery.handlers.change import variable_positions
+from keras_net2net.surgery.handlers.common import NoHandler
+from keras_net2net.surgery.handlers.common import describe
+from keras_net2net.surgery.handlers.common import format_axis
+from keras_net2net.surgery.handlers.common import input_rank
+from keras_net2net.surgery.handlers.common import negative_axis
+from keras_net2net.surgery.handlers.common import unsupported
 
 __all__ = [
     "format_axis",
@@ -96,7 +98,9 @@ __all__ = [
     "UnitsHandler",
     "WIDEN_METHODS",
     "Widening",
+    "copy_transform",
     "describe",
+    "divide_transform",
     "get_handler",
     "handler_at",
     "handler_for",

@@ -9,10 +9,10 @@ another axis. ``PReLU``'s per-channel slopes are copied with the channels.
 
 import keras
 
-from keras_net2net.surgery.handlers.base import LayerChange
 from keras_net2net.surgery.handlers.base import PassThroughHandler
-from keras_net2net.surgery.handlers.base import copy_transform
-from keras_net2net.surgery.handlers.base import unsupported
+from keras_net2net.surgery.handlers.change import LayerChange
+from keras_net2net.surgery.handlers.change import copy_transform
+from keras_net2net.surgery.handlers.common import unsupported
 from keras_net2net.surgery.handlers.elementwise import ZERO_PRESERVING_ACTIVATIONS
 from keras_net2net.surgery.handlers.elementwise import activation_name
 from keras_net2net.surgery.handlers.elementwise import check_elementwise_activation

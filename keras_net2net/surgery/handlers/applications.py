@@ -9,9 +9,9 @@ module, found through `keras_net2net._keras_internals`.
 import numpy as np
 
 from keras_net2net import _keras_internals as internals
-from keras_net2net.surgery.handlers.base import LayerChange
 from keras_net2net.surgery.handlers.base import PassThroughHandler
-from keras_net2net.surgery.handlers.base import copy_transform
+from keras_net2net.surgery.handlers.change import LayerChange
+from keras_net2net.surgery.handlers.change import copy_transform
 
 
 class LayerScaleHandler(PassThroughHandler):

@@ -41,32 +41,15 @@ from typing import Any
 
 import numpy as np
 
-# The request options, re-exported for the handlers (`H.NET2WIDER`, ...).
-from keras_net2net.requests import CONSUMERS as CONSUMERS
-from keras_net2net.requests import COPIES as COPIES
-from keras_net2net.requests import DEEPEN_METHODS as DEEPEN_METHODS
-from keras_net2net.requests import IDENTITY as IDENTITY
-from keras_net2net.requests import NET2WIDER as NET2WIDER
-from keras_net2net.requests import NOISE_TARGETS as NOISE_TARGETS
-from keras_net2net.requests import RANDOM as RANDOM
-from keras_net2net.requests import RANDOM_PAD as RANDOM_PAD
-from keras_net2net.requests import WIDEN_METHODS as WIDEN_METHODS
+from keras_net2net.surgery.handlers.change import LayerChange
+from keras_net2net.surgery.handlers.change import Widening
 
-# What handlers return, re-exported for them (`H.LayerChange`, ...).
-from keras_net2net.surgery.handlers.change import LayerChange as LayerChange
-from keras_net2net.surgery.handlers.change import Widening as Widening
+# Where the guide imported them from before 0.2.0 (now `keras_net2net.surgery`).
 from keras_net2net.surgery.handlers.change import copy_transform as copy_transform
 from keras_net2net.surgery.handlers.change import divide_transform as divide_transform
-from keras_net2net.surgery.handlers.change import (
-    variable_positions as variable_positions,
-)
-from keras_net2net.surgery.handlers.common import NoHandler as NoHandler
-from keras_net2net.surgery.handlers.common import describe as describe
-from keras_net2net.surgery.handlers.common import format_axis as format_axis
-from keras_net2net.surgery.handlers.common import input_rank as input_rank
-from keras_net2net.surgery.handlers.common import last_axis_only as last_axis_only
-from keras_net2net.surgery.handlers.common import negative_axis as negative_axis
-from keras_net2net.surgery.handlers.common import unsupported as unsupported
+from keras_net2net.surgery.handlers.common import format_axis
+from keras_net2net.surgery.handlers.common import input_rank
+from keras_net2net.surgery.handlers.common import unsupported
 from keras_net2net.transforms import MappingRule
 from keras_net2net.transforms import WidthMapping
 

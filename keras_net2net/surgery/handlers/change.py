@@ -217,7 +217,18 @@ def copy_transform(
     fill_std: float | None = None,
     scale: float = 1.0,
 ) -> WidthTransform:
-    """A transform that copies entries along ``axis`` (see `WidthTransform`)."""
+    """A transform that copies entries along ``axis`` (see `WidthTransform`).
+
+    What a handler's ``widen_out`` or ``follow`` adds for a variable whose
+    entries along ``axis`` are the widened units (the *copy* side).
+
+    Example:
+
+    ```python
+    g = WidthMapping(np.array([0, 1, 2, 1]), old_width=3)
+    LayerChange(config={"units": 4}).add("bias", copy_transform(g))
+    ```
+    """
     return WidthTransform(mapping, COPY, axis, noise, fill, seed, fill_std, scale)
 
 
@@ -231,5 +242,17 @@ def divide_transform(
     fill_std: float | None = None,
     scale: float = 1.0,
 ) -> WidthTransform:
-    """A transform that copies and divides by the copy count along ``axis``."""
+    """A transform that copies and divides by the copy count along ``axis``.
+
+    What a handler's ``widen_in`` adds for a variable that reads widened
+    channels on ``axis`` (the *divide* side): the copies together contribute
+    what the original entry did.
+
+    Example:
+
+    ```python
+    g = WidthMapping(np.array([0, 1, 2, 1]), old_width=3)
+    LayerChange().add("kernel", divide_transform(g, axis=-2))
+    ```
+    """
     return WidthTransform(mapping, DIVIDE, axis, noise, fill, seed, fill_std, scale)

@@ -5,13 +5,13 @@ import keras
 import numpy as np
 
 from keras_net2net.initializers import IdentityConvInit
-from keras_net2net.surgery.handlers.base import IDENTITY
-from keras_net2net.surgery.handlers.base import LayerChange
+from keras_net2net.requests import IDENTITY
 from keras_net2net.surgery.handlers.base import PassThroughHandler
 from keras_net2net.surgery.handlers.base import UnitsHandler
-from keras_net2net.surgery.handlers.base import copy_transform
-from keras_net2net.surgery.handlers.base import last_axis_only
-from keras_net2net.surgery.handlers.base import unsupported
+from keras_net2net.surgery.handlers.change import LayerChange
+from keras_net2net.surgery.handlers.change import copy_transform
+from keras_net2net.surgery.handlers.common import last_axis_only
+from keras_net2net.surgery.handlers.common import unsupported
 from keras_net2net.surgery.handlers.elementwise import IDEMPOTENT_ACTIVATIONS
 from keras_net2net.surgery.handlers.elementwise import ZERO_PRESERVING_ACTIVATIONS
 from keras_net2net.surgery.handlers.elementwise import activation_name

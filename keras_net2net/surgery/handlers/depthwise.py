@@ -14,13 +14,13 @@ can itself be widened (pointwise kernel and bias copied).
 import keras
 import numpy as np
 
-from keras_net2net.surgery.handlers.base import IDENTITY
-from keras_net2net.surgery.handlers.base import LayerChange
+from keras_net2net.requests import IDENTITY
 from keras_net2net.surgery.handlers.base import LayoutHandler
 from keras_net2net.surgery.handlers.base import PassThroughHandler
 from keras_net2net.surgery.handlers.base import UnitsHandler
-from keras_net2net.surgery.handlers.base import copy_transform
-from keras_net2net.surgery.handlers.base import unsupported
+from keras_net2net.surgery.handlers.change import LayerChange
+from keras_net2net.surgery.handlers.change import copy_transform
+from keras_net2net.surgery.handlers.common import unsupported
 from keras_net2net.surgery.handlers.core import check_plain_float
 from keras_net2net.surgery.handlers.core import identity_kernel_size
 from keras_net2net.surgery.handlers.core import per_channel_change

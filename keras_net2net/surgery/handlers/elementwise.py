@@ -8,7 +8,7 @@ zero only through activations with a(0) = 0.
 
 import keras
 
-from keras_net2net.surgery.handlers.base import unsupported
+from keras_net2net.surgery.handlers.common import unsupported
 
 # Activations that act on every channel independently (elementwise). Only
 # these may receive widened channels: any other (softmax, sparsemax, glu, a

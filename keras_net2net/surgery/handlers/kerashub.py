@@ -48,11 +48,11 @@ import numpy as np
 
 from keras_net2net import _keras_internals as internals
 from keras_net2net.surgery.handlers.attention import EmbeddingHandler
-from keras_net2net.surgery.handlers.base import LayerChange
 from keras_net2net.surgery.handlers.base import PassThroughHandler
-from keras_net2net.surgery.handlers.base import copy_transform
-from keras_net2net.surgery.handlers.base import divide_transform
-from keras_net2net.surgery.handlers.base import unsupported
+from keras_net2net.surgery.handlers.change import LayerChange
+from keras_net2net.surgery.handlers.change import copy_transform
+from keras_net2net.surgery.handlers.change import divide_transform
+from keras_net2net.surgery.handlers.common import unsupported
 from keras_net2net.surgery.handlers.core import check_plain_float
 from keras_net2net.surgery.handlers.elementwise import activation_name
 from keras_net2net.surgery.handlers.elementwise import check_elementwise_activation

@@ -15,8 +15,8 @@ import keras
 from keras_net2net.surgery.handlers import ops
 from keras_net2net.surgery.handlers.base import LayoutHandler
 from keras_net2net.surgery.handlers.base import PassThroughHandler
-from keras_net2net.surgery.handlers.base import input_rank
-from keras_net2net.surgery.handlers.base import negative_axis
+from keras_net2net.surgery.handlers.common import input_rank
+from keras_net2net.surgery.handlers.common import negative_axis
 from keras_net2net.transforms import WidthMapping
 from keras_net2net.transforms import concat_mappings
 

@@ -14,13 +14,13 @@ then uses `keras_net2net.transforms.tiled_mapping`); ``gamma``/``beta``/
 import keras
 import numpy as np
 
-from keras_net2net.surgery.handlers.base import LayerChange
 from keras_net2net.surgery.handlers.base import PassThroughHandler
-from keras_net2net.surgery.handlers.base import copy_transform
-from keras_net2net.surgery.handlers.base import input_rank
-from keras_net2net.surgery.handlers.base import last_axis_only
-from keras_net2net.surgery.handlers.base import negative_axis
-from keras_net2net.surgery.handlers.base import unsupported
+from keras_net2net.surgery.handlers.change import LayerChange
+from keras_net2net.surgery.handlers.change import copy_transform
+from keras_net2net.surgery.handlers.common import input_rank
+from keras_net2net.surgery.handlers.common import last_axis_only
+from keras_net2net.surgery.handlers.common import negative_axis
+from keras_net2net.surgery.handlers.common import unsupported
 from keras_net2net.transforms import MappingRule
 
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from keras_net2net import _keras_internals as internals
 from keras_net2net.surgery.handlers.base import PassThroughHandler
-from keras_net2net.surgery.handlers.base import unsupported
+from keras_net2net.surgery.handlers.common import unsupported
 
 # (name of the keras.ops function, arity, maps 0 to 0 with scalar operands)
 _UNARY = (

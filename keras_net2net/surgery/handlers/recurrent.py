@@ -31,10 +31,10 @@ import copy
 
 import keras
 
-from keras_net2net.surgery.handlers.base import LayerChange
 from keras_net2net.surgery.handlers.base import UnitsHandler
-from keras_net2net.surgery.handlers.base import copy_transform
-from keras_net2net.surgery.handlers.base import unsupported
+from keras_net2net.surgery.handlers.change import LayerChange
+from keras_net2net.surgery.handlers.change import copy_transform
+from keras_net2net.surgery.handlers.common import unsupported
 from keras_net2net.surgery.handlers.core import check_plain_float
 from keras_net2net.surgery.handlers.core import identity_dense
 from keras_net2net.transforms import MappingRule

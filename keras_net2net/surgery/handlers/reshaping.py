@@ -17,10 +17,10 @@ import math
 
 import keras
 
-from keras_net2net.surgery.handlers.base import LayerChange
 from keras_net2net.surgery.handlers.base import LayoutHandler
 from keras_net2net.surgery.handlers.base import PassThroughHandler
-from keras_net2net.surgery.handlers.base import unsupported
+from keras_net2net.surgery.handlers.change import LayerChange
+from keras_net2net.surgery.handlers.common import unsupported
 
 
 class SpatialPassThrough(PassThroughHandler):

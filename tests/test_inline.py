@@ -229,6 +229,51 @@ def test_a_call_that_does_not_trace_is_refused_by_name():
         kn.widen(model, "first", 8)
 
 
+def test_a_lambda_of_keras_ops_is_traced_and_the_result_loads_safely(tmp_path):
+    inputs = keras.Input((5,))
+    x = L.Dense(6, name="first")(inputs)
+    x = L.Lambda(lambda t: ops.gelu(t) * 0.5 + t, name="lam")(x)
+    model = randomize_weights(keras.Model(inputs, L.Dense(2, name="head")(x)))
+    data = np.random.default_rng(0).normal(size=(3, 5)).astype("float32")
+    result = apply_requests(model, kn.Widen("first", 9))
+    assert "traced into its layers: Lambda 'lam'" in result.descriptions[0]
+    grown = result.model
+    assert relative(model(data), grown(data)) <= TOL
+    assert grown.get_layer("head").kernel.shape == (9, 2)
+    # The trace holds keras.ops calls, not the Python function: the grown
+    # model loads with safe_mode on, which the Lambda's model cannot.
+    grown.save(tmp_path / "grown.keras")
+    loaded = keras.saving.load_model(tmp_path / "grown.keras")
+    assert relative(model(data), loaded(data)) <= TOL
+
+
+def test_a_lambda_that_mixes_channels_or_does_not_trace_is_refused_by_name():
+    # keras.io's Siamese distance sums over the channels: copies would count
+    # a channel twice.
+    def euclidean_distance(vects):
+        x, y = vects
+        sum_square = ops.sum(ops.square(x - y), axis=1, keepdims=True)
+        return ops.sqrt(ops.maximum(sum_square, keras.backend.epsilon()))
+
+    a, b = keras.Input((4,)), keras.Input((4,))
+    tower = L.Dense(6, name="tower")
+    distance = L.Lambda(euclidean_distance, output_shape=(1,), name="distance")(
+        [tower(a), tower(b)]
+    )
+    model = keras.Model([a, b], L.Dense(1, activation="sigmoid")(distance))
+    with pytest.raises(ValueError, match=r"sum|Sum") as error:
+        kn.widen(model, "tower", 8)
+    assert "Traced on the way: Lambda 'distance'" in str(error.value)
+    inputs = keras.Input((4,))
+    x = L.Dense(6, name="first")(inputs)
+    x = L.Lambda(
+        lambda t: t if float(ops.sum(t)) > 0 else -t, output_shape=(6,), name="branchy"
+    )(x)
+    model = keras.Model(inputs, L.Dense(2)(x))
+    with pytest.raises(ValueError, match=r"'branchy' \(Lambda\).*cannot be traced"):
+        kn.widen(model, "first", 8)
+
+
 def test_trace_layers_shows_what_growth_sees(tmp_path):
     model, x = text_transformer()
     plain = kn.trace_layers(model)

@@ -55,10 +55,10 @@ CASES = [
         r"'a'.*split by 'r' into 2 positions x 2 channels.*multiple of 2.*units=7",
     ),
     (
-        "lambda consumer",
-        lambda: [L.Lambda(lambda x: x * 2, name="lam")],
+        "lambda consumer that mixes channels",
+        lambda: [L.Lambda(lambda x: keras.ops.cumsum(x, axis=-1), name="lam")],
         lambda m: kn.widen(m, "a", 8),
-        r"'lam' \(Lambda\)",
+        r"Cumsum.*Traced on the way: Lambda 'lam'",
     ),
     (
         "subclassed consumer that does not trace",

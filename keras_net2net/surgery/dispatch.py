@@ -210,18 +210,27 @@ def tracing(
         except H.NoHandler as error:
             opaque = error.layer
             if not is_opaque(opaque) or len(traced) > 64:
-                raise
+                raise _inside(error, traced) from None
         except ValueError as error:
             holders = [opaque_holder(model, t) for t in targets if not holds(model, t)]
             holders = [h for h in holders if h is not None]
             if not holders:
-                raise
+                raise _inside(error, traced) from None
             opaque = holders[0]
             if opaque.name in inlined:
-                raise error
+                raise _inside(error, traced) from None
         model = inline_layers(model, [opaque])  # or its own refusal, by name
         traced.append(f"{type(opaque).__name__} '{opaque.name}'")
         inlined.add(opaque.name)
+
+
+def _inside(error: Exception, traced: list[str]) -> Exception:
+    """``error``, its message naming the layers traced on the way (if any):
+    an operation it names may be one of theirs, which the user never named."""
+    if traced and error.args and isinstance(error.args[0], str):
+        where = ", ".join(traced)
+        error.args = (f"{error.args[0]} (Traced on the way: {where}.)", *error.args[1:])
+    return error
 
 
 @dataclasses.dataclass

@@ -1,9 +1,10 @@
 """Subclassed layers traced into the layers and `keras.ops` calls of their `call`.
 
 A subclassed layer (keras.io's ``TransformerBlock``, InceptionResNetV2's
-``CustomScaleLayer``) has no handler: growth cannot see what it does with its
-channels. When its ``call`` is built from Keras layers and `keras.ops`,
-calling it on symbolic tensors records every sublayer and op call as a graph:
+``CustomScaleLayer``) or a ``Lambda`` (keras.io's Siamese distance) has no
+handler: growth cannot see what it does with its channels. When its ``call``
+is built from Keras layers and `keras.ops`, calling it on symbolic tensors
+records every sublayer and op call as a graph:
 `trace_layer` returns that graph as a Functional model with the layer's name,
 holding the layer's own sublayers (so its weights stay where they are).
 `inline_layers` puts such models in place of the layers, and `widen`/`deepen`
@@ -43,14 +44,17 @@ from keras_net2net.surgery.apply import replace_operations
 def is_opaque(layer) -> bool:
     """A subclassed layer without a handler (a candidate for tracing).
 
-    A user's layer, or one of the layers keras.applications define for
-    themselves (InceptionResNetV2's ``CustomScaleLayer``); Keras's own layers
-    without a handler are reported by name instead.
+    A user's layer, one of the layers keras.applications define for
+    themselves (InceptionResNetV2's ``CustomScaleLayer``), or a ``Lambda``
+    (its function, when built from `keras.ops`, traces as a call does);
+    Keras's own layers without a handler are reported by name instead.
     """
     if not isinstance(layer, keras.layers.Layer) or internals.has_graph(layer):
         return False
     if H.get_handler(layer) is not None:
         return False
+    if type(layer) is keras.layers.Lambda:
+        return True
     module = type(layer).__module__
     return not module.startswith("keras.") or module.startswith(
         "keras.src.applications."
@@ -100,7 +104,7 @@ def trace_layer(layer, node) -> Model:
     """
     args, kwargs = internals.node_arguments(node)
     tensors = [a for a in keras.tree.flatten(args) if isinstance(a, keras.KerasTensor)]
-    extra = {k for k in kwargs if k != "training"}
+    extra = {k for k, v in kwargs.items() if k != "training" and v is not None}
     if len(args) != 1 or extra or len(tensors) != len(internals.node_inputs(node)):
         raise H.unsupported(
             layer,

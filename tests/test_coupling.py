@@ -4,6 +4,8 @@ layout's mapping, and handlers that play one role each, chosen per call."""
 import keras
 import numpy as np
 import pytest
+from conftest import TOL
+from conftest import randomize_weights
 
 import keras_net2net as kn
 from keras_net2net.surgery import LayerGraph
@@ -138,3 +140,22 @@ def test_a_split_is_an_edge_crossed_backwards():
 def test_the_walk_is_one_package_with_its_group():
     assert coupling.find_group.__module__ == "keras_net2net.surgery.coupling.walk"
     assert coupling.ChannelGroup.__module__ == "keras_net2net.surgery.coupling.group"
+
+
+@pytest.mark.parametrize("shared", ["dense", "norm"])
+def test_a_shared_layer_after_a_layout_at_the_top_level_grows(shared):
+    # Each call of the shared layer reaches the other call's input before its
+    # own Flatten does: the Flatten's edge still carries the mapping there.
+    a, b = keras.Input((4, 4, 2)), keras.Input((4, 4, 2))
+    conv = L.Conv2D(4, 3, name="conv")
+    after = L.Dense(6, name="dense") if shared == "dense" else L.BatchNormalization()
+    ea = after(L.Flatten()(conv(a)))
+    eb = after(L.Flatten()(conv(b)))
+    head = L.Dense(1, name="head")(L.Concatenate()([ea, eb]))
+    model = randomize_weights(keras.Model([a, b], head))
+    rng = np.random.default_rng(0)
+    x = [rng.normal(size=(2, 4, 4, 2)).astype("float32") for _ in range(2)]
+    group = kn.coupled_layers(model, "conv")
+    assert all(key in group.edges for key in group.derived if key not in group.core)
+    grown = kn.widen(model, "conv", 7)
+    assert kn.max_output_difference(model, grown, x) <= TOL

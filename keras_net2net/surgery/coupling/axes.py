@@ -87,15 +87,16 @@ def split_below(graph: LayerGraph, node: Node) -> tuple[Node, int] | None:
 def _first_declared_axis(graph, key):
     """The channel axis the first layer reading ``key`` declares (else -1)."""
     for node, _ in graph.consumers(key):
-        try:
-            handler = H.handler_at(node, graph)
-        except ValueError:
-            continue
+        handler = H.get_handler(node.op)
         if handler is None:
             continue
         declared = declared_axis(handler, node, graph)
         if declared is not None:
             return declared
-        if handler.role == H.PASS_THROUGH and node.outputs:
+        try:
+            role = handler.at(node.op, node, graph).role
+        except ValueError:
+            continue
+        if role == H.PASS_THROUGH and node.outputs:
             return _first_declared_axis(graph, node.outputs[0])
     return -1

@@ -87,6 +87,7 @@ class _Walk:
     def visit(self, key, axis, edge, is_derived):
         group = self.group
         if key in group.core or key in group.derived:
+            self.keep_edge(key, edge)
             if group.axes[key] != axis and not (is_derived and key in group.core):
                 raise ValueError(
                     f"The channels of '{self.source}' reach the tensor of shape "
@@ -101,7 +102,9 @@ class _Walk:
         self.forward(key, axis, is_derived)
 
     def visit_split_input(self, key, axis, edge):
-        if key not in self.group.derived:
+        if key in self.group.derived:
+            self.keep_edge(key, edge)
+        else:
             self.record(key, axis, edge, True)
             self.split_writer(key, axis)
             self.forward(key, axis, True)
@@ -110,9 +113,15 @@ class _Walk:
         group = self.group
         (group.derived if is_derived else group.core).add(key)
         group.axes[key] = axis
-        if edge is not None:
-            group.edges[key] = edge
+        self.keep_edge(key, edge)
         self.check_ends(key)
+
+    def keep_edge(self, key, edge):
+        # The first edge that reaches a tensor carries its mapping, whenever
+        # it is visited: another call of a shared layer may have queued the
+        # tensor, with no edge, and reached it first.
+        if edge is not None:
+            self.group.edges.setdefault(key, edge)
 
     def add_core(self, key, axis, writer=None):
         width, group = self.graph.width(key, axis), self.group

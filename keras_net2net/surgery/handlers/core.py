@@ -299,6 +299,9 @@ class GroupedDepthwiseHandler(PassThroughHandler):
 
     has_state = True  # (`check` is the registered handler's, asked first)
 
+    def channel_inputs(self, layer, node, graph):
+        return [0]
+
     def follow(self, layer, mapping, options, seeds):
         change = per_channel_change(layer, mapping, options, seeds)
         change.config.update(filters=mapping.new_width, groups=mapping.new_width)

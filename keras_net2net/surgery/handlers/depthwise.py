@@ -54,6 +54,9 @@ def _check_identity_activation(layer, method):
         )
 
 
+_DEPTHWISE_INIT_KEYS = {"kernel": "depthwise_initializer", "bias": "bias_initializer"}
+
+
 class DepthwiseHandler(PassThroughHandler):
     """DepthwiseConv1D/2D: a pass-through with weights (depth multiplier 1).
 
@@ -71,7 +74,7 @@ class DepthwiseHandler(PassThroughHandler):
         check_plain_float(layer)
 
     def init_key(self, layer, variable):
-        return {"kernel": "depthwise_initializer", "bias": "bias_initializer"}[variable]
+        return _DEPTHWISE_INIT_KEYS[variable]
 
     def channel_inputs(self, layer, node, graph):
         return [0]
@@ -119,6 +122,12 @@ class DepthwiseMultiplierHandler(LayoutHandler):
     """
 
     has_state = True  # (`check` is the registered handler's, asked first)
+
+    def init_key(self, layer, variable):
+        return _DEPTHWISE_INIT_KEYS[variable]
+
+    def channel_inputs(self, layer, node, graph):
+        return [0]
 
     def derive(self, layer, node, graph, mappings):
         return mappings[0].repeat(layer.depth_multiplier)

@@ -210,27 +210,28 @@ def tracing(
         except H.NoHandler as error:
             opaque = error.layer
             if not is_opaque(opaque) or len(traced) > 64:
-                raise _inside(error, traced) from None
+                _name_traced(error, traced)
+                raise
         except ValueError as error:
             holders = [opaque_holder(model, t) for t in targets if not holds(model, t)]
             holders = [h for h in holders if h is not None]
-            if not holders:
-                raise _inside(error, traced) from None
+            if not holders or holders[0].name in inlined:
+                _name_traced(error, traced)
+                raise
             opaque = holders[0]
-            if opaque.name in inlined:
-                raise _inside(error, traced) from None
         model = inline_layers(model, [opaque])  # or its own refusal, by name
         traced.append(f"{type(opaque).__name__} '{opaque.name}'")
         inlined.add(opaque.name)
 
 
-def _inside(error: Exception, traced: list[str]) -> Exception:
-    """``error``, its message naming the layers traced on the way (if any):
-    an operation it names may be one of theirs, which the user never named."""
+def _name_traced(error: Exception, traced: list[str]) -> None:
+    """End ``error``'s message with the layers traced on the way (if any): an
+    operation it names may be one of theirs, which the user never named. The
+    error is re-raised as it is (its cause, e.g. the user's code that did not
+    trace, kept)."""
     if traced and error.args and isinstance(error.args[0], str):
         where = ", ".join(traced)
         error.args = (f"{error.args[0]} (Traced on the way: {where}.)", *error.args[1:])
-    return error
 
 
 @dataclasses.dataclass

@@ -33,27 +33,25 @@ class Edge:
             `SPLIT` (a split crossed backwards from its output ``source``:
             that mapping repeated and expanded over the split's positions,
             `LayoutHandler.split_positions`).
-        handler: the handler that plays the node (`Handler.at`).
         source: the tensor whose mapping is carried (None for `DERIVE`:
             every input's).
     """
 
     node: Node
     carry: str
-    handler: Any
     source: int | None = None
 
     def mapping(self, group: ChannelGroup, found: dict) -> WidthMapping | None:
         """The mapping this edge carries (its sources': `ChannelGroup.mapping_of`)."""
-        node, op = self.node, self.node.op
+        node, op, handler = self.node, self.node.op, group.handler(self.node)
         if self.carry == DERIVE:
             inputs = [group.mapping_of(key, found) for key in node.inputs]
-            return self.handler.derive(op, node, group.graph, inputs)
+            return handler.derive(op, node, group.graph, inputs)
         assert self.source is not None  # SAME and SPLIT carry from one tensor
         source = group.mapping_of(self.source, found)
         if self.carry == SPLIT and source is not None:
             axis = group.axes[self.source]
-            positions = self.handler.split_positions(op, node, group.graph, axis)
+            positions = handler.split_positions(op, node, group.graph, axis)
             assert positions is not None  # checked by the walk
             outer, inner = positions
             return source.repeat(inner).expand(outer)

@@ -263,7 +263,7 @@ class _Walk:
                 )
             if self.first_visit(node, "split", handler):
                 self.group.splits.append(node)
-                edge = Edge(node, SPLIT, handler, source=key)
+                edge = Edge(node, SPLIT, source=key)
                 self.todo[SPLIT_INPUT].append((node.inputs[0], -1, edge))
         else:
             raise H.unsupported(
@@ -296,7 +296,7 @@ class _Walk:
                 if self.first_visit(node, "pass", handler):
                     self.group.passes.append(node)
                     self.add_rule(handler, node, key, axis)
-                    edge = Edge(node, SAME, handler, source=key)
+                    edge = Edge(node, SAME, source=key)
                     self.todo[SPLIT_INPUT].append(
                         (node.inputs[positions[0]], axis, edge)
                     )
@@ -374,7 +374,7 @@ class _Walk:
                     "Flatten, Concatenate, ...) from the channels of "
                     f"'{self.source}'; such merges are not supported.",
                 )
-            edge = Edge(node, SAME, handler, source=key)
+            edge = Edge(node, SAME, source=key)
             for out in node.outputs:
                 self.add_derived(out, out_axis, edge)
             return
@@ -403,7 +403,7 @@ class _Walk:
             )
         if self.first_visit(node, "layout", handler):
             self.group.layouts.append(node)
-            edge = Edge(node, DERIVE, handler)
+            edge = Edge(node, DERIVE)
             for out in node.outputs:
                 self.add_derived(out, out_axis, edge)
 

@@ -25,6 +25,9 @@ def policy(request):
 
 
 def test_grow_under_mixed_precision(policy, tmp_path):
+    # Seeded: under float16 a dynamic loss scale skips the step whose gradients
+    # overflow, which some unseeded initial weights caused once in a CI run.
+    keras.utils.set_random_seed(0)
     model = mnist_model("functional", size=12)
     if policy == "mixed_float16":
         assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)

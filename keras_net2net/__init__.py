@@ -15,6 +15,7 @@ from keras_net2net.growth import transformer_schedule
 from keras_net2net.initializers import IdentityConvInit
 from keras_net2net.initializers import Net2WiderInit
 from keras_net2net.requests import Deepen
+from keras_net2net.requests import Stack
 from keras_net2net.requests import Widen
 from keras_net2net.surgery import coupled_layers
 from keras_net2net.surgery import deepen
@@ -34,6 +35,7 @@ __all__ = [
     "ScaledSchedule",
     "grow_in_place",
     "Deepen",
+    "Stack",
     "IdentityConvInit",
     "Net2WiderInit",
     "Widen",

@@ -48,6 +48,17 @@ DEEPEN_METHODS = (IDENTITY, RANDOM)
 # fresh ones (with method="identity" the branch output starts at zero either way).
 COPY = "copy"
 BLOCK_INITS = (COPY, RANDOM)
+# `Stack(order=...)`: the whole stack repeated (1, ..., L, 1, ..., L) or each
+# block followed by its copies (1, 1, 2, 2, ...).
+STACK = "stack"
+INTERLEAVE = "interleave"
+STACK_ORDERS = (STACK, INTERLEAVE)
+# `Stack(copies=...)`: each copy's output projections zeroed (it starts as the
+# identity: function-preserving) or the trained blocks copied as they are
+# (G_stack: the function changes).
+ZEROED = "zeroed"
+KEPT = "kept"
+STACK_COPIES = (ZEROED, KEPT)
 
 
 def _layer_name(value, name, owner):
@@ -205,6 +216,65 @@ class Deepen(Request):
         return self.after if isinstance(self.after, tuple) else (self.after,)
 
 
+@dataclasses.dataclass(frozen=True)
+class Stack(Request):
+    """A request to grow a model's stack of residual blocks by a whole factor.
+
+    The depth-stacking growth operator (G_stack, Du et al. 2024; progressive
+    stacking, Gong et al. 2019): every block of the stack gets ``factor - 1``
+    copies of its trained weights. Of a KerasHub model of a known family, the
+    stack is its Transformer layers (``num_layers`` x ``factor``, class kept);
+    of a Functional model, the run of residual blocks that ends at the last
+    residual ``Add`` (each block's input the previous block's ``Add``, as in
+    a pre-LN Transformer), a Transformer's attention and feed-forward
+    sub-blocks moving together.
+
+    ``copies="zeroed"`` is function-preserving (each copy starts as the
+    identity); ``copies="kept"`` is G_stack's operator, which changes the
+    function (the copies add their trained branches again) and trains best
+    (see the guide "Growing to save compute").
+
+    Example:
+
+    ```python
+    # 1, 2, ..., L, 1, 2, ..., L: the depth doubled, the function kept.
+    keras_net2net.grow_in_place(model, keras_net2net.Stack(2))
+    # G_stack: four times as deep, trained copies kept as they are.
+    GrowModel({AtStep(300): Stack(4, copies="kept")})
+    ```
+
+    Args:
+        factor: the depth multiplier, an integer >= 2.
+        order: ``"stack"`` (the whole stack repeated: 1, ..., L, 1, ..., L)
+            or ``"interleave"`` (each block followed by its copies: 1, 1, 2,
+            2, ...). Defaults to ``"stack"``.
+        copies: ``"zeroed"`` (each copy's branch output projections zeroed:
+            exact) or ``"kept"`` (exact copies: not function-preserving).
+            Defaults to ``"zeroed"``.
+    """
+
+    factor: int = 2
+    order: str = STACK
+    copies: str = ZEROED
+
+    def __post_init__(self) -> None:
+        owner = "Stack"
+        object.__setattr__(
+            self, "factor", check_int(self.factor, "factor", minimum=2, owner=owner)
+        )
+        check_choice(self.order, STACK_ORDERS, "order", owner=owner)
+        check_choice(self.copies, STACK_COPIES, "copies", owner=owner)
+
+    @property
+    def exact(self) -> bool:
+        """Whether the request keeps the function (``copies="zeroed"``)."""
+        return self.copies == ZEROED
+
+    def targets(self) -> tuple[str, ...]:
+        """``()``: the whole stack grows, not a named layer."""
+        return ()
+
+
 Requests = Union[Request, Sequence[Request]]  # noqa: UP007 - a runtime alias
 
 
@@ -240,7 +310,7 @@ def renamed_requests(requests: Any, operations: Any, function: str) -> Any:
 
 
 def as_requests(requests: Requests, argument: str = "requests") -> list[Request]:
-    """A list of `Widen`/`Deepen` from one request or a list of them.
+    """A list of requests (`Widen`, `Deepen`, `Stack`, ...) from one or a list.
 
     Raises:
         TypeError: ``requests`` is neither (the message names ``argument``).
@@ -249,13 +319,14 @@ def as_requests(requests: Requests, argument: str = "requests") -> list[Request]
         return [requests]
     if not isinstance(requests, (list, tuple)):
         raise TypeError(
-            f"`{argument}` must be a Widen, a Deepen, or a list of them. "
+            f"`{argument}` must be a Widen, a Deepen, a Stack, or a list of them. "
             f"Received: {requests!r} of type {type(requests).__name__}"
         )
     for request in requests:
         if not isinstance(request, Request):
             raise TypeError(
-                f"`{argument}` must contain only keras_net2net.Widen or Deepen. "
+                f"`{argument}` must contain only growth requests (keras_net2net."
+                "Widen, Deepen, Stack). "
                 f"Received: {request!r} of type {type(request).__name__}"
             )
     return list(requests)

@@ -151,6 +151,16 @@ def test_random_method_builds_the_baseline():
             ["noise=0.1", "random"],
         ),
         (
+            lambda m: kn.transformer_requests(m, {"num_layers": 3}, order="stack"),
+            ["order='stack'", "whole multiple", "num_layers=3"],
+        ),
+        (
+            lambda m: kn.transformer_requests(
+                m, {"num_layers": 4}, method="random", copies="kept"
+            ),
+            ["method='random'", "copies='kept'"],
+        ),
+        (
             lambda m: kn.transformer_schedule(m, {}),
             ["stages", "non-empty"],
         ),
@@ -170,6 +180,8 @@ def test_random_method_builds_the_baseline():
         "unknown key",
         "unknown method",
         "noise with random",
+        "a stack to no whole multiple",
+        "kept copies with random",
         "no stage",
         "a stage that grows nothing",
         "a width LayerNorm cannot copy evenly",
@@ -204,3 +216,19 @@ def test_a_model_without_transformer_blocks_is_refused():
     model = keras.Model(inputs, keras.layers.Add()([inputs, h]), name="mlp")
     with pytest.raises(ValueError, match="'mlp' has no Transformer block"):
         kn.transformer_config(model)
+
+
+@pytest.mark.parametrize("order", ["stack", "interleave"])
+@pytest.mark.parametrize("copies", ["zeroed", "kept"])
+def test_a_whole_multiple_of_the_depth_is_one_stack(order, copies):
+    model = transformer_classifier()
+    requests = kn.transformer_requests(
+        model, {"num_layers": 6}, order=order, copies=copies
+    )
+    assert requests == [kn.Stack(3, order=order, copies=copies)]
+    x = token_batch()
+    before = outputs(model, x)
+    kn.grow_in_place(model, requests)
+    assert kn.transformer_config(model)["num_layers"] == 6
+    difference = relative_difference(before, model, x)
+    assert difference <= TOL if copies == "zeroed" else difference > 1e-2

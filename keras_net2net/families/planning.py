@@ -17,8 +17,10 @@ from keras_net2net.families.registry import find
 from keras_net2net.families.registry import require
 from keras_net2net.requests import COPIES
 from keras_net2net.requests import NET2WIDER
+from keras_net2net.requests import STACK
 from keras_net2net.requests import Deepen
 from keras_net2net.requests import Request
+from keras_net2net.requests import Stack
 from keras_net2net.requests import Widen
 
 
@@ -180,6 +182,54 @@ def plan_deepen(
     return plan
 
 
+def plan_stack(model: Any, request: Stack, *, found: tuple | None = None) -> FamilyPlan:
+    """Plan a `keras_net2net.Stack` of a KerasHub model's Transformer layers.
+
+    ``num_layers`` becomes ``factor`` x itself, the model keeps its class.
+    ``order="stack"`` repeats the whole stack (block ``i`` of copy ``c`` is
+    block ``i``), ``"interleave"`` follows each block by its copies;
+    ``copies="zeroed"`` zeroes each copy's output projections (exact),
+    ``"kept"`` copies every weight (G_stack: the function changes).
+
+    Example:
+
+    ```python
+    plan = plan_stack(llama_causal_lm, Stack(2, copies="kept"))
+    ```
+
+    Raises:
+        ValueError: ``copies="zeroed"`` where the family's inserted blocks
+            cannot start as the identity, or a family whose blocks differ by
+            index in a way the new order cannot keep.
+    """
+    family, backbone, _ = require(model) if found is None else found
+    config = family.config(backbone)
+    count, factor, exact = config["num_layers"], request.factor, request.exact
+    if exact:
+        family.check_deepen(config)
+    if request.order == STACK:
+        pairs = [(c, i) for c in range(factor) for i in range(count)]
+    else:
+        pairs = [(c, i) for i in range(count) for c in range(factor)]
+    sources = [(index, exact and copy > 0) for copy, index in pairs]
+    config = family.deepen_config(config, sources)
+    what = "copies zeroed: exact" if exact else "copies kept: NOT function-preserving"
+    order = "whole stack repeated" if request.order == STACK else "interleaved"
+    plan = FamilyPlan(
+        f"stack {type(backbone).__name__} x{factor} (num_layers {count} -> "
+        f"{len(sources)}; {order}; {what})",
+        config,
+        {},
+        sources,
+    )
+    _check_layouts(family, backbone, plan, model)
+    return plan
+
+
+def _stack_blocks(model: Any, request: Stack, found: tuple) -> FamilyPlan:
+    return plan_stack(model, request, found=found)
+
+
 def _check_layouts(family, backbone, plan, model=None):
     """Refuse, before anything is built, a variable the family cannot map."""
     if model is not None and model is not backbone:
@@ -266,4 +316,8 @@ def train_only(model: Any, blocks: list[str]) -> list[str]:
 
 # The requests a family plans in its config vocabulary, by request class;
 # any other request grows through the model's layers.
-_IN_CONFIG_VOCABULARY = {Widen: _widen_entry, Deepen: _deepen_blocks}
+_IN_CONFIG_VOCABULARY = {
+    Widen: _widen_entry,
+    Deepen: _deepen_blocks,
+    Stack: _stack_blocks,
+}

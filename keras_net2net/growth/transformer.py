@@ -30,8 +30,15 @@ from keras_net2net._validation import check_int
 from keras_net2net._validation import check_real
 from keras_net2net._validation import check_seed
 from keras_net2net.growth.schedule import Trigger
+from keras_net2net.requests import INTERLEAVE
+from keras_net2net.requests import KEPT
+from keras_net2net.requests import STACK
+from keras_net2net.requests import STACK_COPIES
+from keras_net2net.requests import STACK_ORDERS
+from keras_net2net.requests import ZEROED
 from keras_net2net.requests import Deepen
 from keras_net2net.requests import Request
+from keras_net2net.requests import Stack
 from keras_net2net.requests import Widen
 from keras_net2net.surgery import apply_requests
 from keras_net2net.surgery import check_request
@@ -157,14 +164,17 @@ def transformer_requests(
     method: str = "net2net",
     noise: float = 0.0,
     seed: int | None = None,
+    order: str = INTERLEAVE,
+    copies: str = ZEROED,
 ) -> list[Request]:
     """The requests that grow a plain-Keras Transformer to ``target``.
 
     Width first (the residual stream, then each block's heads and
     feed-forward width), then depth: with ``num_layers`` = k x the current
-    number, each block is followed by k - 1 copies of itself (its output
-    projections zeroed, so the copy starts as the identity); otherwise the
-    first blocks get one copy more than the others.
+    number, one `Stack` request (k - 1 copies of each block after it, or of
+    the whole stack after it with ``order="stack"``; each copy's output
+    projections zeroed, so it starts as the identity, or kept); otherwise
+    the first blocks get one copy more than the others.
 
     Example:
 
@@ -186,10 +196,17 @@ def transformer_requests(
             ``"net2net"`` only. Defaults to 0.
         seed: seed of the first `Widen`; the next ones count up from it.
             Defaults to None.
+        order: where the new blocks go, as `Stack`'s ``order``:
+            ``"interleave"`` (each block followed by its copies) or
+            ``"stack"`` (the whole stack repeated; ``num_layers`` must be a
+            whole multiple). Defaults to ``"interleave"``.
+        copies: as `Stack`'s ``copies``: ``"zeroed"`` (function-preserving)
+            or ``"kept"`` (G_stack: trained copies as they are, the
+            function changes). Defaults to ``"zeroed"``.
 
     Returns:
-        A list of `Widen`/`Deepen` requests (empty if ``target`` is the
-        current configuration).
+        A list of `Widen`/`Deepen`/`Stack` requests (empty if ``target`` is
+        the current configuration).
 
     Raises:
         ValueError: for an unknown key, a value below the current one, or a
@@ -198,6 +215,14 @@ def transformer_requests(
     check_choice(method, METHODS, "method", owner="transformer_requests")
     noise = check_real(noise, "noise", minimum=0.0, owner="transformer_requests")
     seed = check_seed(seed, owner="transformer_requests")
+    check_choice(order, STACK_ORDERS, "order", owner="transformer_requests")
+    check_choice(copies, STACK_COPIES, "copies", owner="transformer_requests")
+    if method == "random" and (order, copies) != (INTERLEAVE, ZEROED):
+        raise ValueError(
+            "transformer_requests: method='random' inserts fresh blocks after "
+            "each block; `order` and `copies` say how trained blocks are "
+            f"copied. Received: order={order!r}, copies={copies!r}"
+        )
     if method == "random" and noise:
         raise ValueError(
             "transformer_requests: `noise` breaks the symmetry of copied units, "
@@ -222,14 +247,25 @@ def transformer_requests(
             requests.append(widen(block.attention, target["num_heads"]))
         if target["intermediate_dim"] != current["intermediate_dim"]:
             requests.append(widen(block.ffn_in, target["intermediate_dim"]))
-    copies, extra = divmod(target["num_layers"], current["num_layers"])
+    factor, extra = divmod(target["num_layers"], current["num_layers"])
+    if method != "random" and factor > 1 and not extra:
+        requests.append(Stack(factor, order=order, copies=copies))
+        return requests
+    if order == STACK and factor * current["num_layers"] != target["num_layers"]:
+        raise ValueError(
+            f"transformer_requests: order='stack' repeats the whole stack, so "
+            f"num_layers must be a whole multiple of the current "
+            f"{current['num_layers']}. Received: num_layers={target['num_layers']}"
+        )
     for index, block in enumerate(blocks):
-        for _ in range(copies - 1 + (index < extra)):
+        for _ in range(factor - 1 + (index < extra)):
             requests.append(
                 Deepen(
                     after=block.end,
                     blocks=2,
-                    method="random" if method == "random" else "identity",
+                    method="random"
+                    if method == "random" or copies == KEPT
+                    else "identity",
                     init="random" if method == "random" else "copy",
                 )
             )
@@ -243,6 +279,8 @@ def transformer_schedule(
     method: str = "net2net",
     noise: float = 0.0,
     seed: int | None = None,
+    order: str = INTERLEAVE,
+    copies: str = ZEROED,
 ) -> list[tuple[Trigger, list[Request]]]:
     """A `GrowModel` schedule that grows a plain-Keras Transformer in stages.
 
@@ -275,6 +313,8 @@ def transformer_schedule(
         noise: as for `transformer_requests`.
         seed: seed of the first `Widen` of the first stage; every later
             `Widen` counts up from it. Defaults to None.
+        order: as for `transformer_requests`.
+        copies: as for `transformer_requests`.
 
     Returns:
         A list of ``(trigger, requests)`` pairs, for `GrowModel`.
@@ -297,7 +337,13 @@ def transformer_schedule(
         trigger, target = item
         try:
             requests = transformer_requests(
-                current, target, method=method, noise=noise, seed=seed
+                current,
+                target,
+                method=method,
+                noise=noise,
+                seed=seed,
+                order=order,
+                copies=copies,
             )
             if not requests:
                 raise ValueError(

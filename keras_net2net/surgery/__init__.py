@@ -10,6 +10,7 @@
 """
 
 from keras_net2net.requests import Deepen
+from keras_net2net.requests import Stack
 from keras_net2net.requests import Widen
 from keras_net2net.surgery.api import coupled_layers
 from keras_net2net.surgery.api import deepen
@@ -35,6 +36,7 @@ from keras_net2net.surgery.handlers import register_handler
 __all__ = [
     "ChannelGroup",
     "Deepen",
+    "Stack",
     "GrowthResult",
     "Handler",
     "LayerChange",

@@ -26,6 +26,7 @@ from keras_net2net.growth_plan import Origins
 from keras_net2net.requests import Deepen
 from keras_net2net.requests import Request
 from keras_net2net.requests import Requests
+from keras_net2net.requests import Stack
 from keras_net2net.requests import Widen
 from keras_net2net.requests import as_requests
 from keras_net2net.surgery import handlers as H
@@ -36,6 +37,7 @@ from keras_net2net.surgery.inline import inline_layers
 from keras_net2net.surgery.inline import is_opaque
 from keras_net2net.surgery.inline import opaque_holder
 from keras_net2net.surgery.plan import plan_deepen
+from keras_net2net.surgery.plan import plan_stack
 from keras_net2net.surgery.plan import plan_widen
 from keras_net2net.transforms import WidthTransform
 
@@ -108,6 +110,7 @@ def _plan_graph(model: Model, request: Request, layer: Any) -> GrowthPlan:
 _PLANNERS: dict[type, Callable[..., GrowthPlan]] = {
     Widen: plan_widen,
     Deepen: plan_deepen,
+    Stack: plan_stack,
 }
 
 

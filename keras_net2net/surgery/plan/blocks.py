@@ -188,21 +188,15 @@ def plan_block(site, request):
     Transformer block (2) where a block without attention directly follows
     one with attention, else 1.
     """
-    graph, target, node, taken = site.graph, site.target, site.node, site.taken
-    name, init, blocks, method = (
-        request.name,
-        request.init,
-        request.blocks,
-        request.method,
-    )
+    graph, target, node = site.graph, site.target, site.node
+    blocks = request.blocks
     chain = [_residual_block(graph, node)]
     whole = blocks is None
     if blocks is None:
         blocks = 2 if _after_attention(graph, chain[0]) else 1
     while len(chain) < blocks:
-        shortcut = chain[0][0]
-        previous = graph.producer(shortcut)
-        if previous is None or not is_residual_add(previous.op):
+        previous = _previous_block(graph, chain[0])
+        if previous is None:
             raise H.unsupported(
                 chain[0][2][0].op,
                 f"starts a residual block whose input does not come straight "
@@ -211,20 +205,124 @@ def plan_block(site, request):
                 "normalisation between blocks, as in post-LN Transformers, "
                 "would not be the identity); copy fewer blocks.",
             )
-        chain.insert(0, _residual_block(graph, previous))
-    base = name or f"{target.name}_block"
+        chain.insert(0, previous)
+    zero = request.method == H.IDENTITY
+    zeroed = ", ".join(f"'{z.op.name}'" for *_, z in chain) if zero else "nothing"
+    operations = sum(len(b) for _, _, b, _ in chain)
+    whole_text = " (a whole Transformer block)" if whole and len(chain) > 1 else ""
+    plan = Plan(
+        f"deepen after '{target.name}': insert a copy of {len(chain)} residual "
+        f"block(s){whole_text} ({operations} operations, {zeroed} zeroed)"
+    )
+    base = request.name or f"{target.name}_block"
+    prefixes = (
+        [base] if len(chain) == 1 else [f"{base}{i + 1}" for i in range(len(chain))]
+    )
+    names = [(prefix, f"{prefix}_add") for prefix in prefixes]
+    insert_copies(plan, site, chain, zero=zero, init=request.init, names=names)
+    return plan
+
+
+def _previous_block(graph, block):
+    """The residual block whose Add is ``block``'s input; None if there is none."""
+    previous = graph.producer(block[0])
+    if previous is None or not is_residual_add(previous.op):
+        return None
+    try:
+        return _residual_block(graph, previous)
+    except ValueError:
+        return None
+
+
+def residual_blocks(graph):
+    """Every identity-shortcut residual block ``x + f(x)`` that can be copied,
+    in graph order, as ``(add call, block)``."""
+    found = []
+    for node in graph.nodes:
+        if not is_residual_add(node.op) or getattr(node.op, "name", None) is None:
+            continue
+        try:
+            found.append((node, _residual_block(graph, node)))
+        except ValueError:
+            continue
+    return found
+
+
+def residual_stack(graph, blocks=None):
+    """The blocks of the last run of consecutive residual blocks, in order.
+
+    The run ends at the last residual Add (in graph order) that closes an
+    identity-shortcut block and goes back while each block's input is the
+    previous block's Add (a pre-LN Transformer's attention and feed-forward
+    sub-blocks, a stack of ``x + f(x)`` blocks). Each block is
+    ``(shortcut, end, branch, zeroed)``, as `insert_copies` takes them.
+    Empty if the model has no residual block.
+    """
+    blocks = residual_blocks(graph) if blocks is None else blocks
+    if not blocks:
+        return []
+    chain = [blocks[-1][1]]
+    while (previous := _previous_block(graph, chain[0])) is not None:
+        chain.insert(0, previous)
+    return chain
+
+
+def block_units(chain):
+    """``chain`` cut into units: a Transformer block's attention and
+    feed-forward sub-blocks form one unit, any other block is one."""
+    units: list[list] = []
+    for block in chain:
+        last = units[-1] if units else None
+        if (
+            last is not None
+            and len(last) == 1
+            and _has_attention(last[0][2])
+            and not _has_attention(block[2])
+        ):
+            last.append(block)
+        else:
+            units.append([block])
+    return units
+
+
+def closing_add(graph, block):
+    """The call of the Add that closes ``block``."""
+    shortcut, end = block[0], block[1]
+    return next(
+        n
+        for n in graph.nodes
+        if is_residual_add(n.op) and set(n.inputs) == {shortcut, end}
+    )
+
+
+def insert_copies(plan, site, chain, *, zero, init, names):
+    """Add to ``plan`` copies of ``chain``'s blocks, in order, after ``site.node``.
+
+    Args:
+        plan: the `Plan` the insertion goes into.
+        site: a `Site` whose node is the Add the copies follow.
+        chain: blocks ``(shortcut, end, branch, zeroed)`` that follow each
+            other (a block may appear more than once: stacked copies).
+        zero: zero each copy's ``zeroed`` layer (the copy starts as the
+            identity) or keep what it copies.
+        init: ``"copy"`` (the copied weights) or ``"random"`` (fresh ones).
+        names: per block of ``chain``, ``(prefix of its layers' names, name
+            of its Add)`` (made unique in the model).
+    """
+    graph, target, node, taken = site.graph, site.target, site.node, site.taken
     layers, calls, sources = [], [], {}
     stream = OUT  # the ref of each copied block's input
     for index, (shortcut, end, branch, zeroed) in enumerate(chain):
-        prefix = base if blocks == 1 else f"{base}{index + 1}"
+        prefix = names[index][0]
         refs = {shortcut: stream}  # graph key -> ref in the copy
         for member in branch:
             op = member.op
             config = op.get_config()
             config["name"] = unique_name(f"{prefix}_{op.name}", taken)
             clone = type(op).from_config(config)
-            zero = member is zeroed and method == H.IDENTITY
-            values = block_values(op, zero, H.get_handler(op), init)
+            values = block_values(
+                op, zero and member is zeroed, H.get_handler(op), init
+            )
             layers.append((clone, values))
             if init == COPY and isinstance(op, keras.layers.Layer):
                 sources[id(clone)] = op
@@ -232,10 +330,9 @@ def plan_block(site, request):
             calls.append(Call(clone, like=member, fill=fill))
             for i, key in enumerate(member.outputs):
                 refs[key] = f"{clone.name}/{i}"
-        last = index == len(chain) - 1
-        add_name = unique_name(f"{prefix}_add", taken)
+        add_name = unique_name(names[index][1], taken)
         rename = None
-        if last:
+        if index == len(chain) - 1:
             add_name, rename = output_swap(graph, node, add_name)
         add = keras.layers.Add(
             name=add_name, dtype=getattr(target, "dtype_policy", None)
@@ -243,19 +340,8 @@ def plan_block(site, request):
         layers.append((add, None))
         calls.append(Call(add, ([stream, refs[end]],)))
         stream = add.name
-
-    zeroed = ", ".join(f"'{z.op.name}'" for *_, z in chain)
-    if method != H.IDENTITY:
-        zeroed = "nothing"
-    operations = sum(len(b) for _, _, b, _ in chain)
-    whole_text = " (a whole Transformer block)" if whole and len(chain) > 1 else ""
-    plan = Plan(
-        f"deepen after '{target.name}': insert a copy of {len(chain)} residual "
-        f"block(s){whole_text} ({operations} operations, {zeroed} zeroed)"
-    )
     plan.copies.update(sources)
     insert_after(plan, node, Insertion(calls, stream, layers), rename)
-    return plan
 
 
 def block_values(op, zero, handler, init):

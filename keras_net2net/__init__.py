@@ -7,7 +7,9 @@ from keras_net2net.growth import AtStep
 from keras_net2net.growth import GrowModel
 from keras_net2net.growth import GrowthRecord
 from keras_net2net.growth import OnPlateau
+from keras_net2net.growth import Rewarmed
 from keras_net2net.growth import ScaledSchedule
+from keras_net2net.growth import WarmupStableDecay
 from keras_net2net.growth import grow_in_place
 from keras_net2net.growth import transformer_config
 from keras_net2net.growth import transformer_requests
@@ -32,7 +34,9 @@ __all__ = [
     "GrowModel",
     "GrowthRecord",
     "OnPlateau",
+    "Rewarmed",
     "ScaledSchedule",
+    "WarmupStableDecay",
     "grow_in_place",
     "Deepen",
     "Stack",

@@ -13,6 +13,7 @@ from keras_net2net import families
 from keras_net2net._types import Logs
 from keras_net2net._types import Model
 from keras_net2net._validation import check_bool
+from keras_net2net._validation import check_choice
 from keras_net2net._validation import check_int
 from keras_net2net._validation import check_real
 from keras_net2net.growth import learning_rate
@@ -22,6 +23,8 @@ from keras_net2net.growth.backup import signature
 from keras_net2net.growth.inplace import check_family_result
 from keras_net2net.growth.inplace import check_growable_in_place
 from keras_net2net.growth.inplace import grow_in_place
+from keras_net2net.growth.optimizer_state import CARRY
+from keras_net2net.growth.optimizer_state import OPTIMIZER_STATES
 from keras_net2net.growth.schedule import AtEpoch
 from keras_net2net.growth.schedule import AtStep
 from keras_net2net.growth.schedule import OnPlateau
@@ -139,6 +142,14 @@ class GrowModel(keras.callbacks.Callback):
         lr_scale: multiply the learning rate at each growth event (the paper
             uses 0.1 for students). A schedule is wrapped in `ScaledSchedule`.
             Defaults to None (unchanged).
+        optimizer_state: the optimizer's state at each growth, as for
+            `grow_in_place`: ``"carry"``, ``"reset_new"`` (zero for inserted
+            layers, copies included) or ``"reset"`` (zero everywhere).
+            Defaults to ``"carry"``.
+        rewarm_steps: re-warm the learning rate linearly over this many steps
+            after each growth event, the schedule otherwise continued (the
+            learning rate is wrapped in `Rewarmed`). Defaults to None (no
+            re-warm).
         verbose: 1 prints one line per growth event. Defaults to 0.
         log_growth: add ``growth_events`` (events so far) and ``num_params`` to
             the epoch logs, so `History` shows when the model grew.
@@ -159,10 +170,21 @@ class GrowModel(keras.callbacks.Callback):
         schedule: Schedule,
         *,
         lr_scale: float | None = None,
+        optimizer_state: str = CARRY,
+        rewarm_steps: int | None = None,
         verbose: int = 0,
         log_growth: bool = True,
     ) -> None:
         super().__init__()
+        check_choice(
+            optimizer_state, OPTIMIZER_STATES, "optimizer_state", owner="GrowModel"
+        )
+        self.optimizer_state = optimizer_state
+        if rewarm_steps is not None:
+            rewarm_steps = check_int(
+                rewarm_steps, "rewarm_steps", minimum=1, owner="GrowModel"
+            )
+        self.rewarm_steps = rewarm_steps
         self.events = parse_schedule(schedule)
         if lr_scale is not None:
             lr_scale = check_real(
@@ -224,7 +246,7 @@ class GrowModel(keras.callbacks.Callback):
         optimizer = getattr(model, "optimizer", None)
         if optimizer is not None:
             optimizer_state.slot_kinds(optimizer)
-            if self.lr_scale is not None:
+            if self.lr_scale is not None or self.rewarm_steps is not None:
                 learning_rate.check_scalable(optimizer)
         pending = [i for i in range(len(self.events)) if i not in self._fired]
         if not pending:
@@ -389,7 +411,9 @@ class GrowModel(keras.callbacks.Callback):
             and now >= e.trigger.moment
         ]
 
-    def _grow(self, due, restoring=False):
+    def _grow(self, due, restoring=None):
+        """Apply the events ``due``; ``restoring``: the step at which they
+        were applied before a restart (`_resume`), else None."""
         if not due:
             return
         model = self.model
@@ -397,13 +421,17 @@ class GrowModel(keras.callbacks.Callback):
         requests = [r for event in events for r in event.requests]
         before = model.count_params()
         old_weights = list(model.weights)
-        result = grow_in_place(model, requests)
+        result = grow_in_place(model, requests, optimizer_state=self.optimizer_state)
         self._fired.update(due)
-        if self.lr_scale is not None and getattr(model, "optimizer", None):
-            learning_rate.scale_learning_rate(model.optimizer, self.lr_scale)
+        optimizer = getattr(model, "optimizer", None)
+        if self.lr_scale is not None and optimizer is not None:
+            learning_rate.scale_learning_rate(optimizer, self.lr_scale)
+        if self.rewarm_steps is not None and optimizer is not None:
+            step = self._iterations() if restoring is None else restoring
+            learning_rate.rewarm_learning_rate(optimizer, step, self.rewarm_steps)
         for state in self._plateau.values():
             state["wait"] = 0
-        if restoring:
+        if restoring is not None:
             return
         self._carry_callback_state(old_weights, result)
         if any(isinstance(e.trigger, OnPlateau) for e in events):
@@ -470,7 +498,9 @@ class GrowModel(keras.callbacks.Callback):
                 "the same model construction, or delete the backup directory."
             )
         for index in range(1, stage + 1):
-            self._grow(log.stages[index]["events"], restoring=True)
+            # The step it happened at (re-warms restart there).
+            step = int(log.records[index - 1]["step"])
+            self._grow(log.stages[index]["events"], restoring=step)
         for record in log.records[:stage]:
             record = dict(record)
             if "operations" in record:  # a log written before 0.2.0

@@ -7,7 +7,11 @@ import keras
 from keras_net2net import _keras_internals as internals
 from keras_net2net import families
 from keras_net2net._types import Model
-from keras_net2net.growth import optimizer_state
+from keras_net2net._validation import check_choice
+from keras_net2net.growth import optimizer_state as optimizer_states
+from keras_net2net.growth.optimizer_state import CARRY
+from keras_net2net.growth.optimizer_state import OPTIMIZER_STATES
+from keras_net2net.growth.optimizer_state import state_origins
 from keras_net2net.growth_plan import Origins
 from keras_net2net.requests import MISSING
 from keras_net2net.requests import Requests
@@ -78,7 +82,11 @@ def check_family_result(model: Model, grown: Model, requests: list) -> None:
 
 
 def grow_in_place(
-    model: Model, requests: Requests = MISSING, *, operations: Requests = MISSING
+    model: Model,
+    requests: Requests = MISSING,
+    *,
+    operations: Requests = MISSING,
+    optimizer_state: str = CARRY,
 ) -> GrowthResult:
     """Apply ``requests`` to ``model`` itself, carrying optimizer state over.
 
@@ -106,13 +114,25 @@ def grow_in_place(
     Args:
         model: a built, usually compiled, Sequential or Functional model, or a
             KerasHub task model of a registered family.
-        requests: a `Widen`/`Deepen` or a list of them.
+        requests: a `Widen`/`Deepen`/`Stack` or a list of them.
         operations: the old name of ``requests`` (deprecated).
+        optimizer_state: what the compiled optimizer's state (momenta,
+            second moments) becomes: ``"carry"`` (each variable's state
+            transformed as its weights, copies starting from their source's),
+            ``"reset_new"`` (carried for the variables grown from old ones,
+            zero for every variable of an inserted layer, copies included:
+            new parts start as under a fresh optimizer) or ``"reset"`` (zero
+            everywhere, as a fresh optimizer's; the step count, which drives
+            the learning-rate schedule and Adam's bias correction, goes on).
+            Defaults to ``"carry"``.
 
     Returns:
         The `GrowthResult` (its ``model`` is ``model``).
     """
     requests = as_requests(renamed_requests(requests, operations, "grow_in_place"))
+    check_choice(
+        optimizer_state, OPTIMIZER_STATES, "optimizer_state", owner="grow_in_place"
+    )
     if not isinstance(model, keras.Model):
         raise TypeError(
             "`model` must be a Keras Sequential or Functional model. "
@@ -128,7 +148,7 @@ def grow_in_place(
     optimizer = getattr(model, "optimizer", None)
     carry_state = optimizer is not None and optimizer.built
     if carry_state:
-        optimizer_state.slot_kinds(optimizer)
+        optimizer_states.slot_kinds(optimizer)
     family = found is not None
     state = internals.ModelState(model)
     undo_optimizer = undo_task = None
@@ -149,8 +169,10 @@ def grow_in_place(
                 check_family_result(model, result.model, requests)
             slots = leftovers = None
             if carry_state:
-                slots, leftovers = optimizer_state.plan_state(
-                    optimizer, result.model.trainable_variables, result.state_origins
+                slots, leftovers = optimizer_states.plan_state(
+                    optimizer,
+                    result.model.trainable_variables,
+                    state_origins(result, optimizer_state),
                 )
             own_graphs = state.graphs() + [
                 internals.graph_attrs(m) for m in result.graphs
@@ -163,7 +185,7 @@ def grow_in_place(
                 undo_optimizer = internals.rebuild_optimizer(
                     optimizer, model.trainable_variables, slots
                 )
-                optimizer_state.assign_state(optimizer, leftovers)
+                optimizer_states.assign_state(optimizer, leftovers)
             internals.after_variables_changed(model)
             if getattr(model, "compiled", False):
                 internals.reset_compiled_functions(model)

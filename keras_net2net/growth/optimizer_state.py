@@ -60,6 +60,32 @@ def slot_kinds(optimizer):
     )
 
 
+# `grow_in_place(optimizer_state=...)`, `GrowModel(optimizer_state=...)`.
+CARRY = "carry"
+RESET_NEW = "reset_new"
+RESET = "reset"
+OPTIMIZER_STATES = (CARRY, RESET_NEW, RESET)
+
+
+def state_origins(result, policy):
+    """The origins of the grown model's optimizer state under ``policy``.
+
+    ``"carry"``: the growth's own (copies start from their source's state);
+    ``"reset_new"``: none for a variable whose weights have no origin (an
+    inserted layer, a copy included), so its state starts at zero;
+    ``"reset"``: none at all.
+    """
+    if policy == RESET:
+        return {}
+    if policy == RESET_NEW:
+        return {
+            key: origin
+            for key, origin in result.state_origins.items()
+            if result.origins.get(key, (None, []))[0] is not None
+        }
+    return result.state_origins
+
+
 def _state_owner(optimizer):
     """The optimizer that holds the slots (the inner one of a LossScaleOptimizer)."""
     if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):

@@ -15,6 +15,28 @@ number of steps (the same token budget):
 * restart:  the same growth, but a fresh AdamW at each growth (one ``fit`` per
             stage, the schedule continued with a new warm-up), as G_stack and
             HyperCloning train.
+* stack:    depth stacking (G_stack): the target width with ``--stack-from``
+            blocks (default 1), its whole stack repeated to the target depth
+            at ``--stack-at`` (default 0.1) by `Stack` (``--copies``, default
+            ``kept``: the trained blocks as they are), AdamW's state
+            ``--stack-state`` (default ``reset``) and the rate re-warmed over
+            ``--rewarm`` steps (default 150), the cosine continued: all inside
+            one ``fit`` (`GrowModel`).
+* late_stack: the same growth late (``--late-at``, default 0.6) under a
+            warm-up/stable/decay schedule whose decay (the last
+            ``--decay-fraction``, default 0.2) comes after it (Deep
+            Progressive Training's recipe).
+* scratch_wsd: the target from scratch under that WSD schedule (the fair
+            baseline for late_stack).
+* scratch@F: the target from scratch with ``F`` x the steps (``--frontier``),
+            each with its own fully decayed cosine: the scratch frontier.
+
+Two accountings (benchmarks/README.md): progressive (the small model's
+training counted: compute and wall time from step 0) and warm start (a trained
+smaller model given: only the compute after growth counted). The target loss
+is the best final loss of the full-budget scratch runs (cosine, and WSD where
+run); "at equal loss" reads the compute the scratch frontier needs for a
+path's final loss.
 
 Compute is training FLOPs: 6 x (matmul parameters) per token plus attention
 (12 x layers x context x width per token: QK^T and AV, forward and backward, the
@@ -52,7 +74,8 @@ import keras_net2net as kn  # noqa: E402
 
 L = keras.layers
 VOCAB = 256  # bytes
-PATHS = ("scratch", "grown", "random", "restart")
+PATHS = ("scratch", "grown", "random", "restart", "stack", "late_stack", "scratch_wsd")
+FULL_SCRATCH = ("scratch", "scratch_wsd")  # full-budget baselines
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -219,6 +242,19 @@ def stage_targets(small, target, stages):
 # --- training ---------------------------------------------------------------
 
 
+def wsd_schedule(args, steps):
+    """Warm-up, then ``--learning-rate`` until the last ``--decay-fraction``
+    of the steps, then a linear decay to 10% of it (as the cosine's floor)."""
+    decay = int(round(args.decay_fraction * steps))
+    return kn.WarmupStableDecay(
+        args.learning_rate,
+        warmup_steps=args.warmup,
+        stable_steps=steps - args.warmup - decay,
+        decay_steps=decay,
+        final=0.1 * args.learning_rate,
+    )
+
+
 def lr_schedule(args, steps, offset=0):
     """Linear warm-up to ``--learning-rate`` then cosine decay to 10% of it."""
     base = keras.optimizers.schedules.CosineDecay(
@@ -286,6 +322,7 @@ class Log(keras.callbacks.Callback):
         super().__init__()
         self.val, self.args, self.state = val, args, state
         self.params_seen = None
+        self.last_step = args.steps  # a frontier run's is shorter
 
     def _evaluate(self):
         s = self.state
@@ -325,7 +362,7 @@ class Log(keras.callbacks.Callback):
         s["step"] += 1
         s["flops"] += self.per_step[0]
         s["ex_params"] += self.per_step[1]
-        if s["step"] % self.args.eval_every == 0 or s["step"] == self.args.steps:
+        if s["step"] % self.args.eval_every == 0 or s["step"] == self.last_step:
             self._evaluate()
 
 
@@ -345,6 +382,7 @@ class AtGrowth(keras.callbacks.Callback):
         loss = evaluate(self.model, self.val, self.state)
         at = self.state["at_growth"].setdefault(str(self.state["step"]), {})
         at[self.key] = loss
+        at.update(flops=self.state["flops"], wall=self.state["wall"])
 
 
 def run_path(path, args, data, starts, val, seed):
@@ -355,10 +393,38 @@ def run_path(path, args, data, starts, val, seed):
     fit = dict(epochs=1, verbose=0, shuffle=False)
     began = time.perf_counter()
     events = []
-    if path == "scratch":
+    if path in ("scratch", "scratch_wsd") or path.startswith("scratch@"):
+        steps = args.steps
+        if path.startswith("scratch@"):
+            steps = int(round(float(path[len("scratch@") :]) * args.steps))
+            starts = starts[:steps]
         model = gpt(**args.target, context=args.context, seed=seed)
-        compile_model(model, lr_schedule(args, args.steps))
+        wsd = path == "scratch_wsd"
+        schedule = wsd_schedule(args, steps) if wsd else lr_schedule(args, steps)
+        compile_model(model, schedule)
+        log.last_step = steps
         model.fit(Windows(data, starts, args.context), callbacks=[clock, log], **fit)
+    elif path in ("stack", "late_stack"):
+        small = dict(args.target, layers=args.stack_from)
+        model = gpt(**small, context=args.context, seed=seed)
+        late = path == "late_stack"
+        schedule = (
+            wsd_schedule(args, args.steps) if late else lr_schedule(args, args.steps)
+        )
+        compile_model(model, schedule)
+        moment = int(round((args.late_at if late else args.stack_at) * args.steps))
+        factor = args.target["layers"] // args.stack_from
+        request = kn.Stack(factor, order=args.order, copies=args.copies)
+        grow = kn.GrowModel(
+            {kn.AtStep(moment): request},
+            optimizer_state=args.stack_state,
+            rewarm_steps=args.rewarm or None,
+        )
+        before = AtGrowth(val, state, [moment], "before")
+        after = AtGrowth(val, state, [moment], "after")
+        callbacks = [clock, before, grow, after, log]
+        model.fit(Windows(data, starts, args.context), callbacks=callbacks, **fit)
+        events = [r.describe() for r in grow.records]
     else:
         model = gpt(**args.small, context=args.context, seed=seed)
         compile_model(model, lr_schedule(args, args.steps))
@@ -434,40 +500,84 @@ def loss_at(points, flops):
     return None
 
 
+def frontier_cost(frontier, loss):
+    """Compute (or wall) the scratch frontier needs to end at ``loss``.
+
+    ``frontier``: ``(cost, final loss)`` of fully decayed scratch runs of
+    several budgets. Interpolated in log cost between the two budgets whose
+    final losses bracket ``loss``; None outside the frontier.
+    """
+    points = sorted(frontier)
+    for (c0, l0), (c1, l1) in zip(points, points[1:]):
+        if min(l0, l1) <= loss <= max(l0, l1) and l0 != l1:
+            t = (l0 - loss) / (l0 - l1)
+            return float(np.exp(np.log(c0) + t * (np.log(c1) - np.log(c0))))
+    return None
+
+
 def summarise_seed(record):
-    """Ratios of one seed: each path's cost to scratch's final loss / scratch's."""
-    scratch = record["paths"]["scratch"]["points"]
+    """Ratios of one seed: each path's cost to the target loss / scratch's.
+
+    The target is the best final loss of the full-budget scratch runs (its
+    run is the baseline); the frontier holds every fully decayed scratch run.
+    """
+    paths = record["paths"]
+    full = [p for p in FULL_SCRATCH if p in paths]
+    baseline = min(full, key=lambda p: paths[p]["points"][-1]["val_loss"])
+    scratch = paths[baseline]["points"]
     target = scratch[-1]["val_loss"]
     keys = ("flops", "wall", "examples_x_params")
     base = {k: cost_to(scratch, target, k) for k in keys}
-    out = {"target_val_loss": target}
+    frontier = {
+        key: [
+            (run["points"][-1][key], run["points"][-1]["val_loss"])
+            for name, run in paths.items()
+            if name in FULL_SCRATCH or name.startswith("scratch@")
+        ]
+        for key in ("flops", "wall")
+    }
+    out = {"target_val_loss": target, "baseline": baseline}
 
     def ratio(value, key):
         return None if value is None or not base[key] else value / base[key]
 
-    for path, run in record["paths"].items():
+    for path, run in paths.items():
         points = run["points"]
+        final = points[-1]
         reach = {k: cost_to(points, target, k) for k in keys}
+        grown = [g for g in run.get("val_loss_at_growth", {}).values() if "flops" in g]
+        after = None
+        if grown and reach["flops"] is not None:
+            after = reach["flops"] - grown[0]["flops"]
         out[path] = {
-            "final_val_loss": points[-1]["val_loss"],
-            "flops": points[-1]["flops"],
-            "wall": points[-1]["wall"],
+            "final_val_loss": final["val_loss"],
+            "flops": final["flops"],
+            "wall": final["wall"],
             "compute_ratio_to_target": ratio(reach["flops"], "flops"),
             "wall_ratio_to_target": ratio(reach["wall"], "wall"),
             "examples_x_params_ratio_to_target": ratio(
                 reach["examples_x_params"], "examples_x_params"
             ),
-            "compute_ratio_total": points[-1]["flops"] / scratch[-1]["flops"],
-            "wall_ratio_total": points[-1]["wall"] / scratch[-1]["wall"],
-            "scratch_val_loss_at_equal_compute": loss_at(scratch, points[-1]["flops"]),
+            # Warm start: a trained smaller model given, the compute after growth.
+            "warm_start_compute_ratio": ratio(after, "flops"),
+            "compute_ratio_total": final["flops"] / scratch[-1]["flops"],
+            "wall_ratio_total": final["wall"] / scratch[-1]["wall"],
+            "scratch_val_loss_at_equal_compute": loss_at(scratch, final["flops"]),
             # The other way round: what scratch spends to reach this path's
             # final loss, over what this path spent (< 1: scratch is cheaper).
             "scratch_compute_to_this_final_loss": _over(
-                cost_to(scratch, points[-1]["val_loss"], "flops"),
-                points[-1]["flops"],
+                cost_to(scratch, final["val_loss"], "flops"), final["flops"]
             ),
             "scratch_wall_to_this_final_loss": _over(
-                cost_to(scratch, points[-1]["val_loss"], "wall"), points[-1]["wall"]
+                cost_to(scratch, final["val_loss"], "wall"), final["wall"]
+            ),
+            # This path's compute over the frontier's at its final loss (< 1:
+            # cheaper than any fully decayed scratch run; None beyond it).
+            "compute_ratio_at_equal_loss": _over(
+                final["flops"], frontier_cost(frontier["flops"], final["val_loss"])
+            ),
+            "wall_ratio_at_equal_loss": _over(
+                final["wall"], frontier_cost(frontier["wall"], final["val_loss"])
             ),
         }
     return out
@@ -489,32 +599,51 @@ def stats(values):
     }
 
 
+SUMMARY_KEYS = (
+    "compute_ratio_to_target",
+    "wall_ratio_to_target",
+    "examples_x_params_ratio_to_target",
+    "warm_start_compute_ratio",
+    "compute_ratio_total",
+    "wall_ratio_total",
+    "final_val_loss",
+    "scratch_val_loss_at_equal_compute",
+    "scratch_compute_to_this_final_loss",
+    "scratch_wall_to_this_final_loss",
+    "compute_ratio_at_equal_loss",
+    "wall_ratio_at_equal_loss",
+)
+
+
+def path_order(name):
+    """Paths in PATHS order, then the frontier by budget."""
+    if name in PATHS:
+        return (0, PATHS.index(name), 0.0)
+    return (1, 0, float(name.split("@")[1]))
+
+
 def combine(records):
-    """The summary over seeds (the main grown path's ratios at the top level)."""
+    """The summary over seeds (the recommended recipe's ratios at the top)."""
     records = sorted(records, key=lambda r: r["seed"])
     per_seed = [summarise_seed(r) for r in records]
-    paths = [p for p in PATHS if all(p in r["paths"] for r in records)]
+    names = set.intersection(*(set(r["paths"]) for r in records))
+    paths = sorted(names, key=path_order)
     summary = {
-        path: {
-            key: stats([s[path][key] for s in per_seed])
-            for key in (
-                "compute_ratio_to_target",
-                "wall_ratio_to_target",
-                "examples_x_params_ratio_to_target",
-                "compute_ratio_total",
-                "wall_ratio_total",
-                "final_val_loss",
-                "scratch_val_loss_at_equal_compute",
-                "scratch_compute_to_this_final_loss",
-                "scratch_wall_to_this_final_loss",
-            )
-        }
+        path: {key: stats([s[path][key] for s in per_seed]) for key in SUMMARY_KEYS}
         for path in paths
     }
-    main_path = summary.get("grown", {})
+    recipe = records[0]["config"].get("recipe", "grown")
+    main_path = summary.get(recipe, {})
     return {
         "seeds": [r["seed"] for r in records],
         "quick": records[0]["config"]["quick"],
+        "recipe": recipe if recipe in summary else None,
+        "progressive": {
+            "compute_ratio": main_path.get("compute_ratio_to_target"),
+            "wall_ratio": main_path.get("wall_ratio_to_target"),
+            "compute_ratio_at_equal_loss": main_path.get("compute_ratio_at_equal_loss"),
+        },
+        "warm_start": {"compute_ratio": main_path.get("warm_start_compute_ratio")},
         "config": records[0]["config"],
         "environment": records[0]["environment"],
         "compute_ratio_to_target": main_path.get("compute_ratio_to_target"),
@@ -538,10 +667,10 @@ def fmt(s, digits=3, missing="never"):
 
 def markdown(report):
     lines = [
-        "| path | compute to scratch's final loss (x scratch) | wall time to it "
-        "(x scratch) | total compute / wall (x scratch) | final val loss "
-        "(nats/byte) | scratch's loss at this path's final compute | scratch's "
-        "compute / wall to this path's final loss (x this path's) |",
+        "| path | compute to the target loss (x scratch) | wall time to it "
+        "(x scratch) | warm start: compute after growth to it (x scratch) | "
+        "total compute / wall (x scratch) | final val loss (nats/byte) | "
+        "compute at equal loss (x the scratch frontier's) |",
         "|---|---|---|---|---|---|---|",
     ]
     for path, s in report["paths"].items():
@@ -551,14 +680,18 @@ def markdown(report):
         )
         lines.append(
             f"| {path} | {fmt(s['compute_ratio_to_target'])} | "
-            f"{fmt(s['wall_ratio_to_target'])} | {total} | "
+            f"{fmt(s['wall_ratio_to_target'])} | "
+            f"{fmt(s['warm_start_compute_ratio'], 3, 'n/a')} | {total} | "
             f"{fmt(s['final_val_loss'], 4)} | "
-            f"{fmt(s['scratch_val_loss_at_equal_compute'], 4, 'n/a')} | "
-            f"{fmt(s['scratch_compute_to_this_final_loss'], 3, 'n/a')} / "
-            f"{fmt(s['scratch_wall_to_this_final_loss'], 3, 'n/a')} |"
+            f"{fmt(s['compute_ratio_at_equal_loss'], 3, 'outside')} |"
         )
     seeds = ", ".join(str(s) for s in report["seeds"])
-    lines.append(f"\nSeeds {seeds}; mean ± sample std over seeds.")
+    baselines = sorted({s["baseline"] for s in report["per_seed"]})
+    lines.append(
+        f"\nSeeds {seeds}; mean ± sample std over seeds. Target: the best final "
+        f"loss of the full-budget scratch runs ({', '.join(baselines)}). "
+        f"Recommended recipe: {report.get('recipe')}."
+    )
     return "\n".join(lines)
 
 
@@ -572,7 +705,8 @@ def plot(report, out):
         return None
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     colours = dict(scratch="black", grown="tab:blue", random="tab:red")
-    colours["restart"] = "tab:green"
+    colours.update(restart="tab:green", stack="tab:purple", late_stack="tab:orange")
+    colours["scratch_wsd"] = "tab:grey"
     for run in report["runs"]:
         for path, record in run["paths"].items():
             pts = record["points"][1:]
@@ -581,7 +715,7 @@ def plot(report, out):
                 ax.plot(
                     [p[key] / scale for p in pts],
                     [p["val_loss"] for p in pts],
-                    color=colours[path],
+                    color=colours.get(path, "silver"),
                     alpha=0.8,
                     lw=1,
                     label=label,
@@ -593,7 +727,7 @@ def plot(report, out):
         ax.set_ylabel("validation loss (nats/byte)")
         ax.set_ylim(top=min(3.0, ax.get_ylim()[1]))
         ax.legend()
-    fig.suptitle("Byte-level LM: grown vs scratch (dotted: scratch's final loss)")
+    fig.suptitle("Byte-level LM: grown vs scratch (silver: the scratch frontier)")
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
@@ -663,6 +797,37 @@ def parse_args(argv=None):
         default=None,
         help="symmetry-breaking noise of the widened copies (default 0.05; 0: exact)",
     )
+    parser.add_argument(
+        "--frontier",
+        type=float,
+        nargs="*",
+        default=None,
+        help="budgets (fractions of --steps) of the scratch frontier's extra runs",
+    )
+    parser.add_argument(
+        "--stack-from", type=int, default=1, help="blocks of the stacked paths' start"
+    )
+    parser.add_argument("--stack-at", type=float, default=0.1, help="stack's growth")
+    parser.add_argument(
+        "--late-at", type=float, default=0.6, help="late_stack's growth"
+    )
+    parser.add_argument(
+        "--decay-fraction",
+        type=float,
+        default=0.2,
+        help="the WSD schedule's decay: this last fraction of the steps",
+    )
+    parser.add_argument("--order", choices=("stack", "interleave"), default="stack")
+    parser.add_argument("--copies", choices=("kept", "zeroed"), default="kept")
+    parser.add_argument(
+        "--stack-state", choices=("carry", "reset_new", "reset"), default="reset"
+    )
+    parser.add_argument(
+        "--rewarm", type=int, default=None, help="re-warm steps (0: none)"
+    )
+    parser.add_argument(
+        "--recipe", choices=PATHS, default="stack", help="the recommended path"
+    )
     parser.add_argument("--eval-every", type=int, default=None)
     parser.add_argument("--val-windows", type=int, default=None)
     args = parser.parse_args(argv)
@@ -677,6 +842,20 @@ def parse_args(argv=None):
     args.eval_every = args.eval_every or (8 if quick else 100)
     args.noise = 0.05 if args.noise is None else args.noise
     args.val_windows = args.val_windows or (8 if quick else 256)
+    args.frontier = sorted(
+        args.frontier if args.frontier is not None else ([0.5] if quick else [])
+    )
+    args.rewarm = args.rewarm if args.rewarm is not None else (2 if quick else 150)
+    if any(not 0 < f < 1 for f in args.frontier):
+        parser.error(f"--frontier budgets must be in (0, 1); got {args.frontier}")
+    if args.target["layers"] % args.stack_from:
+        parser.error(
+            f"--stack-from {args.stack_from} must divide the target's "
+            f"{args.target['layers']} blocks (Stack grows by a whole factor)"
+        )
+    for name in ("stack_at", "late_at", "decay_fraction"):
+        if not 0 < getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be in (0, 1)")
     if args.quick:
         args.batch_size = min(args.batch_size, 8)
     if len(args.at) != len(args.stages):
@@ -720,6 +899,8 @@ def environment():
 def config_of(args):
     keys = ("quick", "target", "small", "stages", "at", "context", "batch_size")
     keys += ("steps", "warmup", "learning_rate", "eval_every", "val_windows", "noise")
+    keys += ("stack_from", "stack_at", "late_at", "decay_fraction", "order")
+    keys += ("copies", "stack_state", "rewarm", "recipe")
     config = {k: getattr(args, k) for k in keys}
     config["data"] = None if args.data is None else args.data.name
     return config
@@ -766,7 +947,8 @@ def main(argv=None):
             earlier = json.loads(seed_path.read_text())
             if earlier["config"] == config:
                 record["paths"] = earlier["paths"]
-        for path in args.paths:
+        frontier = [f"scratch@{f:g}" for f in args.frontier]
+        for path in [*args.paths, *frontier]:
             run = run_path(path, args, train, starts, val, seed)
             record["paths"][path] = run
             seed_path.write_text(json.dumps(record, indent=1))

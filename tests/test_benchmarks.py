@@ -126,8 +126,22 @@ def test_lm_growth_quick(tmp_path, capsys):
     assert report["seeds"] == [0] and report["quick"] is True
     for key in ("compute_ratio_to_target", "wall_ratio_to_target"):
         assert set(report[key]) >= {"mean", "per_seed"}
+    assert report["recipe"] == "stack"
+    assert set(report["progressive"]["compute_ratio"]) >= {"mean", "per_seed"}
+    assert set(report["warm_start"]["compute_ratio"]) >= {"mean", "per_seed"}
     run = report["runs"][0]["paths"]
-    assert set(run) == {"scratch", "grown", "random", "restart"}
+    assert set(run) == {
+        "scratch",
+        "grown",
+        "random",
+        "restart",
+        "stack",
+        "late_stack",
+        "scratch_wsd",
+        "scratch@0.5",
+    }
+    assert run["scratch@0.5"]["points"][-1]["step"] == 12  # its own budget
+    del run["scratch@0.5"]
     target = run["scratch"]["final"]
     for name, path in run.items():
         assert path["final"] == target, name  # every path ends at the target
@@ -149,6 +163,13 @@ def test_lm_growth_quick(tmp_path, capsys):
     assert abs(grown["after"] - grown["before"]) < 1e-4 * grown["before"]
     assert random["before"] == pytest.approx(grown["before"], rel=1e-5)
     assert abs(random["after"] - random["before"]) > 1e-3
+    # Stacking grows the 1-block model at the target width to its depth, with
+    # the trained blocks kept (not function-preserving) at --stack-at.
+    (stacked,) = run["stack"]["val_loss_at_growth"].values()
+    assert abs(stacked["after"] - stacked["before"]) > 1e-4
+    assert "copies kept as trained" in run["stack"]["events"][0]
+    per_seed = report["per_seed"][0]
+    assert per_seed["baseline"] in ("scratch", "scratch_wsd")
     assert "| path |" in capsys.readouterr().out
     assert lm.main(["--report", str(out)]) == 0
     assert "| grown |" in capsys.readouterr().out

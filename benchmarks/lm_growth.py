@@ -22,6 +22,7 @@ number of steps (the same token budget):
             ``--stack-state`` (default ``reset``) and the rate re-warmed over
             ``--rewarm`` steps (default 150), the cosine continued: all inside
             one ``fit`` (`GrowModel`).
+* stack_wsd: the same growth under the warm-up/stable/decay schedule below.
 * late_stack: the same growth late (``--late-at``, default 0.6) under a
             warm-up/stable/decay schedule whose decay (the last
             ``--decay-fraction``, default 0.2) comes after it (Deep
@@ -74,7 +75,8 @@ import keras_net2net as kn  # noqa: E402
 
 L = keras.layers
 VOCAB = 256  # bytes
-PATHS = ("scratch", "grown", "random", "restart", "stack", "late_stack", "scratch_wsd")
+PATHS = ("scratch", "grown", "random", "restart", "stack", "stack_wsd")
+PATHS += ("late_stack", "scratch_wsd")
 FULL_SCRATCH = ("scratch", "scratch_wsd")  # full-budget baselines
 RESULTS = Path(__file__).parent / "results"
 
@@ -404,7 +406,7 @@ def run_path(path, args, data, starts, val, seed):
         compile_model(model, schedule)
         log.last_step = steps
         model.fit(Windows(data, starts, args.context), callbacks=[clock, log], **fit)
-    elif path in ("stack", "late_stack"):
+    elif path in ("stack", "stack_wsd", "late_stack"):
         small = dict(args.target, layers=args.stack_from)
         model = gpt(**small, context=args.context, seed=seed)
         late = path == "late_stack"
@@ -706,6 +708,7 @@ def plot(report, out):
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     colours = dict(scratch="black", grown="tab:blue", random="tab:red")
     colours.update(restart="tab:green", stack="tab:purple", late_stack="tab:orange")
+    colours["stack_wsd"] = "tab:pink"
     colours["scratch_wsd"] = "tab:grey"
     for run in report["runs"]:
         for path, record in run["paths"].items():

@@ -17,6 +17,7 @@ import numpy as np
 from keras_net2net import transforms
 from keras_net2net._arrays import host_copy
 from keras_net2net._arrays import host_view
+from keras_net2net._validation import check_bool
 from keras_net2net._validation import check_choice
 from keras_net2net._validation import check_int
 from keras_net2net._validation import check_real
@@ -90,6 +91,9 @@ class Net2WiderInit(keras.initializers.Initializer):
             (the source's standard deviation).
         scale: a factor applied to the whole result (see
             `keras_net2net.transforms.WidthTransform`). Defaults to 1.
+        paired: ``side="divide"``: the noise sums to zero over each unit's
+            copies (see `keras_net2net.transforms.wider_in`). Defaults to
+            False.
     """
 
     def __init__(
@@ -104,9 +108,11 @@ class Net2WiderInit(keras.initializers.Initializer):
         axis: int | None = None,
         fill_std: float | None = None,
         scale: float = 1.0,
+        paired: bool = False,
     ) -> None:
         owner = "Net2WiderInit"
         self.scale = check_real(scale, "scale", positive=True, owner=owner)
+        self.paired = check_bool(paired, "paired", owner=owner)
         self.side = transforms.wider.side_name(side, owner=owner)
         self.noise = check_real(noise, "noise", minimum=0.0, owner=owner)
         if isinstance(fill, str):
@@ -210,6 +216,7 @@ class Net2WiderInit(keras.initializers.Initializer):
             axis=last.axis,
             fill_std=last.fill_std,
             scale=last.scale,
+            paired=last.paired,
         )
 
     @property
@@ -226,6 +233,7 @@ class Net2WiderInit(keras.initializers.Initializer):
             self.seed,
             self.fill_std,
             self.scale,
+            self.paired,
         )
 
     def transform(self, value: Any, kind: str = "weight") -> np.ndarray:
@@ -273,6 +281,7 @@ class Net2WiderInit(keras.initializers.Initializer):
             "axis": self.axis,
             "fill_std": self.fill_std,
             "scale": self.scale,
+            "paired": self.paired,
         }
 
 

@@ -35,10 +35,13 @@ from keras_net2net._validation import check_seed
 NET2WIDER = "net2wider"
 RANDOM_PAD = "random-pad"
 WIDEN_METHODS = (NET2WIDER, RANDOM_PAD)
-# `Widen(noise_on=...)`: where symmetry-breaking noise goes.
+# `Widen(noise_on=...)`: where symmetry-breaking noise goes: the copies'
+# incoming weights, their outgoing weights (the consumers), or the consumers'
+# weights with noise that sums to zero over each unit's copies (exact).
 COPIES = "copies"
 CONSUMERS = "consumers"
-NOISE_TARGETS = (COPIES, CONSUMERS)
+PAIRED = "paired"
+NOISE_TARGETS = (COPIES, CONSUMERS, PAIRED)
 # `Deepen(method=...)`: an identity layer (Net2DeeperNet) or a random one (a
 # copied block with nothing zeroed).
 IDENTITY = "identity"

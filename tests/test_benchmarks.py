@@ -136,6 +136,7 @@ def test_lm_growth_quick(tmp_path, capsys):
         "random",
         "restart",
         "stack",
+        "stack_wsd",
         "late_stack",
         "scratch_wsd",
         "scratch@0.5",

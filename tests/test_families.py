@@ -300,14 +300,20 @@ def test_requests_dry_runs_and_origins_use_the_config_vocabulary():
     assert type(result.model) is type(model)
     assert relative(logits(model), logits(result.model)) <= TOL
     traced = 0
+    inserted = {id(v) for v in result.model.backbone.transformer_layers[2].weights}
     for variable in result.model.weights:
         source, steps = result.origins[id(variable)]
-        if source is None:  # the inserted block's zeroed projections
+        if source is None:  # the inserted block's: new weights
+            assert id(variable) in inserted
             continue
         expected = Chain(steps).apply(keras.ops.convert_to_numpy(source))
         np.testing.assert_allclose(keras.ops.convert_to_numpy(variable), expected)
         traced += 1
-    assert traced == len(result.model.weights) - 2
+    assert traced == len(result.model.weights) - len(inserted)
+    # Its optimizer state starts from the copied block's, but for the two
+    # zeroed projections.
+    fresh = [v for v in result.model.weights if result.state_origins[id(v)][0] is None]
+    assert len(fresh) == 2
     # In place, only the config vocabulary (which keeps the class) is taken.
     per_layer = kn.Widen("transformer_layer_0/feedforward_intermediate_dense", 48)
     saved = weights(model)

@@ -72,7 +72,7 @@ def test_unsupported_consumer_in_schedule():
         ({}, ValueError, "non-empty"),
         ({1.5: kn.Widen("fc1", 9)}, TypeError, "trigger"),
         ({-1: kn.Widen("fc1", 9)}, ValueError, "integer >= 0"),
-        ({1: "widen"}, TypeError, "Widen, a Deepen"),
+        ({1: "widen"}, TypeError, "a growth request"),
         ({1: []}, TypeError, "non-empty list"),
         ([(1,)], ValueError, "pair"),
     ],

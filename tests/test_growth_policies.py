@@ -157,3 +157,15 @@ def test_bad_policies_are_refused_before_anything_changes(call, words):
     for word in words:
         assert word in str(error.value), (word, str(error.value))
     assert_unchanged(model, before)
+
+
+def test_rewarm_refuses_a_callback_that_sets_the_rate():
+    model = transformer_classifier(blocks=1)
+    model.compile(keras.optimizers.AdamW(1e-3), LOSS)
+    x, y = token_batch(16), np.arange(16) % 2
+    grow = kn.GrowModel({kn.AtStep(2): kn.Stack(2)}, rewarm_steps=2)
+    plateau = keras.callbacks.ReduceLROnPlateau("loss")
+    before = snapshot(model)
+    with pytest.raises(ValueError, match="rewarm_steps.*ReduceLROnPlateau"):
+        model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[grow, plateau])
+    assert_unchanged(model, before)

@@ -151,3 +151,22 @@ def test_post_ln_blocks_that_are_not_one_run_are_refused_by_name():
         ValueError, match="'add_attn_1' before it is not part of the run"
     ):
         kn.describe_growth(model, kn.Stack(2))
+
+
+def test_a_shared_add_is_refused_by_name():
+    inputs = keras.Input((8,))
+    add = L.Add(name="shared_add")
+    x = add([inputs, L.Dense(8, name="f")(inputs)])
+    x = add([x, L.Dense(8, name="g")(x)])
+    model = keras.Model(inputs, L.Dense(2, name="head")(x))
+    with pytest.raises(ValueError, match="'shared_add'.*shared"):
+        kn.describe_growth(model, kn.Stack(2))
+
+
+def test_the_dry_run_says_what_is_stacked():
+    text = kn.describe_growth(transformer_classifier(), kn.Stack(2, order="interleave"))
+    first, found = text.splitlines()[:2]
+    assert "stack 2 Transformer block(s) ending at 'add_ffn_1' x2 -> 4" in first
+    assert "each block followed by its copies" in first
+    assert "function-preserving" in first
+    assert "4 residual blocks found ('add_attn_0' to 'add_ffn_1'), 2 unit(s)" in found

@@ -61,3 +61,34 @@ def test_a_llama_stacked_inside_fit_keeps_its_class_and_trains_on():
     assert int(model.optimizer.iterations) == 8
     assert np.isfinite(history.history["loss"]).all()
     assert "num_layers 2 -> 4" in grow.records[0].describe()
+
+
+def velocities_by_block(model):
+    optimizer = model.optimizer
+    slot = {
+        id(v): keras.ops.convert_to_numpy(s)
+        for v, s in zip(optimizer._trainable_variables, optimizer._velocities)
+    }
+    return [
+        [slot[id(v)] for v in block.trainable_weights]
+        for block in model.backbone.transformer_layers
+    ]
+
+
+@pytest.mark.parametrize("policy", ["carry", "reset_new"])
+def test_kept_copies_state_is_carried_or_reset(policy):
+    model, x, y = tiny_llama()
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    before = velocities_by_block(model)
+    kn.grow_in_place(model, kn.Stack(2, copies="kept"), optimizer_state=policy)
+    after = velocities_by_block(model)
+    assert len(after) == 4
+    for index in (0, 1):  # the trained blocks keep theirs
+        for old, new in zip(before[index], after[index]):
+            np.testing.assert_array_equal(old, new)
+    for index in (2, 3):  # the copies of blocks 0 and 1
+        for source, copy in zip(before[index - 2], after[index]):
+            if policy == "carry":
+                np.testing.assert_array_equal(source, copy)
+            else:
+                assert not copy.any()

@@ -158,3 +158,18 @@ def test_grouped_rules_copy_within_each_group():
         T.choose_mapping(8, 12, [norm])
     with pytest.raises(ValueError, match="groups >= 1"):
         T.MappingRule(groups=0)
+
+
+def test_paired_noise_sums_to_zero_over_each_units_copies_on_any_axis():
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(3, 4, 5, 6)).astype("float32")  # axis -3 has 4 units
+    mapping = T.WidthMapping(np.array([0, 1, 2, 3, 1, 1, 3, -1]), old_width=4)
+    exact = T.wider_in(w, mapping, axis=-3)
+    noisy = T.wider_in(w, mapping, axis=-3, noise=0.5, paired=True, seed=1)
+    for rows in ([1, 4, 5], [3, 6]):  # the copies of units 1 and 3
+        np.testing.assert_allclose(
+            noisy[:, rows].sum(1), exact[:, rows].sum(1), rtol=1e-5, atol=1e-6
+        )
+        assert np.all(noisy[:, rows] != exact[:, rows])
+    for alone in (0, 2, 7):  # not copied, or fresh: untouched
+        np.testing.assert_array_equal(noisy[:, alone], exact[:, alone])

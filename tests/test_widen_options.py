@@ -80,7 +80,7 @@ def test_random_pad_distribution():
 @pytest.mark.parametrize(
     "kwargs,pattern",
     [
-        (dict(noise_on="both"), r"`noise_on`"),
+        (dict(noise_on="both"), r"`noise_on`.*paired"),
         (dict(pad_std=0), r"`pad_std`"),
         (dict(pad_std=-1.0), r"`pad_std`"),
         (dict(pad_bias=float("nan")), r"`pad_bias`"),
@@ -128,3 +128,45 @@ def test_random_pad_heads_use_the_pad_distribution():
     ]
     np.testing.assert_allclose(query_bias[2:], 0.25)
     assert abs(query_kernel[:, 2:].std() - 0.5) < 0.15
+
+
+def test_paired_noise_keeps_the_function_and_its_copies_diverge_under_adam():
+    """HyperCloning's symmetry breaking: noise on the consumers' rows of
+    every copied unit that sums to zero over the unit's copies."""
+    x = np.random.default_rng(0).normal(size=(64, 20)).astype("float32")
+    y = np.random.default_rng(1).normal(size=(64, 5)).astype("float32")
+    model = dense_model()
+    paired = kn.widen(model, "a", 48, noise=0.1, noise_on="paired", seed=3)
+    exact = kn.widen(model, "a", 48, seed=3)
+    scale = np.abs(keras.ops.convert_to_numpy(model(x))).max()
+    assert kn.max_output_difference(model, paired, x) / scale <= 1e-5
+    k_paired, k_exact = (
+        arrays(paired.get_layer("b"))[0],
+        arrays(exact.get_layer("b"))[0],
+    )
+    source = np.argmin(  # each new unit's source, from the incoming weights
+        [
+            np.abs(arrays(exact.get_layer("a"))[0][:, :32] - column[:, None]).sum(0)
+            for column in arrays(exact.get_layer("a"))[0].T
+        ],
+        axis=1,
+    )
+    copied = np.bincount(source, minlength=32) > 1
+    for unit in np.flatnonzero(copied):
+        rows = source == unit
+        np.testing.assert_allclose(
+            k_paired[rows].sum(0), k_exact[rows].sum(0), rtol=1e-5, atol=1e-6
+        )
+        assert np.all(k_paired[rows] != k_exact[rows])  # the original too
+    untouched = np.isin(source, np.flatnonzero(~copied))
+    np.testing.assert_array_equal(k_paired[untouched], k_exact[untouched])
+    spread = {}
+    for name, grown in (("exact", exact), ("paired", paired)):
+        grown.compile(keras.optimizers.Adam(1e-2), "mse")
+        grown.fit(x, y, epochs=3, batch_size=16, verbose=0)
+        kernel = arrays(grown.get_layer("a"))[0]
+        spread[name] = max(
+            np.abs(kernel[:, j] - kernel[:, source[j]]).max() for j in range(32, 48)
+        )
+    assert spread["exact"] <= 1e-6  # 12 Adam steps later, still exact copies
+    assert spread["paired"] > 1e-3

@@ -72,9 +72,12 @@ class FamilyPlan:
         lines = [self.description, *self.notes]
         for dim, mapping in self.mappings.items():
             lines.append(f"  {dim}: {mapping.old_width} -> {mapping.new_width}")
-        copies = [i for i, (_, copied) in enumerate(self.sources) if copied]
-        if copies:
-            lines.append(f"  new identity blocks (indices): {copies}")
+        identity = [i for i, (_, copied) in enumerate(self.sources) if copied]
+        if identity:
+            lines.append(f"  new identity blocks (indices): {identity}")
+        kept = sorted(copy_indices(self.sources) - set(identity))
+        if kept:
+            lines.append(f"  new copies of trained blocks (indices): {kept}")
         return lines
 
     def build(
@@ -116,10 +119,12 @@ class FamilyPlan:
             config = task.get_config()
             config.update(backbone=new_backbone, preprocessor=task.preprocessor)
             grown = type(task)(**config)
-            found.update(_carry_task_head(family, task, grown, new_backbone, self))
+            head = _carry_task_head(family, task, grown, new_backbone, self)
+            found.weights.update(head)
+            found.state.update(head)
         if compile and getattr(model, "compiled", False):
             _compile_like(model, grown)
-        return grown, Origins.same(found)
+        return grown, found
 
 
 def chain_for(
@@ -208,24 +213,42 @@ def new_values(
     }
 
 
+def copy_indices(sources: list) -> set[int]:
+    """The new blocks that copy a block already in the stack before them
+    (identity copies and kept copies alike): every occurrence of a source
+    block after its first."""
+    seen: set[int] = set()
+    copies = set()
+    for new_index, (old_index, _) in enumerate(sources):
+        if old_index in seen:
+            copies.add(new_index)
+        seen.add(old_index)
+    return copies
+
+
 def origins(
     family: Family, backbone: Any, new_backbone: Any, plan: FamilyPlan
-) -> dict[int, tuple[Any, list]]:
-    """``{id(new variable): (old variable or None, transforms)}``.
+) -> Origins:
+    """Where every variable of ``new_backbone`` comes from.
 
     What `keras_net2net.surgery.GrowthResult.origins` records: a zeroed
-    variable, or one whose value `Family.finish` rescales, has no origin.
+    variable, or one whose value `Family.finish` rescales, has no origin. A
+    copied block's variables are new weights whose optimizer state starts
+    from their source's (as a copied layer's in a graph plan).
     """
     old_config = family.config(backbone)
     found = sources(family, backbone, new_backbone, plan)
-    result: dict[int, tuple[Any, list]] = {}
+    copies = copy_indices(plan.sources)
+    result = Origins()
     for variable in new_backbone.weights:
         source, chain, zeroed = found[variable.path]
-        _, local = family.split(variable.path)
+        index, local = family.split(variable.path)
         if zeroed or family.rescales(local, old_config, plan.config):
-            result[id(variable)] = (None, [])
+            origin: tuple[Any, list] = (None, [])
         else:
-            result[id(variable)] = (source, list(chain))
+            origin = (source, list(chain))
+        result.state[id(variable)] = origin
+        result.weights[id(variable)] = (None, []) if index in copies else origin
     return result
 
 

@@ -1,11 +1,11 @@
 """Growing a model in place during `model.fit`."""
 
 from keras_net2net.growth.callback import GrowModel
-from keras_net2net.growth.callback import GrowthRecord
 from keras_net2net.growth.inplace import grow_in_place
 from keras_net2net.growth.learning_rate import Rewarmed
 from keras_net2net.growth.learning_rate import ScaledSchedule
 from keras_net2net.growth.learning_rate import WarmupStableDecay
+from keras_net2net.growth.record import GrowthRecord
 from keras_net2net.growth.schedule import AtEpoch
 from keras_net2net.growth.schedule import AtStep
 from keras_net2net.growth.schedule import OnPlateau

@@ -25,6 +25,7 @@ from keras_net2net.growth.inplace import check_growable_in_place
 from keras_net2net.growth.inplace import grow_in_place
 from keras_net2net.growth.optimizer_state import CARRY
 from keras_net2net.growth.optimizer_state import OPTIMIZER_STATES
+from keras_net2net.growth.record import GrowthRecord
 from keras_net2net.growth.schedule import AtEpoch
 from keras_net2net.growth.schedule import AtStep
 from keras_net2net.growth.schedule import OnPlateau
@@ -36,54 +37,6 @@ from keras_net2net.surgery import check_request
 
 # One lock for all instances (a lock attribute would stop deep copies).
 _BATCH_END_LOCK = threading.Lock()
-
-
-@dataclasses.dataclass(frozen=True)
-class GrowthRecord:
-    """What one growth event did.
-
-    `GrowModel.records` lists them; ``model.growth_history`` holds them as dicts.
-
-    Example:
-
-    ```python
-    grow = GrowModel({1: Widen("fc1", 128)})
-    model.fit(x, y, epochs=3, callbacks=[grow])
-    print(grow.records[0].describe())  # epoch, step, trigger, requests, params
-    ```
-
-    Attributes:
-        epoch: epoch index (0-based) at whose start or during which it happened.
-        step: global training step (0-based) before which it happened.
-        trigger: why (e.g. ``"epoch 2"``, ``"plateau of val_loss (patience 1)"``).
-        requests: one description per request (what it grew).
-        params_before: ``model.count_params()`` before.
-        params_after: ``model.count_params()`` after.
-    """
-
-    epoch: int
-    step: int
-    trigger: str
-    requests: tuple[str, ...]
-    params_before: int
-    params_after: int
-
-    @property
-    def operations(self) -> tuple[str, ...]:
-        """The old name of ``requests`` (deprecated)."""
-        warnings.warn(
-            "GrowthRecord.operations is deprecated; it is now GrowthRecord.requests.",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return self.requests
-
-    def describe(self) -> str:
-        grown = "; ".join(self.requests)
-        return (
-            f"GrowModel: epoch {self.epoch}, step {self.step} ({self.trigger}): "
-            f"{grown}; params {self.params_before:,} -> {self.params_after:,}"
-        )
 
 
 class GrowModel(keras.callbacks.Callback):
@@ -246,8 +199,11 @@ class GrowModel(keras.callbacks.Callback):
         optimizer = getattr(model, "optimizer", None)
         if optimizer is not None:
             optimizer_state.slot_kinds(optimizer)
-            if self.lr_scale is not None or self.rewarm_steps is not None:
+            if self.lr_scale is not None:
                 learning_rate.check_scalable(optimizer)
+            if self.rewarm_steps is not None:
+                learning_rate.check_scalable(optimizer, "rewarm_steps")
+                learning_rate.check_no_rate_setter(self._siblings)
         pending = [i for i in range(len(self.events)) if i not in self._fired]
         if not pending:
             return
@@ -426,8 +382,8 @@ class GrowModel(keras.callbacks.Callback):
         optimizer = getattr(model, "optimizer", None)
         if self.lr_scale is not None and optimizer is not None:
             learning_rate.scale_learning_rate(optimizer, self.lr_scale)
+        step = self._iterations() if restoring is None else restoring
         if self.rewarm_steps is not None and optimizer is not None:
-            step = self._iterations() if restoring is None else restoring
             learning_rate.rewarm_learning_rate(optimizer, step, self.rewarm_steps)
         for state in self._plateau.values():
             state["wait"] = 0
@@ -449,7 +405,9 @@ class GrowModel(keras.callbacks.Callback):
         )
         self._add_record(record)
         if self._log is not None:
-            self._log.add(due, model, dataclasses.asdict(record))
+            # The optimizer's step too: a resumed run re-warms from it.
+            entry = dict(dataclasses.asdict(record), optimizer_step=step)
+            self._log.add(due, model, entry)
         if self.verbose:
             print("\n" + record.describe(), flush=True)
 
@@ -498,11 +456,13 @@ class GrowModel(keras.callbacks.Callback):
                 "the same model construction, or delete the backup directory."
             )
         for index in range(1, stage + 1):
-            # The step it happened at (re-warms restart there).
-            step = int(log.records[index - 1]["step"])
+            # The optimizer's step it happened at (a re-warm starts there).
+            record = log.records[index - 1]
+            step = int(record.get("optimizer_step", record["step"]))
             self._grow(log.stages[index]["events"], restoring=step)
         for record in log.records[:stage]:
             record = dict(record)
+            record.pop("optimizer_step", None)
             if "operations" in record:  # a log written before 0.2.0
                 record["requests"] = record.pop("operations")
             record["requests"] = tuple(record["requests"])

@@ -75,7 +75,8 @@ def check_family_result(model: Model, grown: Model, requests: list) -> None:
             f"Model '{model.name}' is a {type(model).__name__}: in place, it grows "
             "only in its config vocabulary (Widen('hidden_dim', ...), "
             "Widen('intermediate_dim', ...), the family's heads arguments, "
-            "Deepen(after='transformer_layer_<i>')), which keeps its class. "
+            "Deepen(after='transformer_layer_<i>'), Stack(...)), which keeps "
+            "its class. "
             f"These requests would make it a {type(grown).__name__}: "
             f"{requests!r}"
         )

@@ -57,13 +57,13 @@ class ScaledSchedule(keras.optimizers.schedules.LearningRateSchedule):
         return cls(**config)
 
 
-def check_scalable(optimizer):
-    """Raise if ``optimizer``'s learning rate cannot be scaled."""
+def check_scalable(optimizer, argument="lr_scale"):
+    """Raise if ``optimizer``'s learning rate cannot be scaled or re-warmed."""
     value = internals.learning_rate_object(optimizer)
     schedule = keras.optimizers.schedules.LearningRateSchedule
     if callable(value) and not isinstance(value, schedule):
         raise ValueError(
-            "GrowModel(lr_scale=...) needs a float learning rate or a "
+            f"GrowModel({argument}=...) needs a float learning rate or a "
             "LearningRateSchedule; this optimizer's learning rate is the "
             f"callable {value!r}."
         )
@@ -192,10 +192,11 @@ class Rewarmed(keras.optimizers.schedules.LearningRateSchedule):
         ops = keras.ops
         rate = self.schedule(step) if callable(self.schedule) else self.schedule
         step = ops.cast(step, "float32")
-        for start in self.growth_steps:
+        factor = 1.0
+        for start in self.growth_steps:  # overlapping re-warms: the lowest
             ramp = ops.minimum(1.0, (step - float(start) + 1.0) / self.warmup_steps)
-            rate = rate * ops.where(step >= float(start), ramp, 1.0)
-        return rate
+            factor = ops.minimum(factor, ops.where(step >= float(start), ramp, 1.0))
+        return rate * factor
 
     def after_growth(self, step: int) -> "Rewarmed":
         """The same schedule with one more growth at ``step``."""
@@ -223,7 +224,7 @@ class Rewarmed(keras.optimizers.schedules.LearningRateSchedule):
 
 def rewarm_learning_rate(optimizer, step, warmup_steps):
     """Re-warm ``optimizer``'s learning rate over ``warmup_steps`` from ``step``."""
-    check_scalable(optimizer)
+    check_scalable(optimizer, "rewarm_steps")
     value = internals.learning_rate_object(optimizer)
     if isinstance(value, Rewarmed) and value.warmup_steps == warmup_steps:
         optimizer.learning_rate = value.after_growth(step)
@@ -231,3 +232,21 @@ def rewarm_learning_rate(optimizer, step, warmup_steps):
     if not isinstance(value, keras.optimizers.schedules.LearningRateSchedule):
         value = float(keras.ops.convert_to_numpy(value))
     optimizer.learning_rate = Rewarmed(value, (step,), warmup_steps)
+
+
+def check_no_rate_setter(callbacks):
+    """Refuse, before ``fit``, a callback that sets the learning rate beside
+    ``GrowModel(rewarm_steps=...)``: the rate becomes a schedule (`Rewarmed`)
+    at the first growth, which Keras does not let a callback set."""
+    setters = (
+        keras.callbacks.ReduceLROnPlateau,
+        keras.callbacks.LearningRateScheduler,
+    )
+    found = [type(c).__name__ for c in callbacks if isinstance(c, setters)]
+    if found:
+        raise ValueError(
+            f"GrowModel(rewarm_steps=...) wraps the learning rate in a schedule "
+            f"(Rewarmed) at each growth, which {found[0]} cannot set afterwards "
+            "(Keras refuses to set a scheduled rate). Use one of them, or give "
+            "the optimizer a schedule and let GrowModel re-warm it."
+        )

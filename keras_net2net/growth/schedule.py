@@ -201,7 +201,8 @@ def parse_schedule(schedule: Schedule) -> list[Event]:
         if not requests or not all(isinstance(r, Request) for r in requests):
             raise TypeError(
                 f"The `schedule` requests for {trigger.describe()} must be a "
-                "Widen, a Deepen, or a non-empty list of them. "
+                "growth request (Widen, Deepen, Stack) or a non-empty list of "
+                "them. "
                 f"Received: {given!r}"
             )
         events.append(Event(trigger, requests))

@@ -46,6 +46,7 @@ from keras_net2net.surgery import coupled_layers
 from keras_net2net.surgery.graph import LayerGraph
 from keras_net2net.surgery.handlers.merging import is_residual_add
 from keras_net2net.surgery.plan.blocks import residual_branch
+from keras_net2net.surgery.plan.stack import stack_ends
 
 CONFIG_KEYS = ("hidden_dim", "num_heads", "intermediate_dim", "num_layers")
 METHODS = ("net2net", "random")
@@ -248,7 +249,9 @@ def transformer_requests(
         if target["intermediate_dim"] != current["intermediate_dim"]:
             requests.append(widen(block.ffn_in, target["intermediate_dim"]))
     factor, extra = divmod(target["num_layers"], current["num_layers"])
-    if method != "random" and factor > 1 and not extra:
+    # One Stack where the stack it repeats is exactly these blocks.
+    stackable = stack_ends(model) == [block.end for block in blocks]
+    if method != "random" and factor > 1 and not extra and stackable:
         requests.append(Stack(factor, order=order, copies=copies))
         return requests
     if order == STACK and factor * current["num_layers"] != target["num_layers"]:
@@ -256,6 +259,14 @@ def transformer_requests(
             f"transformer_requests: order='stack' repeats the whole stack, so "
             f"num_layers must be a whole multiple of the current "
             f"{current['num_layers']}. Received: num_layers={target['num_layers']}"
+        )
+    if order == STACK and target["num_layers"] != current["num_layers"]:
+        raise ValueError(
+            f"transformer_requests: order='stack' repeats the run of residual "
+            f"blocks, but in model '{model.name}' that run is not its "
+            f"Transformer blocks {[b.end for b in blocks]} (another residual "
+            "block, or blocks not directly one after the other); use "
+            "order='interleave'."
         )
     for index, block in enumerate(blocks):
         for _ in range(factor - 1 + (index < extra)):

@@ -86,7 +86,11 @@ def widen(
             incoming weights, relative to the kernel's standard deviation) or
             ``"consumers"`` (their outgoing weights in the consumers, relative
             to the standard deviation of those weights, as the original
-            Net2Net code does). Defaults to ``"copies"``.
+            Net2Net code does) or ``"paired"`` (the consumers' weights of
+            every copied unit, the original included, with noise that sums
+            to zero over the unit's copies: the function is unchanged, as
+            HyperCloning does, and the copies receive different gradients,
+            so they diverge under Adam). Defaults to ``"copies"``.
         pad_std: for ``method="random-pad"``: the standard deviation of the
             new random kernel entries (widened layers and consumers).
             Defaults to None (each kernel's own standard deviation).

@@ -13,6 +13,8 @@ vectors (bias, BatchNormalization parameters) are 1-D over the units.
 ``"random"`` for normal noise with the standard deviation of the source.
 ``noise`` (relative to the source's standard deviation, as in the paper) is
 added to the copied units only, to break their symmetry; ``noise=0`` is exact.
+On the divide side, ``paired`` noise goes on every copied unit's entries (the
+original's too) and sums to zero over each unit's copies: exact as well.
 """
 
 import dataclasses
@@ -62,6 +64,31 @@ def _add_noise(out, mask, noise, reference, rng, axis):
     index = _index(out.ndim, axis, mask)
     std = noise * float(np.std(reference))
     out[index] += rng.normal(0.0, std, size=out[index].shape).astype(out.dtype)
+
+
+def _add_paired_noise(out, mapping, noise, rng, axis):
+    """Add noise to the entries of every copied unit (the original included)
+    that sums to zero over each unit's copies along ``axis``.
+
+    The entries of one unit's copies read identical activations, so only
+    their sum matters: the function is unchanged, while each copy's outgoing
+    weights (so its gradient) differ. Relative to the std of those entries.
+    """
+    noise = check_real(noise, "noise", minimum=0.0)
+    fresh = mapping.fresh
+    source = np.where(fresh, 0, mapping.indices)
+    counts = np.where(fresh, 0, mapping.counts[source])
+    mask = counts > 1
+    if noise == 0 or not mask.any():
+        return
+    moved = np.moveaxis(out, axis, 0)  # a view: writes go to ``out``
+    picked = moved[mask]
+    draws = rng.normal(0.0, noise * float(np.std(picked)), size=picked.shape)
+    sums = np.zeros((mapping.old_width, *draws.shape[1:]))
+    np.add.at(sums, source[mask], draws)
+    shape = (-1,) + (1,) * (draws.ndim - 1)
+    draws -= sums[source[mask]] / counts[mask].reshape(shape)
+    moved[mask] = picked + draws.astype(out.dtype)
 
 
 def _check_axis(w, mapping, axis, what):
@@ -134,6 +161,7 @@ def wider_in(
     power: int = 1,
     axis: int = -2,
     fill_std: float | None = None,
+    paired: bool = False,
 ) -> np.ndarray:
     """Adjust the input side of a consumer kernel: copy and divide along ``axis``.
 
@@ -156,6 +184,9 @@ def wider_in(
         axis: the axis that reads the widened units. Defaults to -2.
         fill_std: standard deviation of a ``"random"`` fill. Defaults to None:
             the standard deviation of ``w``.
+        paired: put the noise on the entries of every copied unit (the
+            original included), summing to zero over each unit's copies:
+            exact, and the copies' gradients differ. Defaults to False.
 
     Returns:
         Array with ``new_width`` entries along ``axis``.
@@ -187,7 +218,9 @@ def wider_in(
             out = out / divisor
     _fill(out, fresh, fill, w, rng, axis, fill_std)
     copies = ~fresh & (np.arange(mapping.new_width) >= mapping.old_width)
-    if noise and copies.any():
+    if noise and paired:
+        _add_paired_noise(out, mapping, noise, rng, axis)
+    elif noise and copies.any():
         reference = np.take(out, np.flatnonzero(copies), axis=axis)
         _add_noise(out, copies, noise, reference, rng, axis)
     return out
@@ -251,6 +284,8 @@ class WidthTransform:
             first moments by ``scale``, second moments by ``scale**2``).
             Used where a widening changes a layer's own normalisation, as
             attention's ``1/sqrt(key_dim)``. Defaults to 1.
+        paired: ``"divide"`` side only: the noise sums to zero over each
+            unit's copies (see `wider_in`). Defaults to False.
     """
 
     mapping: WidthMapping
@@ -261,10 +296,17 @@ class WidthTransform:
     seed: int | None = None
     fill_std: float | None = None
     scale: float = 1.0
+    paired: bool = False
 
     def __post_init__(self) -> None:
         check_real(self.scale, "scale", positive=True)
         object.__setattr__(self, "side", side_name(self.side))
+        if self.paired and self.side != DIVIDE:
+            raise ValueError(
+                "WidthTransform(`paired`): paired noise goes on the entries "
+                "that read the copies (side='divide'). Received: "
+                f"side={self.side!r}, paired=True"
+            )
         if self.axis is None:
             object.__setattr__(self, "axis", -1 if self.side == COPY else -2)
 
@@ -307,6 +349,7 @@ class WidthTransform:
                 axis=axis,
                 power=2 if kind == "squared" else 1,
                 fill_std=self.fill_std,
+                paired=self.paired,
             )
         if self.scale != 1.0:
             factor = self.scale**2 if kind == "squared" else self.scale

@@ -38,6 +38,7 @@ from keras_net2net.requests import DEEPEN_METHODS
 from keras_net2net.requests import IDENTITY
 from keras_net2net.requests import NET2WIDER
 from keras_net2net.requests import NOISE_TARGETS
+from keras_net2net.requests import PAIRED
 from keras_net2net.requests import RANDOM
 from keras_net2net.requests import RANDOM_PAD
 from keras_net2net.requests import WIDEN_METHODS
@@ -78,6 +79,7 @@ __all__ = [
     "input_rank",
     "negative_axis",
     "CONSUMERS",
+    "PAIRED",
     "COPIES",
     "DEEPEN_METHODS",
     "NOISE_TARGETS",

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from keras_net2net.requests import CONSUMERS
 from keras_net2net.requests import COPIES
+from keras_net2net.requests import PAIRED
 from keras_net2net.requests import RANDOM
 from keras_net2net.requests import RANDOM_PAD
 from keras_net2net.requests import Widen
@@ -156,8 +156,12 @@ class Widening:
         return self.request.noise if self.request.noise_on == COPIES else 0.0
 
     def consumer_noise(self) -> float:
-        """Noise on the new copies' outgoing weights (the consumers)."""
-        return self.request.noise if self.request.noise_on == CONSUMERS else 0.0
+        """Noise on the copies' outgoing weights (the consumers)."""
+        return self.request.noise if self.request.noise_on != COPIES else 0.0
+
+    def paired_noise(self) -> bool:
+        """Whether the consumers' noise sums to zero over each unit's copies."""
+        return self.request.noise_on == PAIRED
 
     def writer(
         self,
@@ -204,6 +208,7 @@ class Widening:
             seed=next(seeds),
             fill_std=self.request.pad_std,
             scale=scale,
+            paired=self.paired_noise(),
         )
 
 
@@ -241,12 +246,14 @@ def divide_transform(
     seed: int | None = None,
     fill_std: float | None = None,
     scale: float = 1.0,
+    paired: bool = False,
 ) -> WidthTransform:
     """A transform that copies and divides by the copy count along ``axis``.
 
     What a handler's ``widen_in`` adds for a variable that reads widened
     channels on ``axis`` (the *divide* side): the copies together contribute
-    what the original entry did.
+    what the original entry did. ``paired``: the noise sums to zero over
+    each unit's copies (exact; see `keras_net2net.transforms.wider_in`).
 
     Example:
 
@@ -255,4 +262,6 @@ def divide_transform(
     LayerChange().add("kernel", divide_transform(g, axis=-2))
     ```
     """
-    return WidthTransform(mapping, DIVIDE, axis, noise, fill, seed, fill_std, scale)
+    return WidthTransform(
+        mapping, DIVIDE, axis, noise, fill, seed, fill_std, scale, paired
+    )

@@ -18,6 +18,7 @@ from keras_net2net.surgery.plan.blocks import residual_blocks
 from keras_net2net.surgery.plan.blocks import residual_stack
 from keras_net2net.surgery.plan.data import Site
 from keras_net2net.surgery.plan.data import check_rebuildable
+from keras_net2net.surgery.plan.data import single_call
 from keras_net2net.surgery.plan.graph_plan import Plan
 
 
@@ -57,6 +58,8 @@ def plan_stack(model, request, *, layer=None):
             "that holds every residual block. Deepen such a model block by "
             "block (Deepen(after=<an Add>)).",
         )
+    for block in chain:  # a shared Add would take the copies after every call
+        single_call(graph, closing_add(graph, block).op, "be stacked")
     units = block_units(chain)
     taken = graph.names()
     zero = request.exact
@@ -87,14 +90,36 @@ def plan_stack(model, request, *, layer=None):
             site = Site(graph, node.op, node, H.get_handler(node.op), taken)
             names = _names(graph, unit, copies, "copy")
             insert_copies(plan, site, unit * copies, zero=zero, init=COPY, names=names)
-    plan.details.append(plan.description)
-    plan.details.append(
-        f"  {len(chain)} residual blocks found "
-        f"('{closing_add(graph, chain[0]).op.name}' to '{last.op.name}'), "
-        f"{len(units)} unit(s) of {', '.join(str(len(u)) for u in units[:1])} "
-        "block(s)"
-    )
+    sizes = " or ".join(map(str, sorted({len(u) for u in units})))
+    first = closing_add(graph, chain[0]).op.name
+    plan.details[:0] = [
+        plan.description,
+        f"  {len(chain)} residual blocks found ('{first}' to '{last.op.name}'), "
+        f"{len(units)} unit(s) of {sizes} block(s)",
+    ]
     return plan.resolve()
+
+
+def stack_ends(model):
+    """The name of the Add that ends each unit `Stack` would repeat, in order.
+
+    Empty where `Stack` would not apply (no residual stack, blocks outside
+    it, a block it cannot copy). `keras_net2net.transformer_requests` writes
+    a `Stack` only where these are the Transformer blocks it recognises.
+    """
+    try:
+        plan_stack(model, _Probe())
+    except ValueError:
+        return []
+    graph = LayerGraph(model)
+    units = block_units(residual_stack(graph))
+    return [closing_add(graph, unit[-1]).op.name for unit in units]
+
+
+class _Probe:
+    """A request-like probe for `stack_ends` (the smallest Stack)."""
+
+    factor, order, exact = 2, STACK, True
 
 
 def _names(graph, blocks, copies, word):

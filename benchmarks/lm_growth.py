@@ -410,9 +410,10 @@ def run_path(path, args, data, starts, val, seed):
         small = dict(args.target, layers=args.stack_from)
         model = gpt(**small, context=args.context, seed=seed)
         late = path == "late_stack"
-        schedule = (
-            wsd_schedule(args, args.steps) if late else lr_schedule(args, args.steps)
-        )
+        if path == "stack":
+            schedule = lr_schedule(args, args.steps)
+        else:
+            schedule = wsd_schedule(args, args.steps)
         compile_model(model, schedule)
         moment = int(round((args.late_at if late else args.stack_at) * args.steps))
         factor = args.target["layers"] // args.stack_from

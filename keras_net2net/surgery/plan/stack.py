@@ -34,33 +34,7 @@ def plan_stack(model, request, *, layer=None):
             for), or its blocks cannot be copied (naming the layer).
     """
     graph = LayerGraph(model)
-    check_rebuildable(graph)
-    blocks = residual_blocks(graph)
-    chain = residual_stack(graph, blocks)
-    if not chain:
-        raise ValueError(
-            f"Stack: model '{model.name}' has no residual block to stack. Stack "
-            "repeats the run of consecutive residual blocks x + f(x) (each "
-            "closed by an `Add` whose input is the previous block's `Add`, as "
-            "in a pre-LN Transformer); grow other models with Deepen. "
-            f"Received: {request!r}"
-        )
-    ends = {block[1] for block in chain}
-    outside = [node for node, block in blocks if block[1] not in ends]
-    if outside:
-        first = closing_add(graph, chain[0])
-        raise H.unsupported(
-            first.op,
-            f"starts the last run of consecutive residual blocks, but the "
-            f"block closed by '{outside[-1].op.name}' before it is not part of the "
-            "run (a layer between the blocks, such as a post-LN Transformer's "
-            "normalisation or a downsampling stage); Stack repeats one run "
-            "that holds every residual block. Deepen such a model block by "
-            "block (Deepen(after=<an Add>)).",
-        )
-    for block in chain:  # a shared Add would take the copies after every call
-        single_call(graph, closing_add(graph, block).op, "be stacked")
-    units = block_units(chain)
+    chain, units = _find_stack(graph, model, request)
     taken = graph.names()
     zero = request.exact
     copies = request.factor - 1
@@ -100,6 +74,41 @@ def plan_stack(model, request, *, layer=None):
     return plan.resolve()
 
 
+def _find_stack(graph, model, request):
+    """``(chain, units)`` of the residual stack `Stack` repeats, checked.
+
+    Raises:
+        ValueError: no residual block, a block outside the run, a shared Add.
+    """
+    check_rebuildable(graph)
+    blocks = residual_blocks(graph)
+    chain = residual_stack(graph, blocks)
+    if not chain:
+        raise ValueError(
+            f"Stack: model '{model.name}' has no residual block to stack. Stack "
+            "repeats the run of consecutive residual blocks x + f(x) (each "
+            "closed by an `Add` whose input is the previous block's `Add`, as "
+            "in a pre-LN Transformer); grow other models with Deepen. "
+            f"Received: {request!r}"
+        )
+    ends = {block[1] for block in chain}
+    outside = [node for node, block in blocks if block[1] not in ends]
+    if outside:
+        first = closing_add(graph, chain[0])
+        raise H.unsupported(
+            first.op,
+            f"starts the last run of consecutive residual blocks, but the "
+            f"block closed by '{outside[-1].op.name}' before it is not part of the "
+            "run (a layer between the blocks, such as a post-LN Transformer's "
+            "normalisation or a downsampling stage); Stack repeats one run "
+            "that holds every residual block. Deepen such a model block by "
+            "block (Deepen(after=<an Add>)).",
+        )
+    for block in chain:  # a shared Add would take the copies after every call
+        single_call(graph, closing_add(graph, block).op, "be stacked")
+    return chain, block_units(chain)
+
+
 def stack_ends(model):
     """The name of the Add that ends each unit `Stack` would repeat, in order.
 
@@ -107,19 +116,12 @@ def stack_ends(model):
     it, a block it cannot copy). `keras_net2net.transformer_requests` writes
     a `Stack` only where these are the Transformer blocks it recognises.
     """
+    graph = LayerGraph(model)
     try:
-        plan_stack(model, _Probe())
+        _, units = _find_stack(graph, model, None)
     except ValueError:
         return []
-    graph = LayerGraph(model)
-    units = block_units(residual_stack(graph))
     return [closing_add(graph, unit[-1]).op.name for unit in units]
-
-
-class _Probe:
-    """A request-like probe for `stack_ends` (the smallest Stack)."""
-
-    factor, order, exact = 2, STACK, True
 
 
 def _names(graph, blocks, copies, word):

@@ -18,6 +18,7 @@ from keras_net2net.initializers import IdentityConvInit
 from keras_net2net.initializers import Net2WiderInit
 from keras_net2net.requests import Deepen
 from keras_net2net.requests import Stack
+from keras_net2net.requests import Upcycle
 from keras_net2net.requests import Widen
 from keras_net2net.surgery import coupled_layers
 from keras_net2net.surgery import deepen
@@ -25,6 +26,7 @@ from keras_net2net.surgery import describe_growth
 from keras_net2net.surgery import max_output_difference
 from keras_net2net.surgery import register_handler
 from keras_net2net.surgery import trace_layers
+from keras_net2net.surgery import upcycle
 from keras_net2net.surgery import widen
 
 __all__ = [
@@ -40,6 +42,7 @@ __all__ = [
     "grow_in_place",
     "Deepen",
     "Stack",
+    "Upcycle",
     "IdentityConvInit",
     "Net2WiderInit",
     "Widen",
@@ -53,5 +56,6 @@ __all__ = [
     "transformer_requests",
     "transformer_schedule",
     "transforms",
+    "upcycle",
     "widen",
 ]

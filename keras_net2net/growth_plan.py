@@ -77,12 +77,31 @@ class Origins:
 def _compose(found: OriginMap, base: OriginMap) -> OriginMap:
     composed: OriginMap = {}
     for key, (source, steps) in found.items():
-        if source is None:
+        first, chain = (
+            (None, []) if source is None else base.get(id(source), (None, []))
+        )
+        later = _parts_before(steps, base)
+        if first is None or later is None:
             composed[key] = (None, [])
         else:
-            first, chain = base.get(id(source), (None, []))
-            composed[key] = (first, chain + steps)
+            composed[key] = (first, chain + later)
     return composed
+
+
+def _parts_before(steps: list, base: OriginMap) -> list | None:
+    """``steps`` with each `Join`'s other variable (``part``) taken back to its
+    origin in the earlier growth; None where that origin changed it (the two
+    could not be joined before the earlier transforms: no origin)."""
+    out = []
+    for step in steps:
+        part = getattr(step, "part", None)
+        if part is not None:
+            origin, chain = base.get(id(part), (None, []))
+            if origin is None or chain:
+                return None
+            step = dataclasses.replace(step, part=origin)
+        out.append(step)
+    return out
 
 
 @runtime_checkable

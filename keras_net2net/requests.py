@@ -278,6 +278,96 @@ class Stack(Request):
         return ()
 
 
+@dataclasses.dataclass(frozen=True)
+class Upcycle(Request):
+    """A request to turn a dense KerasHub language model into a mixture of experts.
+
+    Sparse upcycling (Komatsuzaki et al. 2022): every expert of a sparse
+    block starts as a copy of the dense block's feed-forward network, the
+    router at small random values. The MoE classes' routers normalise the
+    chosen experts' probabilities, so copies of one network compute exactly
+    that network whatever the router says: the upcycled model computes what
+    the dense one did. A ``LlamaCausalLM`` or ``MistralCausalLM`` becomes a
+    ``MixtralCausalLM``, a ``QwenCausalLM`` a ``QwenMoeCausalLM``, a
+    ``Qwen3CausalLM`` a ``Qwen3MoeCausalLM`` (see `upcycle`).
+
+    Example:
+
+    ```python
+    moe = keras_net2net.upcycle(llama_causal_lm, num_experts=8, top_k=2)
+    GrowModel({AtStep(1000): keras_net2net.Upcycle(8)})  # inside fit
+    ```
+
+    Args:
+        num_experts: experts per sparse block, an integer >= 2.
+        top_k: experts each token is routed to, 1 <= top_k <= num_experts.
+            Defaults to 2.
+        every: every ``every``-th block becomes sparse (blocks ``i`` with
+            ``(i + 1) % every == 0``), the others stay dense, where the target
+            class can tell them apart (Qwen3-MoE). Defaults to 1 (all blocks).
+        init_stddev: the standard deviation of the new weights' normal
+            initial values (the router; Qwen-MoE's shared expert and its
+            gate). Defaults to 0.02.
+        noise: noise on each expert's copy of the weights, relative to each
+            kernel's standard deviation, to make the experts differ from the
+            start (NOT function-preserving when > 0). Defaults to 0 (exact).
+        shared_expert_dim: the width of Qwen-MoE's shared expert, which
+            starts silent (its output projection zero). Defaults to None
+            (the dense feed-forward width).
+        seed: the seed of the router's (and the noise's) values. Defaults
+            to None.
+    """
+
+    num_experts: int
+    top_k: int = 2
+    every: int = 1
+    init_stddev: float = 0.02
+    noise: float = 0.0
+    shared_expert_dim: int | None = None
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        owner = "Upcycle"
+        experts = check_int(self.num_experts, "num_experts", minimum=2, owner=owner)
+        top_k = check_int(self.top_k, "top_k", minimum=1, owner=owner)
+        if top_k > experts:
+            raise ValueError(
+                f"{owner}(`top_k`) must be at most num_experts={experts}. "
+                f"Received: top_k={top_k}"
+            )
+        object.__setattr__(self, "num_experts", experts)
+        object.__setattr__(self, "top_k", top_k)
+        object.__setattr__(
+            self, "every", check_int(self.every, "every", minimum=1, owner=owner)
+        )
+        object.__setattr__(
+            self,
+            "init_stddev",
+            check_real(self.init_stddev, "init_stddev", positive=True, owner=owner),
+        )
+        object.__setattr__(
+            self, "noise", check_real(self.noise, "noise", minimum=0.0, owner=owner)
+        )
+        if self.shared_expert_dim is not None:
+            object.__setattr__(
+                self,
+                "shared_expert_dim",
+                check_int(
+                    self.shared_expert_dim, "shared_expert_dim", minimum=1, owner=owner
+                ),
+            )
+        object.__setattr__(self, "seed", check_seed(self.seed, "seed", owner=owner))
+
+    @property
+    def exact(self) -> bool:
+        """Whether the request keeps the function (no noise on the experts)."""
+        return self.noise == 0
+
+    def targets(self) -> tuple[str, ...]:
+        """``()``: every sparse block grows, not a named layer."""
+        return ()
+
+
 Requests = Union[Request, Sequence[Request]]  # noqa: UP007 - a runtime alias
 
 

@@ -120,7 +120,11 @@ CASES = [
     (f, *r) for f in ["Llama", "Llama3", "Mistral", "Qwen", "Phi3"] for r in REQUESTS
 ]
 CASES += [(f, *r) for f in ["GPT2", "OPT", "GPTNeoX"] for r in GPT_REQUESTS]
-CASES += [("Falcon", *GPT_REQUESTS[0])]
+CASES += [
+    ("Falcon", *GPT_REQUESTS[0]),
+    ("Falcon", "hidden_dim", 32, {"hidden_dim": 32, "num_attention_heads": 4}),
+    ("Falcon", "num_attention_heads", 4, {"hidden_dim": 32, "num_attention_heads": 4}),
+]
 CASES += [
     ("Gemma", "hidden_dim", 32, {"hidden_dim": 32, "num_query_heads": 4}),
     ("Gemma", "intermediate_dim", 48, {"intermediate_dim": 48}),

@@ -86,7 +86,7 @@ def test_stored_weight_lists_keep_the_scale(kernel):
 
 
 def test_a_chain_holds_transforms_only():
-    with pytest.raises(TypeError, match="WidthTransform steps only"):
+    with pytest.raises(TypeError, match="Join and Transpose steps only"):
         Chain([np.arange(3)])
     assert len(Chain()) == 0 and Chain().exact()
     stored = np.ones(2)
@@ -101,3 +101,23 @@ def test_the_old_side_names_are_accepted():
     assert kn.Net2WiderInit(side="in").side == "divide"
     with pytest.raises(ValueError, match=r"`side`.*'sideways'"):
         WidthTransform(g, side="sideways")
+
+
+def test_expert_steps_replicate_join_and_transpose():
+    gate, up = np.arange(6.0).reshape(2, 3), -np.arange(6.0).reshape(2, 3)
+    parts = {id(up): up}
+    bank = Chain([kn.transforms.Replicate(4)]).apply(gate)
+    assert bank.shape == (4, 2, 3) and all((bank[e] == gate).all() for e in range(4))
+    fused = Chain([kn.transforms.Join(up), kn.transforms.Replicate(2)])
+    value = fused.apply(gate, parts=lambda v: parts[id(v)])
+    np.testing.assert_array_equal(value[1], np.concatenate([gate, up], -1))
+    assert not fused.exact()  # upcycling steps run in numpy
+    with pytest.raises(ValueError, match="parts"):
+        fused.apply(gate)
+    noisy = kn.transforms.Replicate(3, noise=0.5, seed=0).apply(gate)
+    assert (noisy[0] == gate).all() and not (noisy[1] == gate).all()
+    quiet = kn.transforms.Replicate(3, noise=0.5, seed=0).apply(gate, kind="linear")
+    assert all((quiet[e] == gate).all() for e in range(3))  # no noise on state
+    np.testing.assert_array_equal(
+        Chain([kn.transforms.Transpose()]).apply(gate), gate.T
+    )

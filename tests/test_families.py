@@ -17,6 +17,7 @@ from family_models import llama
 from family_models import logits
 from family_models import moe
 from family_models import other
+from family_models import randomize
 from family_models import relative
 from family_models import weights
 
@@ -154,7 +155,7 @@ def test_generate_save_and_preset_after_growth(tmp_path, family):
     # hand instead.
     generate = greedy if family == "Gemma3" else generated
     before = generate(model, prompt)
-    key, units = ("intermediate_dim", 48) if family == "Falcon" else ("hidden_dim", 32)
+    key, units = "hidden_dim", 32
     grown = kn.deepen(kn.widen(model, key, units), after=block(family, 1))
     np.testing.assert_array_equal(before, generate(grown, prompt))
     path = tmp_path / "grown.keras"
@@ -235,11 +236,62 @@ def test_per_layer_growth_of_a_task_model_is_refused_not_lost(tmp_path):
     assert relative(a, b) <= TOL
 
 
-def test_falcon_heads_are_refused_with_the_reason():
-    model = other("Falcon")
-    for key in ("hidden_dim", "num_attention_heads"):
-        with pytest.raises(ValueError, match=rf"ALiBi.*'{key}'"):
-            kn.widen(model, key, 32)
+@pytest.mark.parametrize(
+    "heads, key, units, expected",
+    [
+        (4, "num_attention_heads", 16, 16),  # x4
+        (6, "hidden_dim", 96, 12),  # not a power of two
+    ],
+)
+def test_falcon_heads_grow_by_their_alibi_slopes(tmp_path, heads, key, units, expected):
+    model = falcon(heads)
+    grown = kn.widen(model, key, units)
+    config = grown.backbone.get_config()
+    assert type(grown) is type(model)
+    assert config["num_attention_heads"] == expected
+    assert config["hidden_dim"] == expected * 8  # heads keep their size
+    assert relative(logits(model), logits(grown)) <= TOL
+    grown.backbone.save_to_preset(str(tmp_path / "preset"))
+    backbone = keras_hub.models.FalconBackbone.from_preset(str(tmp_path / "preset"))
+    reloaded = keras_hub.models.FalconCausalLM(backbone=backbone, preprocessor=None)
+    assert relative(logits(grown), logits(reloaded)) <= TOL
+
+
+def test_falcon_new_heads_train():
+    model = falcon(2)
+    text = kn.describe_growth(model, kn.Widen("num_attention_heads", 4))
+    assert "slopes [1, 3]" in text and "zero output projection" in text
+    grown = kn.widen(model, "num_attention_heads", 4)
+    out = grown.backbone.transformer_layers[0].attention_layer.output_dense.kernel
+    rows = keras.ops.convert_to_numpy(out).reshape(4, -1, out.shape[-1])
+    assert not rows[0].any() and not rows[2].any()  # new heads: silent at first
+    assert rows[1].any() and rows[3].any()  # the old heads, moved
+    tokens = TOKENS["token_ids"]
+    x = {"token_ids": tokens, "padding_mask": TOKENS["padding_mask"]}
+    grown.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    grown.fit(x, tokens, epochs=2, verbose=0)
+    rows = keras.ops.convert_to_numpy(out).reshape(4, -1, out.shape[-1])
+    assert np.abs(rows[0]).max() > 1e-4  # the new heads learn
+
+
+def test_falcon_heads_refused_unless_a_multiple():
+    model = falcon(2)
+    with pytest.raises(ValueError, match=r"ALiBi slope.*4, 6, 8, 10, 12, 14, 16"):
+        kn.widen(model, "num_attention_heads", 3)
+    with pytest.raises(ValueError, match=r"ALiBi slope.*32, 48, 64"):
+        kn.widen(model, "hidden_dim", 24)
+
+
+def falcon(heads):  # heads of size 8
+    backbone = keras_hub.models.FalconBackbone(
+        vocabulary_size=50,
+        num_layers=2,
+        num_attention_heads=heads,
+        hidden_dim=8 * heads if heads > 2 else 16,
+        intermediate_dim=32,
+    )
+    randomize(backbone)
+    return keras_hub.models.FalconCausalLM(backbone=backbone, preprocessor=None)
 
 
 def test_gemma_head_dim_and_sliding_window_depth_are_refused():

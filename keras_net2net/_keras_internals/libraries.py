@@ -46,7 +46,9 @@ def adopt_task_backbone(task, new_task):
     graph), so the attribute is set without tracking. So are the task's own
     layers kept in attributes (a classifier's ``output_dense``): they point
     to ``new_task``'s, which the adopted graph holds. A cached generation
-    function is dropped (it closed over the old backbone).
+    function is dropped (it closed over the old backbone). A ``new_task``
+    of another class (an upcycled ``MixtralCausalLM`` for a
+    ``LlamaCausalLM``) gives ``task`` its class too.
 
     Returns:
         A function of no arguments that undoes the change.
@@ -64,8 +66,11 @@ def adopt_task_backbone(task, new_task):
     names = (HUB_TASK_BACKBONE, HUB_TASK_LAYER_IDS, HUB_GENERATE_FUNCTION, *heads)
     missing = object()
     before = {name: task.__dict__.get(name, missing) for name in names}
+    old_class = type(task)
     for name in heads:
         object.__setattr__(task, name, getattr(new_task, name))
+    if type(new_task) is not old_class:
+        task.__class__ = type(new_task)
     object.__setattr__(task, HUB_TASK_BACKBONE, new_task.backbone)
     ids = {id(layer) for layer in task._flatten_layers()}
     object.__setattr__(task, HUB_TASK_LAYER_IDS, ids)
@@ -73,6 +78,7 @@ def adopt_task_backbone(task, new_task):
         object.__setattr__(task, HUB_GENERATE_FUNCTION, None)
 
     def undo():
+        task.__class__ = old_class
         for name, value in before.items():
             if value is missing:
                 task.__dict__.pop(name, None)

@@ -11,8 +11,9 @@ time a model is looked up, and only when ``keras_hub`` is installed.
 The modules: `base` (`Family`: the variable layouts a family declares),
 one module per family (`llama`, `gpt`, `gemma`, `moe`, `encoders`,
 `others`), `registry` (`find`: which family a model is), `planning` (a
-request in the config vocabulary -> a `FamilyPlan`) and `plan`
-(`FamilyPlan` and how it builds the grown model). This module only
+request in the config vocabulary -> a `FamilyPlan`), `plan`
+(`FamilyPlan` and how it builds the grown model) and `upcycle` (a dense
+model -> its mixture-of-experts class: `UpcyclePlan`). This module only
 re-exports.
 """
 
@@ -38,6 +39,8 @@ from keras_net2net.families.planning import plan_widen
 from keras_net2net.families.planning import train_only
 from keras_net2net.families.registry import find
 from keras_net2net.families.registry import register_family
+from keras_net2net.families.upcycle import UpcyclePlan
+from keras_net2net.families.upcycle import plan_upcycle
 
 __all__ = [
     "BertFamily",
@@ -58,8 +61,10 @@ __all__ = [
     "inserted_blocks",
     "plan_request",
     "plan_deepen",
+    "plan_upcycle",
     "plan_widen",
     "register_family",
     "train_only",
+    "UpcyclePlan",
     "ViTFamily",
 ]

@@ -13,14 +13,23 @@
   reads a flattened ``heads * head_dim`` axis (whole heads are divided).
   Grows as `GPTFamily` does.
 * Falcon's attention adds ALiBi biases whose slopes depend on the number of
-  heads, so neither heads nor the stream (``head_dim = hidden_dim //
-  num_attention_heads``) can grow exactly: only ``intermediate_dim`` and
-  blocks grow.
+  heads and on each head's position (``2^(-8(h+1)/H)`` for a power of two
+  ``H``). Heads grow (``num_attention_heads``, or ``hidden_dim`` with
+  ``head_dim = hidden_dim // num_attention_heads`` kept) to a multiple of
+  their count whose slopes include every old slope: each old head moves to
+  the position of its own slope (``H`` -> ``2H``: head ``h`` to ``2h + 1``),
+  every other position gets a new head, a copy of the old head beside it
+  (its queries, keys and values) with a zero output projection, so it adds
+  nothing at first and trains from there. The stream's channels are tiled
+  (LayerNormalization sees each copied equally often).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
+
+import numpy as np
 
 from keras_net2net.families.base import DIVIDE
 from keras_net2net.families.base import H_COPY
@@ -32,6 +41,11 @@ from keras_net2net.families.base import Q_COPY
 from keras_net2net.families.base import Q_DIVIDE
 from keras_net2net.families.gpt import GPTFamily
 from keras_net2net.families.llama import LlamaFamily
+from keras_net2net.families.llama import _check
+from keras_net2net.transforms import FRESH
+from keras_net2net.transforms import MappingRule
+from keras_net2net.transforms import WidthMapping
+from keras_net2net.transforms import choose_mapping
 
 
 def _head_dim(key):
@@ -92,30 +106,80 @@ class GPTNeoXFamily(GPTFamily):
     ]
 
 
+def alibi_slopes(heads: int) -> list[float]:
+    """The ALiBi slope of each head position among ``heads`` (Press et al.;
+    KerasHub's Falcon): a geometric sequence for a power of two, completed
+    from the next power of two's otherwise."""
+
+    def power_of_two(n: int) -> list[float]:
+        start = 2 ** (-(2 ** -(math.log2(n) - 3)))
+        return [start * start**i for i in range(n)]
+
+    if math.log2(heads).is_integer():
+        return power_of_two(heads)
+    closest = 2 ** math.floor(math.log2(heads))
+    return power_of_two(closest) + alibi_slopes(2 * closest)[0::2][: heads - closest]
+
+
+def alibi_head_mappings(old: int, new: int) -> tuple[WidthMapping, WidthMapping] | None:
+    """``(heads, heads read)`` mappings of ``old`` -> ``new`` ALiBi heads, or None.
+
+    Each old head moves to a position of the new count with its own slope;
+    every other position copies the old head just after it (``heads``: its
+    queries, keys and values) and is read as a fresh head (``heads read``:
+    the output projection's rows zero). None where some old slope is not
+    among the new ones.
+    """
+    old_slopes, new_slopes = alibi_slopes(old), alibi_slopes(new)
+    position = []
+    for slope in old_slopes:
+        match = [
+            j
+            for j, s in enumerate(new_slopes)
+            if j not in position and math.isclose(s, slope, rel_tol=1e-12)
+        ]
+        if not match:
+            return None
+        position.append(match[0])
+    indices = np.full(new, FRESH)
+    indices[position] = np.arange(old)
+    read = WidthMapping(indices.copy(), old)
+    # A new head copies the nearest old head after it (before it at the end).
+    placed = sorted(zip(position, range(old)))
+    for j in range(new):
+        if indices[j] == FRESH:
+            after = [h for p, h in placed if p > j]
+            indices[j] = after[0] if after else placed[-1][1]
+    return WidthMapping(indices, old), read
+
+
 class FalconFamily(GPTFamily):
-    """Falcon backbones: feed-forward width and blocks (see the module docstring).
+    """Falcon backbones (see the module docstring).
 
     Example:
 
     ```python
-    grown = keras_net2net.widen(falcon_causal_lm, "intermediate_dim", 64)
+    grown = keras_net2net.widen(falcon_causal_lm, "num_attention_heads", 4)
     ```
     """
 
     name = "Falcon"
     heads_key = "num_attention_heads"
-    widen_keys = {"intermediate_dim": "the feed-forward width"}
-    refused = {
-        "hidden_dim": "its heads would have to grow with it",
-        "num_attention_heads": "more heads",
+    widen_keys = {
+        "intermediate_dim": "the feed-forward width",
+        "hidden_dim": "the residual stream (heads added with it, placed by their "
+        "ALiBi slopes)",
+        "num_attention_heads": "heads placed by their ALiBi slopes (the stream "
+        "grows with them)",
     }
+    refused: dict[str, str] = {}
     layouts = [
         (r"token_embedding/embeddings", (None, H_COPY)),
         (r"attention/(query|key|value)_dense/kernel", (H_DIVIDE, Q_COPY, None)),
         (r"attention/(query|key|value)_dense/bias", (Q_COPY, None)),
         (
             r"attention/output_dense/kernel",
-            (("heads", DIVIDE, _head_dim("num_attention_heads")), H_COPY),
+            (("heads_read", DIVIDE, _head_dim("num_attention_heads")), H_COPY),
         ),
         (r"attention/output_dense/bias", (H_COPY,)),
         (r"(input|post_attention)_layernorm/(gamma|beta)", (H_COPY,)),
@@ -130,10 +194,53 @@ class FalconFamily(GPTFamily):
     def plan_widen(
         self, config: dict[str, Any], key: str, value: int, seed: int | None
     ) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
-        if key in self.refused:
-            raise ValueError(
-                f"`layer`: Falcon's attention adds ALiBi biases whose slopes depend "
-                f"on the number of heads, so '{key}' ({self.refused[key]}) cannot "
-                "grow exactly. Falcon grows 'intermediate_dim' and blocks."
-            )
-        return super().plan_widen(config, key, value, seed)
+        if key not in ("hidden_dim", self.heads_key):
+            return super().plan_widen(config, key, value, seed)
+        heads, hidden = config[self.heads_key], config["hidden_dim"]
+        size = hidden // heads
+        per_head = 1 if key == self.heads_key else size
+        valid = [h * per_head for h in self.valid_heads(heads)]
+        _check(
+            key,
+            value,
+            config[key],
+            lambda v: v in valid,
+            f" whose heads keep every ALiBi slope of the current {heads} heads "
+            f"(up to 8x: {', '.join(map(str, valid))})",
+        )
+        new_heads = value if key == self.heads_key else value // size
+        factor = new_heads // heads
+        mappings = alibi_head_mappings(heads, new_heads)
+        assert mappings is not None  # checked: new_heads is valid
+        rule = MappingRule(
+            uniform=True,
+            reason="Falcon's LayerNormalization needs every channel copied "
+            "equally often",
+        )
+        config = dict(config)
+        config.update(hidden_dim=hidden * factor, num_attention_heads=new_heads)
+        placed = [int(j) for j in np.flatnonzero(~mappings[1].fresh)]
+        notes = [
+            f"  heads keep their size ({size}): num_attention_heads {heads} -> "
+            f"{new_heads}; the old heads move to the positions of their ALiBi "
+            f"slopes {placed}, the new heads start with a zero output projection"
+        ]
+        return (
+            config,
+            {
+                "hidden": choose_mapping(hidden, hidden * factor, [rule]),
+                "heads": mappings[0],
+                "heads_read": mappings[1],
+            },
+            notes,
+        )
+
+    @staticmethod
+    def valid_heads(heads: int) -> list[int]:
+        """The head counts (multiples of ``heads``, up to 8x) that keep
+        every ALiBi slope of ``heads``."""
+        return [
+            heads * k
+            for k in range(2, 9)
+            if alibi_head_mappings(heads, heads * k) is not None
+        ]

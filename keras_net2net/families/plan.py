@@ -96,12 +96,13 @@ class FamilyPlan:
                 "the old one."
             )
         family, backbone, task = require(model)
+        backbone_class, task_class = self.classes(backbone, task)
         # Every variable is set from the old model: built without initial values
         # (no random draws), each variable created with its mapped value.
         with internals.deferred_variables() as created:
-            new_backbone = type(backbone).from_config(self.config)
+            new_backbone = backbone_class.from_config(self.config)
         try:
-            values = new_values(family, backbone, new_backbone, self)
+            values = self.values(family, backbone, new_backbone)
             by_id = {
                 id(variable): functools.partial(
                     _checked, family, variable, values.pop(variable.path)
@@ -112,19 +113,36 @@ class FamilyPlan:
             internals.discard_deferred(created)
             raise
         internals.initialize_variables(created, by_id)
-        found = origins(family, backbone, new_backbone, self)
+        found = self.origins(family, backbone, new_backbone)
         if task is None:
             grown = new_backbone
         else:
             config = task.get_config()
             config.update(backbone=new_backbone, preprocessor=task.preprocessor)
-            grown = type(task)(**config)
+            if task_class is not type(task):
+                config.pop("name", None)  # the new class's own default name
+            grown = task_class(**config)
             head = _carry_task_head(family, task, grown, new_backbone, self)
             found.weights.update(head)
             found.state.update(head)
         if compile and getattr(model, "compiled", False):
             _compile_like(model, grown)
         return grown, found
+
+    def classes(self, backbone: Any, task: Any) -> tuple[Any, Any]:
+        """``(backbone class, task class or None)`` of the grown model: the
+        old ones (an upcycling plan names others)."""
+        return type(backbone), None if task is None else type(task)
+
+    def values(
+        self, family: Family, backbone: Any, new_backbone: Any
+    ) -> dict[str, Callable[[], np.ndarray]]:
+        """``{path: function returning the value}`` (see `new_values`)."""
+        return new_values(family, backbone, new_backbone, self)
+
+    def origins(self, family: Family, backbone: Any, new_backbone: Any) -> Origins:
+        """Where every variable of ``new_backbone`` comes from (see `origins`)."""
+        return origins(family, backbone, new_backbone, self)
 
 
 def chain_for(

@@ -15,12 +15,14 @@ import numpy as np
 from keras_net2net.families.plan import FamilyPlan
 from keras_net2net.families.registry import find
 from keras_net2net.families.registry import require
+from keras_net2net.families.upcycle import plan_upcycle
 from keras_net2net.requests import COPIES
 from keras_net2net.requests import NET2WIDER
 from keras_net2net.requests import STACK
 from keras_net2net.requests import Deepen
 from keras_net2net.requests import Request
 from keras_net2net.requests import Stack
+from keras_net2net.requests import Upcycle
 from keras_net2net.requests import Widen
 
 
@@ -230,6 +232,10 @@ def _stack_blocks(model: Any, request: Stack, found: tuple) -> FamilyPlan:
     return plan_stack(model, request, found=found)
 
 
+def _upcycle(model: Any, request: Upcycle, found: tuple) -> FamilyPlan:
+    return plan_upcycle(model, request, found=found)
+
+
 def _check_layouts(family, backbone, plan, model=None):
     """Refuse, before anything is built, a variable the family cannot map."""
     if model is not None and model is not backbone:
@@ -320,4 +326,5 @@ _IN_CONFIG_VOCABULARY = {
     Widen: _widen_entry,
     Deepen: _deepen_blocks,
     Stack: _stack_blocks,
+    Upcycle: _upcycle,
 }

@@ -15,6 +15,7 @@ from keras_net2net.growth.optimizer_state import state_origins
 from keras_net2net.growth_plan import Origins
 from keras_net2net.requests import MISSING
 from keras_net2net.requests import Requests
+from keras_net2net.requests import Upcycle
 from keras_net2net.requests import as_requests
 from keras_net2net.requests import renamed_requests
 from keras_net2net.surgery import GrowthResult
@@ -67,7 +68,14 @@ def check_growable_in_place(model: Model, found: Any) -> None:
 
 
 def check_family_result(model: Model, grown: Model, requests: list) -> None:
-    """Refuse requests that would turn a KerasHub task into a plain model."""
+    """Refuse requests that would turn a KerasHub task into a plain model.
+
+    An `Upcycle` changes the class on purpose (a ``LlamaCausalLM`` becomes a
+    ``MixtralCausalLM``): the task then takes the new class in place.
+    """
+    upcycled = any(isinstance(r, Upcycle) for r in requests)
+    if upcycled and families.find(grown) is not None:
+        return
     if type(grown) is not type(model) or type(grown.backbone) is not type(
         model.backbone
     ):
@@ -75,8 +83,8 @@ def check_family_result(model: Model, grown: Model, requests: list) -> None:
             f"Model '{model.name}' is a {type(model).__name__}: in place, it grows "
             "only in its config vocabulary (Widen('hidden_dim', ...), "
             "Widen('intermediate_dim', ...), the family's heads arguments, "
-            "Deepen(after='transformer_layer_<i>'), Stack(...)), which keeps "
-            "its class. "
+            "Deepen(after='transformer_layer_<i>'), Stack(...), Upcycle(...)), "
+            "which keeps it a KerasHub task. "
             f"These requests would make it a {type(grown).__name__}: "
             f"{requests!r}"
         )

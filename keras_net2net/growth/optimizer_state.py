@@ -17,6 +17,8 @@ from the slot of the variable it came from:
 * variables of inserted layers start at zero, like a freshly built optimizer.
 """
 
+import functools
+
 import keras
 import numpy as np
 
@@ -107,13 +109,16 @@ class SlotValue:
     numpy.
     """
 
-    def __init__(self, source, chain, kind):
+    def __init__(self, source, chain, kind, parts=None):
         self.source, self.chain, self.kind = source, Chain(chain), kind
+        self.parts = parts  # a `Join` step's variable -> its slot's array
 
     def value(self):
         if not len(self.chain):
             return host_copy(self.source)  # the new slot's own copy
-        return self.chain.apply(host_view(self.source), kind=self.kind)
+        return self.chain.apply(
+            host_view(self.source), kind=self.kind, parts=self.parts
+        )
 
     def __call__(self, shape, dtype=None):
         dtype = keras.backend.standardize_dtype(dtype or self.source.dtype)
@@ -174,6 +179,7 @@ def plan_state(optimizer, new_variables, origins):
         if not old_slots:
             continue
         values = {}
+        parts = functools.partial(_slot_of, old_slots, old_index)
         for variable in new_variables:
             source, chain = origins.get(id(variable), (None, []))
             if source is None or id(source) not in old_index:
@@ -184,7 +190,7 @@ def plan_state(optimizer, new_variables, origins):
             if _unchanged(variable, origins):
                 slots[internals.slot_key(variable, slot)] = slot
                 continue
-            entry = SlotValue(slot, list(chain), kinds[attr])
+            entry = SlotValue(slot, list(chain), kinds[attr], parts)
             name = _slot_name(source, slot)
             if name is None:
                 values[id(variable)] = entry
@@ -193,6 +199,11 @@ def plan_state(optimizer, new_variables, origins):
                 slots[(id(variable), new_name)] = entry
         leftovers[attr] = values
     return slots, leftovers
+
+
+def _slot_of(old_slots, old_index, variable):
+    """The array of ``variable``'s slot in ``old_slots`` (for a `Join` step)."""
+    return host_view(old_slots[old_index[id(variable)]])
 
 
 def assign_state(optimizer, leftovers):

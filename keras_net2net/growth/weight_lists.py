@@ -41,6 +41,10 @@ class WeightListConverter:
             and all(tuple(np.shape(v)) == s for v, s in zip(values, self._shapes))
         )
 
+    def _part(self, values):
+        """A `Join` step's old variable -> its stored array in ``values``."""
+        return lambda variable: values[self._position[id(variable)]]
+
     def __call__(self, values):
         out = []
         for variable in self._new:
@@ -50,5 +54,5 @@ class WeightListConverter:
                 out.append(np.array(keras.ops.convert_to_numpy(variable)))
                 continue
             # An unchanged weight keeps its stored array (no copy).
-            out.append(Chain(chain).apply(values[position]))
+            out.append(Chain(chain).apply(values[position], parts=self._part(values)))
         return out

@@ -17,6 +17,7 @@ from keras_net2net.surgery.api import deepen
 from keras_net2net.surgery.api import describe_growth
 from keras_net2net.surgery.api import max_output_difference
 from keras_net2net.surgery.api import trace_layers
+from keras_net2net.surgery.api import upcycle
 from keras_net2net.surgery.api import widen
 from keras_net2net.surgery.coupling import ChannelGroup
 from keras_net2net.surgery.dispatch import GrowthResult
@@ -56,5 +57,6 @@ __all__ = [
     "max_output_difference",
     "register_handler",
     "trace_layers",
+    "upcycle",
     "widen",
 ]

@@ -1,4 +1,4 @@
-"""The public surgery functions: `widen`, `deepen`, `describe_growth` and
+"""The public surgery functions: `widen`, `deepen`, `upcycle`, `describe_growth` and
 `coupled_layers` (which return new models or descriptions, never changing
 their input), and `max_output_difference` to check them."""
 
@@ -14,6 +14,7 @@ from keras_net2net.requests import MISSING
 from keras_net2net.requests import Deepen
 from keras_net2net.requests import Request
 from keras_net2net.requests import Requests
+from keras_net2net.requests import Upcycle
 from keras_net2net.requests import Widen
 from keras_net2net.requests import as_requests
 from keras_net2net.requests import renamed_requests
@@ -212,6 +213,75 @@ def deepen(
         blocks=blocks,
     )
     return _grow(model, request, after)
+
+
+def upcycle(
+    model: Model,
+    num_experts: int,
+    top_k: int = 2,
+    *,
+    every: int = 1,
+    init_stddev: float = 0.02,
+    noise: float = 0.0,
+    shared_expert_dim: int | None = None,
+    seed: int | None = None,
+) -> Model:
+    """Return a mixture-of-experts copy of a dense KerasHub language model.
+
+    Sparse upcycling (Komatsuzaki et al. 2022): every expert starts as a copy
+    of the dense block's feed-forward network, the router at small random
+    values; since the MoE classes normalise the chosen experts'
+    probabilities, the upcycled model computes exactly what the dense one did
+    (with ``noise=0``). Attention, norms and embeddings are carried as they
+    are. ``LlamaCausalLM``/``MistralCausalLM`` become ``MixtralCausalLM``,
+    ``QwenCausalLM`` a ``QwenMoeCausalLM`` (norm_top_k_prob on, its shared
+    expert starting silent), ``Qwen3CausalLM`` a ``Qwen3MoeCausalLM``; a
+    bare backbone becomes the MoE backbone. To carry the optimizer's state
+    (each expert's from the dense network's), upcycle in place:
+    ``grow_in_place(lm, Upcycle(8))`` or ``GrowModel`` with an `Upcycle`.
+
+    Example:
+
+    ```python
+    moe = keras_net2net.upcycle(llama_causal_lm, num_experts=8, top_k=2)
+    type(moe).__name__  # 'MixtralCausalLM'
+    ```
+
+    Args:
+        model: a dense KerasHub causal LM (or its backbone) of a family that
+            has a MoE class.
+        num_experts: experts per sparse block, an integer >= 2.
+        top_k: experts each token is routed to. Defaults to 2.
+        every: every ``every``-th block becomes sparse, the others stay
+            dense (Qwen3-MoE only; the other MoE classes make every block
+            sparse). Defaults to 1.
+        init_stddev: standard deviation of the router's (and Qwen-MoE's
+            shared expert's) normal initial values. Defaults to 0.02.
+        noise: noise on the experts' copies, relative to each kernel's
+            standard deviation (NOT function-preserving when > 0). Defaults
+            to 0.
+        shared_expert_dim: Qwen-MoE's shared expert width. Defaults to None
+            (the dense feed-forward width).
+        seed: seed of the new values. Defaults to None.
+
+    Returns:
+        The MoE model, compiled like ``model`` (fresh optimizer) if ``model``
+        was compiled.
+
+    Raises:
+        ValueError: a model with no MoE class, or a setting the MoE class
+            cannot hold exactly (named, with why).
+    """
+    request = Upcycle(
+        num_experts,
+        top_k,
+        every=every,
+        init_stddev=init_stddev,
+        noise=noise,
+        shared_expert_dim=shared_expert_dim,
+        seed=seed,
+    )
+    return grow(model, [(request, None)]).model
 
 
 def coupled_layers(model: Model, layer: LayerRef) -> ChannelGroup:

@@ -27,6 +27,7 @@ from keras_net2net.requests import Deepen
 from keras_net2net.requests import Request
 from keras_net2net.requests import Requests
 from keras_net2net.requests import Stack
+from keras_net2net.requests import Upcycle
 from keras_net2net.requests import Widen
 from keras_net2net.requests import as_requests
 from keras_net2net.surgery import handlers as H
@@ -105,12 +106,25 @@ def _plan_graph(model: Model, request: Request, layer: Any) -> GrowthPlan:
     return planner(model, request, layer=layer)
 
 
+def _no_graph_upcycle(model: Model, request: Upcycle, *, layer: Any = None) -> Any:
+    """An `Upcycle` of a model that is not a dense KerasHub LM: refused."""
+    raise ValueError(
+        "`model`: Upcycle turns a dense KerasHub causal LM into its "
+        "mixture-of-experts class (LlamaCausalLM/MistralCausalLM -> "
+        "MixtralCausalLM, QwenCausalLM -> QwenMoeCausalLM, Qwen3CausalLM -> "
+        "Qwen3MoeCausalLM); Keras has no mixture-of-experts layer to upcycle "
+        f"a {type(model).__name__} into. Received: model '{model.name}', "
+        f"{request!r}"
+    )
+
+
 # The graph planner of each request class: ``planner(model, request, *,
 # layer=None) -> Plan`` (``layer``: the layer object, where the caller has it).
 _PLANNERS: dict[type, Callable[..., GrowthPlan]] = {
     Widen: plan_widen,
     Deepen: plan_deepen,
     Stack: plan_stack,
+    Upcycle: _no_graph_upcycle,
 }
 
 

@@ -4,6 +4,9 @@ from keras_net2net.transforms.chain import Chain
 from keras_net2net.transforms.deeper import check_identity_kernel_size
 from keras_net2net.transforms.deeper import identity_conv_kernel
 from keras_net2net.transforms.deeper import identity_dense_kernel
+from keras_net2net.transforms.experts import Join
+from keras_net2net.transforms.experts import Replicate
+from keras_net2net.transforms.experts import Transpose
 from keras_net2net.transforms.mapping import FRESH
 from keras_net2net.transforms.mapping import WidthMapping
 from keras_net2net.transforms.mapping import concat_mappings
@@ -26,8 +29,11 @@ __all__ = [
     "DIVIDE",
     "Chain",
     "FRESH",
+    "Join",
     "MappingRule",
     "RANDOM",
+    "Replicate",
+    "Transpose",
     "WidthMapping",
     "WidthTransform",
     "choose_mapping",

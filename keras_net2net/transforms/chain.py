@@ -19,12 +19,16 @@ velocity = chain.apply(velocity, kind="squared")
 """
 
 import dataclasses
+from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 
+from keras_net2net.transforms.experts import EXPERT_STEPS
+from keras_net2net.transforms.experts import Join
 from keras_net2net.transforms.wider import KINDS
 from keras_net2net.transforms.wider import WidthTransform
 
@@ -44,28 +48,31 @@ class Chain:
     ```
 
     Args:
-        steps: the transforms, first applied first. Defaults to none.
+        steps: the transforms, first applied first: `WidthTransform`, or the
+            upcycling steps `keras_net2net.transforms.Replicate` and
+            `keras_net2net.transforms.Join`. Defaults to none.
     """
 
-    steps: tuple[WidthTransform, ...]
+    steps: tuple[Any, ...]
 
     def __init__(self, steps: Iterable[WidthTransform] = ()) -> None:
         steps = tuple(steps)
         for step in steps:
-            if not isinstance(step, WidthTransform):
+            if not isinstance(step, (WidthTransform, *EXPERT_STEPS)):
                 raise TypeError(
-                    "A Chain holds WidthTransform steps only. Received: "
+                    "A Chain holds WidthTransform, Replicate, Join and Transpose "
+                    "steps only. Received: "
                     f"{step!r} of type {type(step).__name__}"
                 )
         object.__setattr__(self, "steps", steps)
 
-    def __iter__(self) -> Iterator[WidthTransform]:
+    def __iter__(self) -> Iterator[Any]:
         return iter(self.steps)
 
     def __len__(self) -> int:
         return len(self.steps)
 
-    def then(self, steps: Iterable[WidthTransform]) -> "Chain":
+    def then(self, steps: Iterable[Any]) -> "Chain":
         """This chain followed by ``steps``."""
         return Chain(self.steps + tuple(steps))
 
@@ -76,19 +83,29 @@ class Chain:
         (`keras_net2net._arrays.apply_on_device`), with the same result.
         """
         for step in self.steps:
+            if not isinstance(step, WidthTransform):
+                return False  # upcycling steps run in numpy
             if step.mapping.fresh.any():
                 return False
             if kind == "weight" and step.noise:
                 return False
         return True
 
-    def apply(self, value: ArrayLike, kind: str = "weight") -> np.ndarray:
+    def apply(
+        self,
+        value: ArrayLike,
+        kind: str = "weight",
+        parts: Callable[[Any], ArrayLike] | None = None,
+    ) -> np.ndarray:
         """Apply every step to ``value`` in numpy; each step writes a new array.
 
         Args:
             value: an array shaped like the original weight.
             kind: ``"weight"``, ``"linear"`` or ``"squared"`` (see
                 `WidthTransform.apply`). Defaults to ``"weight"``.
+            parts: for a `Join` step, a function from the old variable it
+                names to that variable's array of the same kind (its weights,
+                or its optimizer slot). Defaults to None.
 
         Returns:
             The transformed array; for an empty chain, ``value`` itself as an
@@ -100,5 +117,8 @@ class Chain:
             return np.asarray(value)
         result = np.asarray(value)
         for step in self.steps:
-            result = step.apply(result, kind=kind)  # each step writes a new array
+            if isinstance(step, Join):
+                result = step.apply(result, kind=kind, parts=parts)
+            else:  # each step writes a new array
+                result = step.apply(result, kind=kind)
         return result

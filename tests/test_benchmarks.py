@@ -193,3 +193,25 @@ def test_keras_io_coverage_runs_on_some_models(tmp_path, capsys):
     assert rows["siamese"]["exact"] == 5 and rows["siamese"]["exact_residual"] == 3
     assert any("Sum" in why for why in rows["siamese"]["refused"])
     assert "all: " in capsys.readouterr().out
+
+
+def test_lm_upcycle_quick(tmp_path, capsys):
+    pytest.importorskip("keras_hub")
+    upcycle = load("lm_upcycle")
+    out = tmp_path / "lm_upcycle.json"
+    assert upcycle.main(["--quick", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    paths = report["runs"][0]["paths"]
+    assert paths["upcycled"]["class"] == "MixtralCausalLM"
+    assert paths["dense"]["class"] == "LlamaCausalLM"
+    # Upcycling keeps the function: the loss right after equals the checkpoint's.
+    before, after = paths["upcycled"]["points"][:2]
+    assert before["step"] == after["step"] == 12
+    assert abs(after["val_loss"] - before["val_loss"]) <= 1e-4
+    # Equal extra compute: the dense path runs more steps than the MoE path.
+    assert (
+        paths["dense"]["points"][-1]["step"] > paths["upcycled"]["points"][-1]["step"]
+    )
+    extra = [report[p]["extra_flops"]["mean"] for p in ("dense", "upcycled")]
+    assert abs(extra[0] - extra[1]) / extra[1] < 0.1
+    assert "| upcycled |" in capsys.readouterr().out

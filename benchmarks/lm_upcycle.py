@@ -311,12 +311,13 @@ def summarise(record):
         if name not in paths:
             continue
         run = paths[name]
+        continued = name != "moe_scratch"  # from the checkpoint: extra is after it
         out[name] = {
             "final_loss": final(run),
             "flops": final(run, "flops"),
-            "extra_flops": final(run, "flops") - start["flops"],
+            "extra_flops": final(run, "flops") - start["flops"] if continued else None,
             "wall": final(run, "wall"),
-            "extra_wall": final(run, "wall") - start["wall"],
+            "extra_wall": final(run, "wall") - start["wall"] if continued else None,
         }
     if "dense" in out and "upcycled" in out:
         out["upcycled_minus_dense"] = (
@@ -368,12 +369,15 @@ def markdown(report):
         r = report[name]
 
         def tera(s):
-            return f"{s['mean'] / 1e12:.2f}"
+            return "-" if s["mean"] is None else f"{s['mean'] / 1e12:.2f}"
+
+        def seconds(s):
+            return "-" if s["mean"] is None else f"{s['mean']:.0f}"
 
         lines.append(
             f"| {name} | {fmt(r['final_loss'])} | {tera(r['extra_flops'])} | "
-            f"{r['extra_wall']['mean']:.0f} | {tera(r['flops'])} | "
-            f"{r['wall']['mean']:.0f} |"
+            f"{seconds(r['extra_wall'])} | {tera(r['flops'])} | "
+            f"{seconds(r['wall'])} |"
         )
     if "upcycled_minus_dense" in report:
         lines.append("")

@@ -90,16 +90,16 @@ def _compose(found: OriginMap, base: OriginMap) -> OriginMap:
 
 def _parts_before(steps: list, base: OriginMap) -> list | None:
     """``steps`` with each `Join`'s other variable (``part``) taken back to its
-    origin in the earlier growth; None where that origin changed it (the two
-    could not be joined before the earlier transforms: no origin)."""
+    origin in the earlier growth, through that growth's transforms; None
+    where the part has no origin."""
     out = []
     for step in steps:
         part = getattr(step, "part", None)
         if part is not None:
             origin, chain = base.get(id(part), (None, []))
-            if origin is None or chain:
+            if origin is None:
                 return None
-            step = dataclasses.replace(step, part=origin)
+            step = dataclasses.replace(step, part=origin, steps=(*chain, *step.steps))
         out.append(step)
     return out
 

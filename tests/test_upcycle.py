@@ -281,6 +281,7 @@ def test_upcycled_inside_fit_keeps_training():
         (lambda: moe("Qwen3"), kn.Upcycle(4, every=3), "leaves no block sparse"),
         (lambda: _functional(), kn.Upcycle(4), "no mixture-of-experts layer"),
         (lambda: moe("Mixtral"), kn.Upcycle(4), "a mixture of experts already"),
+        (lambda: llama(), kn.Upcycle(4, shared_expert_dim=8), "no shared expert"),
     ],
 )
 def test_refusals_name_the_reason_and_change_nothing(make, request_, message):
@@ -321,10 +322,8 @@ def _functional():
     return keras.Model(inputs, keras.layers.Dense(2, name="fc")(inputs))
 
 
-@pytest.mark.parametrize(
-    "first, carried", [("num_key_value_heads", True), ("intermediate_dim", False)]
-)
-def test_upcycling_after_another_growth_in_one_list(first, carried):
+@pytest.mark.parametrize("first", ["num_key_value_heads", "intermediate_dim"])
+def test_upcycling_after_another_growth_in_one_list(first):
     model = dense("Qwen")
     tokens = np.random.default_rng(0).integers(0, 50, (16, 8)).astype("int32")
     x = {"token_ids": tokens, "padding_mask": np.ones_like(tokens)}
@@ -342,9 +341,10 @@ def test_upcycling_after_another_growth_in_one_list(first, carried):
         for p, v in slots_by_path(model).items()
         if "transformer_layer_0" in p and p.endswith("expert_feedforward_gate_dense")
     ]
-    if carried:  # the feed-forward network unchanged by the first growth
-        gate = slot(before, "transformer_layer_0/feedforward_gate_dense/kernel")
-        up = slot(before, "transformer_layer_0/feedforward_intermediate_dense/kernel")
-        np.testing.assert_allclose(fused[0], np.concatenate([gate, up], -1))
-    else:  # the two halves were widened first: no origin, a fresh state
-        assert not fused.any()
+    gate = slot(before, "transformer_layer_0/feedforward_gate_dense/kernel")
+    up = slot(before, "transformer_layer_0/feedforward_intermediate_dense/kernel")
+    width = fused.shape[-1] // 2  # both halves carried through the first growth
+    np.testing.assert_allclose(fused[1][:, :32], gate)
+    np.testing.assert_allclose(fused[1][:, width : width + 32], up)
+    for column in fused[1][:, 32:width].T:  # copies of the widened units
+        assert np.isclose(gate.T, column).all(axis=1).any()

@@ -69,13 +69,12 @@ def adopt_task_backbone(task, new_task):
     old_class = type(task)
     for name in heads:
         object.__setattr__(task, name, getattr(new_task, name))
-    if type(new_task) is not old_class:
-        task.__class__ = type(new_task)
     object.__setattr__(task, HUB_TASK_BACKBONE, new_task.backbone)
     ids = {id(layer) for layer in task._flatten_layers()}
     object.__setattr__(task, HUB_TASK_LAYER_IDS, ids)
     if HUB_GENERATE_FUNCTION in task.__dict__:
         object.__setattr__(task, HUB_GENERATE_FUNCTION, None)
+    task.__class__ = type(new_task)  # last: nothing after it can fail
 
     def undo():
         task.__class__ = old_class

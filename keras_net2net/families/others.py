@@ -17,7 +17,8 @@
   ``H``). Heads grow (``num_attention_heads``, or ``hidden_dim`` with
   ``head_dim = hidden_dim // num_attention_heads`` kept) to a multiple of
   their count whose slopes include every old slope: each old head moves to
-  the position of its own slope (``H`` -> ``2H``: head ``h`` to ``2h + 1``),
+  the position of its own slope (``H`` -> ``2H`` for a power of two ``H``:
+  head ``h`` to ``2h + 1``),
   every other position gets a new head, a copy of the old head beside it
   (its queries, keys and values) with a zero output projection, so it adds
   nothing at first and trains from there. The stream's channels are tiled
@@ -198,15 +199,17 @@ class FalconFamily(GPTFamily):
             return super().plan_widen(config, key, value, seed)
         heads, hidden = config[self.heads_key], config["hidden_dim"]
         size = hidden // heads
-        per_head = 1 if key == self.heads_key else size
-        valid = [h * per_head for h in self.valid_heads(heads)]
+        step = heads if key == self.heads_key else heads * size
         _check(
             key,
             value,
             config[key],
-            lambda v: v in valid,
-            f" whose heads keep every ALiBi slope of the current {heads} heads "
-            f"(up to 8x: {', '.join(map(str, valid))})",
+            lambda v: (
+                v % step == 0
+                and alibi_head_mappings(heads, v // (step // heads)) is not None
+            ),
+            f", a multiple of it (heads keep their size {size}; a multiple of "
+            f"the {heads} heads keeps every ALiBi slope)",
         )
         new_heads = value if key == self.heads_key else value // size
         factor = new_heads // heads
@@ -219,11 +222,12 @@ class FalconFamily(GPTFamily):
         )
         config = dict(config)
         config.update(hidden_dim=hidden * factor, num_attention_heads=new_heads)
-        placed = [int(j) for j in np.flatnonzero(~mappings[1].fresh)]
+        read = mappings[1].indices
+        placed = [int(np.flatnonzero(read == h)[0]) for h in range(heads)]
         notes = [
             f"  heads keep their size ({size}): num_attention_heads {heads} -> "
-            f"{new_heads}; the old heads move to the positions of their ALiBi "
-            f"slopes {placed}, the new heads start with a zero output projection"
+            f"{new_heads}; old head h moves to position {placed}[h] (its ALiBi "
+            "slope there), the new heads start with a zero output projection"
         ]
         return (
             config,
@@ -234,13 +238,3 @@ class FalconFamily(GPTFamily):
             },
             notes,
         )
-
-    @staticmethod
-    def valid_heads(heads: int) -> list[int]:
-        """The head counts (multiples of ``heads``, up to 8x) that keep
-        every ALiBi slope of ``heads``."""
-        return [
-            heads * k
-            for k in range(2, 9)
-            if alibi_head_mappings(heads, heads * k) is not None
-        ]

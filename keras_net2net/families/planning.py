@@ -116,6 +116,17 @@ def plan_widen(model: Any, request: Widen, *, found: tuple | None = None) -> Fam
         )
     family.check_widen(backbone, key)
     new_config, mappings, notes = family.plan_widen(config, key, units, seed)
+    # Falcon's heads move to their ALiBi slopes' positions (read through
+    # their own mapping): noise on "the copies" would land on kept heads.
+    moved = ["heads"] if "heads_read" in mappings else []
+    if noise and moved:
+        raise ValueError(
+            f"`noise`: widening '{key}' of a {type(backbone).__name__} moves its "
+            f"old units ({', '.join(moved)}: Falcon's heads go to the positions "
+            "of their ALiBi slopes), so copy noise would land on kept units; "
+            "grow with noise=0 (the new heads already differ: another slope). "
+            f"Received: noise={noise!r}"
+        )
     sources = [(i, False) for i in range(config["num_layers"])]
     noisy = f" (noise {noise:g})" if noise else ""
     if noise and seed is None:  # one draw per plan, so its chains agree

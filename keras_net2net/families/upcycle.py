@@ -374,6 +374,12 @@ def _target_config(
             f"every={request.every} leaves no block sparse (num_layers="
             f"{config['num_layers']})"
         )
+    if request.shared_expert_dim is not None and target is not QWEN_MOE:
+        raise ValueError(
+            f"`shared_expert_dim`: a {target.backbone} has no shared expert (only "
+            "Qwen-MoE has one). Received: "
+            f"shared_expert_dim={request.shared_expert_dim}"
+        )
     new = {key: config[key] for key in _CARRIED if key in config}
     new.update(num_experts=request.num_experts, top_k=request.top_k)
     notes: list[str] = []

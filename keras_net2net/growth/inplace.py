@@ -117,7 +117,8 @@ def grow_in_place(
 
     A KerasHub task model of a registered family (``LlamaCausalLM``, ...)
     grows in its config vocabulary and stays the same object of the same
-    class, with the grown backbone (`Widen("hidden_dim", 64)`,
+    class (an `Upcycle` gives it its mixture-of-experts class), with the
+    grown backbone (`Widen("hidden_dim", 64)`,
     `Deepen(after="transformer_layer_1")`).
 
     Args:

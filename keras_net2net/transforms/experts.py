@@ -78,10 +78,14 @@ class Join:
     Args:
         part: the other (old) variable.
         axis: the axis to join on. Defaults to -1.
+        steps: transforms (`WidthTransform`) applied to the other variable's
+            value first, where it changed in an earlier growth. Defaults to
+            none.
     """
 
     part: Any
     axis: int = -1
+    steps: tuple = ()
 
     def apply(
         self,
@@ -95,9 +99,10 @@ class Join:
                 "Join needs the value of its other variable: apply the chain "
                 "with `parts` (a function from an old variable to its array)."
             )
-        return np.concatenate(
-            [np.asarray(value), np.asarray(parts(self.part))], axis=self.axis
-        )
+        other = np.asarray(parts(self.part))
+        for step in self.steps:
+            other = step.apply(other, kind=kind)
+        return np.concatenate([np.asarray(value), other], axis=self.axis)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

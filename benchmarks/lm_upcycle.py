@@ -53,6 +53,7 @@ from lm_growth import batch_starts  # noqa: E402
 from lm_growth import environment  # noqa: E402
 from lm_growth import load_text  # noqa: E402
 from lm_growth import stats  # noqa: E402
+from lm_growth import validation_loss as byte_loss  # noqa: E402
 from lm_growth import validation_windows  # noqa: E402
 
 import keras_net2net as kn  # noqa: E402
@@ -155,18 +156,13 @@ def windows(data, starts, context):
 
 
 def validation_loss(model, windows, batch_size=64):
-    """Mean cross-entropy in nats per byte over every position of ``windows``."""
-    x, y = windows
-    total = 0.0
-    for i in range(0, len(x), batch_size):
-        ids = x[i : i + batch_size]
-        inputs = {"token_ids": ids, "padding_mask": np.ones_like(ids)}
-        logits = keras.ops.convert_to_numpy(model(inputs)).astype("float64")
-        logits -= logits.max(-1, keepdims=True)
-        log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
-        picked = np.take_along_axis(log_p, y[i : i + batch_size, :, None], -1)
-        total -= picked.sum()
-    return float(total / y.size)
+    """lm_growth's validation loss (nats per byte), the model given token ids
+    with a full padding mask."""
+    return byte_loss(
+        lambda ids: model({"token_ids": ids, "padding_mask": np.ones_like(ids)}),
+        windows,
+        batch_size,
+    )
 
 
 class Log(keras.callbacks.Callback):

@@ -8,10 +8,10 @@ import warnings
 import numpy as np
 import pytest
 from conftest import TOL
+from family_models import gpt
 from family_models import llama
 from family_models import logits
 from family_models import moe
-from family_models import randomize
 from family_models import relative
 from growth_helpers import tiny_llama
 
@@ -226,7 +226,8 @@ def test_in_place_upcycling_carries_the_optimizer_state_into_every_expert():
     assert np.isfinite(history.history["loss"]).all()
 
 
-def test_fused_experts_carry_both_dense_projections_state():
+def trained_qwen():
+    """A dense Qwen LM after one epoch of Adam (its slots are not zero)."""
     model = dense("Qwen")
     tokens = np.random.default_rng(0).integers(0, 50, (16, 8)).astype("int32")
     x = {"token_ids": tokens, "padding_mask": np.ones_like(tokens)}
@@ -234,6 +235,11 @@ def test_fused_experts_carry_both_dense_projections_state():
         optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy"
     )
     model.fit(x, tokens, batch_size=8, epochs=1, verbose=0)
+    return model
+
+
+def test_fused_experts_carry_both_dense_projections_state():
+    model = trained_qwen()
     before = slots_by_path(model)
     kn.grow_in_place(model, kn.Upcycle(2, seed=0))
     after = slots_by_path(model)
@@ -260,7 +266,7 @@ def test_upcycled_inside_fit_keeps_training():
 @pytest.mark.parametrize(
     "make, request_, message",
     [
-        (lambda: _gpt2(), kn.Upcycle(4), "GPT2Backbone has no mixture-of-experts"),
+        (lambda: gpt("GPT2"), kn.Upcycle(4), "GPT2Backbone has no mixture-of-experts"),
         (
             lambda: llama(family="Llama3", **LLAMA31_ROPE),
             kn.Upcycle(4),
@@ -304,19 +310,6 @@ def test_request_arguments_are_checked():
         kn.Upcycle(4, init_stddev=0)
 
 
-def _gpt2():
-    backbone = keras_hub.models.GPT2Backbone(
-        vocabulary_size=50,
-        num_layers=1,
-        num_heads=2,
-        hidden_dim=8,
-        intermediate_dim=16,
-        max_sequence_length=8,
-    )
-    randomize(backbone)
-    return keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
-
-
 def _functional():
     inputs = keras.Input((4,))
     return keras.Model(inputs, keras.layers.Dense(2, name="fc")(inputs))
@@ -324,13 +317,7 @@ def _functional():
 
 @pytest.mark.parametrize("first", ["num_key_value_heads", "intermediate_dim"])
 def test_upcycling_after_another_growth_in_one_list(first):
-    model = dense("Qwen")
-    tokens = np.random.default_rng(0).integers(0, 50, (16, 8)).astype("int32")
-    x = {"token_ids": tokens, "padding_mask": np.ones_like(tokens)}
-    model.compile(
-        optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy"
-    )
-    model.fit(x, tokens, batch_size=8, epochs=1, verbose=0)
+    model = trained_qwen()
     before, out = slots_by_path(model), logits(model)
     units = 4 if first == "num_key_value_heads" else 64
     kn.grow_in_place(model, [kn.Widen(first, units), kn.Upcycle(2, seed=0)])

@@ -19,6 +19,7 @@ from keras_net2net.transforms.rules import grouped_query_mappings
 from keras_net2net.transforms.rules import satisfies
 from keras_net2net.transforms.wider import COPY
 from keras_net2net.transforms.wider import DIVIDE
+from keras_net2net.transforms.wider import MEAN
 from keras_net2net.transforms.wider import RANDOM
 from keras_net2net.transforms.wider import WidthTransform
 from keras_net2net.transforms.wider import wider_in
@@ -30,6 +31,7 @@ __all__ = [
     "Chain",
     "FRESH",
     "Join",
+    "MEAN",
     "MappingRule",
     "RANDOM",
     "Replicate",

@@ -9,8 +9,10 @@ vectors (bias, BatchNormalization parameters) are 1-D over the units.
   ``-2``) follow the mapping and are divided by the replication count, so the
   copies together contribute exactly what the original unit did.
 
-``fill`` says what a *fresh* unit (mapping index ``-1``) gets: a number, or
-``"random"`` for normal noise with the standard deviation of the source.
+``fill`` says what a *fresh* unit (mapping index ``-1``) gets: a number,
+``"random"`` for normal noise with the standard deviation of the source, or
+``"mean"`` for the mean of the old units' entries (a writer whose new units
+must hold the mean of the old ones: LayerNormalization at any width).
 ``noise`` (relative to the source's standard deviation, as in the paper) is
 added to the copied units only, to break their symmetry; ``noise=0`` is exact.
 On the divide side, ``paired`` noise goes on every copied unit's entries (the
@@ -27,6 +29,7 @@ from keras_net2net._validation import check_real
 from keras_net2net.transforms.mapping import WidthMapping
 
 RANDOM = "random"
+MEAN = "mean"
 Seed = int | np.random.Generator | None
 
 
@@ -45,10 +48,13 @@ def _fill(out, mask, fill, source, rng, axis, fill_std=None):
     if not mask.any():
         return
     index = _index(out.ndim, axis, mask)
-    if isinstance(fill, str):
+    if fill == MEAN:
+        out[index] = np.mean(source, axis=axis, keepdims=True).astype(out.dtype)
+    elif isinstance(fill, str):
         if fill != RANDOM:
             raise ValueError(
-                f"fill must be a number or '{RANDOM}'. Received: fill={fill!r}"
+                f"fill must be a number, '{RANDOM}' or '{MEAN}'. Received: "
+                f"fill={fill!r}"
             )
         std = _scale(source) if fill_std is None else float(fill_std)
         out[index] = rng.normal(0.0, std, size=out[index].shape)
@@ -122,7 +128,8 @@ def wider_out(
         mapping: a `WidthMapping`.
         noise: noise std relative to ``std(w)`` added to the copies
             (units beyond ``old_width``). Defaults to 0.
-        fill: value of fresh units: a number or ``"random"`` (normal noise).
+        fill: value of fresh units: a number, ``"random"`` (normal noise) or
+            ``"mean"`` (the mean of the old entries along ``axis``).
             Defaults to 0.
         seed: int, `numpy.random.Generator` or None. Defaults to None.
         axis: the widened axis. Defaults to -1.
@@ -276,7 +283,8 @@ class WidthTransform:
             (``"divide"``).
         noise: symmetry-breaking noise (see `wider_out`/`wider_in`).
             Defaults to 0.
-        fill: value of fresh units: a number or ``"random"``. Defaults to 0.
+        fill: value of fresh units: a number, ``"random"`` or ``"mean"``.
+            Defaults to 0.
         seed: integer seed or None. Defaults to None.
         fill_std: standard deviation of a ``"random"`` fill (None: the
             weight's own). Defaults to None.

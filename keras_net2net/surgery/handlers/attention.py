@@ -129,7 +129,7 @@ class MultiHeadAttentionHandler(UnitsHandler):
         if layer.use_bias:
             change.add(
                 "attention_output/bias",
-                copy_transform(mapping, fill=options.request.pad_bias),
+                copy_transform(mapping, fill=options.bias_fill()),
             )
         return change
 
@@ -172,7 +172,7 @@ class MultiHeadAttentionHandler(UnitsHandler):
             if layer.use_bias:
                 change.add(
                     f"{name}/bias",
-                    copy_transform(mapping, -2, fill=options.request.pad_bias),
+                    copy_transform(mapping, -2, fill=options.bias_fill()),
                 )
         change.add(
             "attention_output/kernel",

@@ -138,10 +138,16 @@ class Widening:
         heads: ``(layer name, new number of heads)`` of attention blocks that
             get more heads of the same size while their stream widens (see
             `Handler.parts`).
+        fresh: what the writers' fresh units hold where the group widens to
+            a width that is not a multiple of its own through a normalisation
+            (`keras_net2net.surgery.plan.stream`): ``"mean"`` (of the old
+            units: LayerNormalization) or ``0.0`` (RMSNormalization); None
+            otherwise (fresh units only in the random-pad baseline).
     """
 
     request: Widen
     heads: tuple[tuple[str, int], ...] = ()
+    fresh: float | str | None = None
 
     @property
     def random_pad(self) -> bool:
@@ -150,6 +156,11 @@ class Widening:
     def fill(self) -> float | str:
         """What fresh (random-pad) kernel entries get: ``"random"`` or 0."""
         return RANDOM if self.random_pad else 0.0
+
+    def bias_fill(self) -> float | str:
+        """What a writer's fresh bias entries get: `fresh` where set, else the
+        request's ``pad_bias``."""
+        return self.request.pad_bias if self.fresh is None else self.fresh
 
     def copy_noise(self) -> float:
         """Noise on the new copies' incoming weights (the widened layer)."""
@@ -181,7 +192,7 @@ class Widening:
         return copy_transform(
             mapping,
             axis,
-            fill=self.fill(),
+            fill=self.fill() if self.fresh is None else self.fresh,
             noise=self.copy_noise() if noise else 0.0,
             seed=next(seeds),
             fill_std=self.request.pad_std,

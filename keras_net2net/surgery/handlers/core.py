@@ -71,7 +71,7 @@ class DenseHandler(UnitsHandler):
             options.writer(mapping, seeds),
         )
         if layer.use_bias:
-            change.add("bias", copy_transform(mapping, fill=options.request.pad_bias))
+            change.add("bias", copy_transform(mapping, fill=options.bias_fill()))
         return change
 
     def widen_in(self, layer, mapping, options, seeds, position=0, node=None):
@@ -288,7 +288,7 @@ def per_channel_change(layer, mapping, options, seeds, axis=-1, multiplier=1):
     change.add("kernel", options.writer(mapping, seeds, axis, noise=False))
     if layer.use_bias:
         out = mapping if multiplier == 1 else mapping.repeat(multiplier)
-        change.add("bias", copy_transform(out, fill=options.request.pad_bias))
+        change.add("bias", copy_transform(out, fill=options.bias_fill()))
     return change
 
 
@@ -346,7 +346,7 @@ class ConvTransposeHandler(UnitsHandler):
         change = LayerChange(config={"filters": mapping.new_width})
         change.add("kernel", options.writer(mapping, seeds, axis=-2))
         if layer.use_bias:
-            change.add("bias", copy_transform(mapping, fill=options.request.pad_bias))
+            change.add("bias", copy_transform(mapping, fill=options.bias_fill()))
         return change
 
     def widen_in(self, layer, mapping, options, seeds, position=0, node=None):

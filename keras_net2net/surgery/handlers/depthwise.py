@@ -170,7 +170,7 @@ class SeparableHandler(UnitsHandler):
             options.writer(mapping, seeds),
         )
         if layer.use_bias:
-            change.add("bias", copy_transform(mapping, fill=options.request.pad_bias))
+            change.add("bias", copy_transform(mapping, fill=options.bias_fill()))
         return change
 
     def widen_in(self, layer, mapping, options, seeds, position=0, node=None):

@@ -145,7 +145,7 @@ class TransformerBlockHandler(PassThroughHandler):
             "feedforward_output_dense/kernel",
             options.writer(mapping, seeds),
         )
-        bias = copy_transform(mapping, fill=options.request.pad_bias)
+        bias = copy_transform(mapping, fill=options.bias_fill())
         if attention.use_bias:
             change.add(f"{att}/attention_output/bias", bias)
         change.add("feedforward_output_dense/bias", bias)
@@ -225,9 +225,7 @@ class TransformerBlockHandler(PassThroughHandler):
             )
         change = LayerChange(config={"intermediate_dim": mapping.new_width})
         change.add(f"{FFN}/kernel", options.writer(mapping, seeds))
-        change.add(
-            f"{FFN}/bias", copy_transform(mapping, fill=options.request.pad_bias)
-        )
+        change.add(f"{FFN}/bias", copy_transform(mapping, fill=options.bias_fill()))
         change.add(
             "feedforward_output_dense/kernel",
             options.reader(mapping, seeds, -2),

@@ -4,12 +4,18 @@ BatchNormalization over the channel axis is a pass-through whose per-channel
 parameters and statistics are copied with the channels (any mapping is exact).
 
 LayerNormalization and RMSNormalization over the channel axis normalise with
-the mean and variance *across* channels. Those statistics are unchanged only
-if every old channel is copied the same number of times, so Net2WiderNet
-through them needs a new width that is a multiple of the old one (the group
-then uses `keras_net2net.transforms.tiled_mapping`); ``gamma``/``beta``/
-``scale`` are copied. Other widths are refused, naming the layer.
+the mean and variance *across* channels. Those statistics are unchanged if
+every old channel is copied the same number of times (a multiple of the
+width: `keras_net2net.transforms.tiled_mapping`); ``gamma``/``beta``/
+``scale`` are copied. At any other width the new channels past the copies
+hold the mean of the old ones (zero for RMSNormalization) where the stream's
+writers allow it (`keras_net2net.surgery.plan.stream`): the variance shrinks
+by ``ratio`` = copies / new width, so ``gamma`` (``scale``) is multiplied by
+``sqrt(ratio)`` and ``epsilon`` by ``ratio``; the new channels get the mean
+``gamma`` and zero ``beta``. Other widths are refused, naming the layer.
 """
+
+import math
 
 import keras
 import numpy as np
@@ -21,6 +27,7 @@ from keras_net2net.surgery.handlers.common import input_rank
 from keras_net2net.surgery.handlers.common import last_axis_only
 from keras_net2net.surgery.handlers.common import negative_axis
 from keras_net2net.surgery.handlers.common import unsupported
+from keras_net2net.transforms import MEAN
 from keras_net2net.transforms import MappingRule
 
 
@@ -110,16 +117,20 @@ class LayerNormalizationHandler(PassThroughHandler):
 
     def follow(self, layer, mapping, options, seeds):
         change = LayerChange()
+        fresh = int(mapping.fresh.sum())
+        ratio = 1.0
+        if options.fresh is not None and fresh:  # new channels at the mean
+            ratio = (mapping.new_width - fresh) / mapping.new_width
+            change.config["epsilon"] = float(layer.epsilon) * ratio
         for variable in layer.weights:
-            if variable.name not in self._FRESH:
-                raise unsupported(
-                    layer, f"has an unexpected variable '{variable.name}'."
-                )
+            name = variable.name
+            if name not in self._FRESH:
+                raise unsupported(layer, f"has an unexpected variable '{name}'.")
             if variable.shape and variable.shape[-1] == mapping.old_width:
-                change.add(
-                    variable.name,
-                    copy_transform(mapping, fill=self._FRESH[variable.name]),
-                )
+                gain = name in ("gamma", "scale")
+                fill = MEAN if gain and ratio != 1.0 else self._FRESH[name]
+                scale = math.sqrt(ratio) if gain else 1.0
+                change.add(name, copy_transform(mapping, fill=fill, scale=scale))
         return change
 
     def init_key(self, layer, variable):

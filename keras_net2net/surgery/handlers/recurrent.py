@@ -85,7 +85,7 @@ class RecurrentHandler(UnitsHandler):
         change.add("recurrent_kernel", options.reader(mapping, seeds, 0, noise=False))
         change.add("recurrent_kernel", options.writer(gates, seeds, noise=False))
         if layer.use_bias:
-            change.add("bias", copy_transform(gates, fill=options.request.pad_bias))
+            change.add("bias", copy_transform(gates, fill=options.bias_fill()))
         return change
 
     def widen_in(self, layer, mapping, options, seeds, position=0, node=None):

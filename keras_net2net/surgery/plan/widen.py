@@ -18,7 +18,9 @@ from keras_net2net.surgery.graph import LayerGraph
 from keras_net2net.surgery.plan.data import check_rebuildable
 from keras_net2net.surgery.plan.data import seed_stream
 from keras_net2net.surgery.plan.graph_plan import Plan
+from keras_net2net.surgery.plan.stream import keep_mean
 from keras_net2net.surgery.sharing import check_shared_calls
+from keras_net2net.transforms import MEAN
 from keras_net2net.transforms import MappingRule
 from keras_net2net.transforms import choose_mapping
 from keras_net2net.transforms import satisfies
@@ -114,14 +116,30 @@ def _plan_group(graph, target, node, units, seed, options, group=None, label=Non
     old_width = group.width
     units = _check_units(target, units, old_width)
     seeds = seed_stream(seed)
-    mapping = _choose(
-        target, units, old_width, _core_rules(group), method == H.RANDOM_PAD, seeds
-    )
+    kept = None
+    if method != H.RANDOM_PAD and units % old_width:
+        kept = keep_mean(group, target, units)
+    if kept is None:
+        mapping = _choose(
+            target, units, old_width, _core_rules(group), method == H.RANDOM_PAD, seeds
+        )
+    else:
+        mapping, fresh = kept
+        options = dataclasses.replace(options, fresh=fresh)
+        next(seeds)  # the seeds of the changes as with a chosen mapping
     mappings = group.mappings(mapping)
     check_shared_calls(group, mappings)
     label = label or f"widen '{target.name}' {old_width} -> {units} ({method})"
     plan = Plan(f"{label}, {len(group.layers())} coupled operations")
     plan.details = [plan.description, group.summary()]
+    if kept is not None:
+        held = "the mean of the old ones" if kept[1] == MEAN else "zero"
+        copies = units - int(mapping.fresh.sum())
+        plan.details.append(
+            f"  channels {copies}..{units - 1} hold {held} (the width is not a "
+            f"multiple of {old_width}): the normalisations' gains x "
+            f"sqrt({copies}/{units}), their epsilon x {copies}/{units}"
+        )
     # A shared layer takes part once per call; its weights change once.
     done: set = set()
 

@@ -31,6 +31,7 @@ from keras_net2net._keras_internals.graph import node_inputs
 from keras_net2net._keras_internals.graph import node_operation
 from keras_net2net._keras_internals.graph import node_outputs
 from keras_net2net._keras_internals.graph import outputs_struct
+from keras_net2net._keras_internals.graph import sublayers
 from keras_net2net._keras_internals.graph import tensor_producer
 from keras_net2net._keras_internals.inplace import ModelState
 from keras_net2net._keras_internals.inplace import adopt_graph
@@ -73,6 +74,7 @@ __all__ = [
     "hub_cross_attention",
     "hub_self_attention",
     "slot_lists",
+    "sublayers",
     "ModelState",
     "SUPPORTED_KERAS",
     "adopt_graph",
@@ -149,7 +151,7 @@ def check_supported():
     for attr in ("_layers", "_functional", "_maybe_rebuild"):
         _require(model, attr, "a Sequential model")
     layer = functional.layers[-1]
-    for attr in ("_inbound_nodes", "_outbound_nodes"):
+    for attr in ("_inbound_nodes", "_outbound_nodes", "_flatten_layers"):
         _require(layer, attr, "a Layer")
     node = layer._inbound_nodes[0]
     for attr in ("operation", "input_tensors", "outputs", "is_input", "arguments"):

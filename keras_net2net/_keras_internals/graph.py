@@ -138,3 +138,8 @@ def application_layer_classes():
         return {}
     names = ("LayerScale", "StochasticDepth")
     return {n: getattr(convnext, n) for n in names if hasattr(convnext, n)}
+
+
+def sublayers(layer):
+    """Every layer ``layer`` holds, nested ones included (not itself)."""
+    return list(layer._flatten_layers(include_self=False))

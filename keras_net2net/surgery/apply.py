@@ -231,6 +231,8 @@ class _Builder:
                 outputs = old_outputs
             else:
                 args, kwargs = internals.fill_arguments(node, tensors)
+                if id(old_op) in self.replaced:
+                    kwargs = _accepted(new_op, kwargs)
                 result = new_op(*args, **kwargs)
                 for insertion in insertions:
                     if insertion.index is None:
@@ -286,6 +288,18 @@ class _Builder:
                     variable.assign(host_copy(source))
 
 
+def _accepted(op, kwargs):
+    """``kwargs`` without the empty ones ``op``'s call does not take (a
+    ``mask=None`` Keras passed to the nested model ``op`` replaces)."""
+    try:
+        parameters = inspect.signature(op.call).parameters
+    except (TypeError, ValueError):
+        return kwargs
+    if any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
+        return kwargs
+    return {k: v for k, v in kwargs.items() if k in parameters or v is not None}
+
+
 def _output_shape(layer, shape):
     """``layer``'s output shape on ``shape`` (None if unknown), without a call."""
     if shape is None:
@@ -297,8 +311,11 @@ def _output_shape(layer, shape):
     return tuple(result) if isinstance(result, (tuple, list)) else None
 
 
-def copy_unchanged(layer):
+def copy_unchanged(layer, name=None, changes=None):
     """A new layer like ``layer`` (its weights are copied after building).
+
+    ``name``: the copy's name (None: ``layer``'s); ``changes``: config
+    entries that differ (`keras_net2net.surgery.restore`).
 
     From its config; when that does not round-trip (a keras.io layer whose
     ``__init__`` takes no ``**kwargs``, a ``Lambda`` of a Python lambda), from
@@ -309,7 +326,9 @@ def copy_unchanged(layer):
     """
     config: dict = {}
     try:
-        config = layer.get_config()
+        config = {**layer.get_config(), **(changes or {})}
+        if name is not None:
+            config = {**config, "name": name}
         return type(layer).from_config(config)
     except Exception as error:  # noqa: BLE001 - any failure of user code
         failure = error
@@ -320,13 +339,13 @@ def copy_unchanged(layer):
                 layer.function,
                 output_shape=tuple(shape) if isinstance(shape, (list, tuple)) else None,
                 arguments=config.get("arguments") or None,
-                name=layer.name,
+                name=name or layer.name,
                 dtype=layer.dtype_policy,
             )
         else:
             accepted = inspect.signature(type(layer).__init__).parameters
             clone = type(layer)(**{k: v for k, v in config.items() if k in accepted})
-            clone.name = layer.name
+            clone.name = name or layer.name
             if "dtype" not in accepted:
                 clone.dtype_policy = layer.dtype_policy
         clone.trainable = layer.trainable

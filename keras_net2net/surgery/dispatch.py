@@ -32,14 +32,15 @@ from keras_net2net.requests import Widen
 from keras_net2net.requests import as_requests
 from keras_net2net.surgery import handlers as H
 from keras_net2net.surgery.graph import LayerGraph
+from keras_net2net.surgery.handlers import is_opaque
 from keras_net2net.surgery.inline import as_graph_model
 from keras_net2net.surgery.inline import holds
 from keras_net2net.surgery.inline import inline_layers
-from keras_net2net.surgery.inline import is_opaque
 from keras_net2net.surgery.inline import opaque_holder
-from keras_net2net.surgery.plan import plan_deepen
 from keras_net2net.surgery.plan import plan_stack
 from keras_net2net.surgery.plan import plan_widen
+from keras_net2net.surgery.restore import restore_classes
+from keras_net2net.surgery.subclassed import plan_deepen_or_copy
 from keras_net2net.transforms import WidthTransform
 
 # `found` not given: ask `families.find` (given None: not a family model).
@@ -122,7 +123,7 @@ def _no_graph_upcycle(model: Model, request: Upcycle, *, layer: Any = None) -> A
 # layer=None) -> Plan`` (``layer``: the layer object, where the caller has it).
 _PLANNERS: dict[type, Callable[..., GrowthPlan]] = {
     Widen: plan_widen,
-    Deepen: plan_deepen,
+    Deepen: plan_deepen_or_copy,
     Stack: plan_stack,
     Upcycle: _no_graph_upcycle,
 }
@@ -353,12 +354,16 @@ def grow(
             if inside and compile and getattr(current, "compiled", False):
                 # The traced model was never compiled: compile like the user's.
                 new_model.compile_from_config(current.get_compile_config())
+            kept: list[str] = []
+            if inside:
+                new_model, origins, kept = restore_classes(current, new_model, origins)
             built.append(origins)
         if traced_model is not model:
             result.graphs.append(traced_model)
         description = plan.description
         if traced:
-            description += f" (traced into its layers: {', '.join(traced)})"
+            description += f" (traced into its layers: {', '.join(traced)}"
+            description += f"; rebuilt as {', '.join(kept)})" if kept else ")"
         result.descriptions.append(description)
         result.details.extend(plan.describe())
         # A family plan keeps the class; a graph plan builds a plain model.

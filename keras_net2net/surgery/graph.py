@@ -221,6 +221,17 @@ class LayerGraph:
         nodes = self._calls.get(id(op))
         return nodes[0].path if nodes else ()
 
+    def nested_models(self) -> list[Any]:
+        """Every nested model (Sequential, Functional) of the graph."""
+        return [op for op, _ in self._containers.values()]
+
+    def nested(self, layer: Any) -> Any:
+        """The nested model ``layer`` names (a name or the object), or None."""
+        for op, _ in self._containers.values():
+            if op is layer or (isinstance(layer, str) and op.name == layer):
+                return op
+        return None
+
     def names(self) -> set[str]:
         """Every name used in the model (nested models and their layers too)."""
         names = {op.name for op in self.layers}

@@ -39,27 +39,7 @@ from keras_net2net import _keras_internals as internals
 from keras_net2net._types import Model
 from keras_net2net.surgery import handlers as H
 from keras_net2net.surgery.apply import replace_operations
-
-
-def is_opaque(layer) -> bool:
-    """A subclassed layer without a handler (a candidate for tracing).
-
-    A user's layer, one of the layers keras.applications define for
-    themselves (InceptionResNetV2's ``CustomScaleLayer``), or a ``Lambda``
-    (its function, when built from `keras.ops`, traces as a call does);
-    Keras's own layers without a handler are reported by name instead.
-    """
-    if not isinstance(layer, keras.layers.Layer) or internals.has_graph(layer):
-        return False
-    if H.get_handler(layer) is not None:
-        return False
-    if type(layer) is keras.layers.Lambda:
-        return True
-    module = type(layer).__module__
-    return not module.startswith("keras.") or module.startswith(
-        "keras.src.applications."
-    )
-
+from keras_net2net.surgery.handlers import is_opaque
 
 # One trace per layer and input signature: the ops of a trace are new objects,
 # so a target found in one trace (an Add inside a block) must be the same

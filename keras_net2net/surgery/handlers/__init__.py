@@ -32,6 +32,7 @@ from typing import Any
 
 import keras
 
+from keras_net2net import _keras_internals as internals
 from keras_net2net.requests import CONSUMERS
 from keras_net2net.requests import COPIES
 from keras_net2net.requests import DEEPEN_METHODS
@@ -199,6 +200,26 @@ def get_handler(layer: Any) -> Handler | None:
     ```
     """
     return _lookup(layer)
+
+
+def is_opaque(layer) -> bool:
+    """A subclassed layer without a handler (a candidate for tracing).
+
+    A user's layer, one of the layers keras.applications define for
+    themselves (InceptionResNetV2's ``CustomScaleLayer``), or a ``Lambda``
+    (its function, when built from `keras.ops`, traces as a call does);
+    Keras's own layers without a handler are reported by name instead.
+    """
+    if not isinstance(layer, keras.layers.Layer) or internals.has_graph(layer):
+        return False
+    if get_handler(layer) is not None:
+        return False
+    if type(layer) is keras.layers.Lambda:
+        return True
+    module = type(layer).__module__
+    return not module.startswith("keras.") or module.startswith(
+        "keras.src.applications."
+    )
 
 
 def handler_at(node: Any, graph: Any, axis: int | None = None) -> Handler | None:

@@ -11,10 +11,12 @@ import dataclasses
 import keras
 import numpy as np
 
+from keras_net2net import _keras_internals as internals
 from keras_net2net.surgery import handlers as H
 from keras_net2net.surgery.coupling import find_group
 from keras_net2net.surgery.coupling import split_below
 from keras_net2net.surgery.graph import LayerGraph
+from keras_net2net.surgery.handlers import is_opaque
 from keras_net2net.surgery.plan.data import check_rebuildable
 from keras_net2net.surgery.plan.data import seed_stream
 from keras_net2net.surgery.plan.graph_plan import Plan
@@ -45,8 +47,20 @@ def _plan_widen(model, request, layer):
     units, seed = request.units, request.seed
     graph = LayerGraph(model)
     check_rebuildable(graph)
-    target, part = _target_and_part(graph, request.layer if layer is None else layer)
+    name = request.layer if layer is None else layer
+    nested = graph.nested(name)
+    if nested is not None and not any(op.name == nested.name for op in graph.layers):
+        # A nested model (or a subclassed layer, traced): its output channels.
+        options = H.Widening(request)
+        return _plan_output_group(graph, nested, units, seed, options)
+    target, part = _target_and_part(graph, name)
     handler = H.get_handler(target)
+    if handler is None and part is None and is_opaque(target):
+        raise H.NoHandler(
+            f"{H.describe(target)} has no handler: it is widened through the "
+            "graph of its call (its output channels).",
+            target,
+        )
     if handler is None or isinstance(target, keras.layers.InputLayer):
         raise H.unsupported(
             target,
@@ -76,6 +90,31 @@ def _plan_widen(model, request, layer):
     if split is not None:
         return _plan_split(graph, target, node, split, units, seed, options)
     return _plan_group(graph, target, node, units, seed, options)
+
+
+def _plan_output_group(graph, target, units, seed, options):
+    """Widen the channels a nested model (a traced subclassed layer) outputs.
+
+    Its output tensor is one of the flattened graph's; the group of that
+    tensor's channels is widened, the writers inside the model among them.
+    """
+    outputs = internals.graph_outputs(target)
+    if len(outputs) != 1:
+        raise H.unsupported(
+            target,
+            f"returns {len(outputs)} tensors; widen() widens the output "
+            "channels of a layer or nested model with one output. Widen one "
+            "of the layers inside it instead.",
+        )
+    node = graph.producer(graph.key_of(outputs[0]))
+    if node is None:
+        raise H.unsupported(target, "outputs its input: it writes no channels.")
+    group = find_group(graph, node, target.name, axis=-1)
+    label = (
+        f"widen '{target.name}' {group.width} -> {units} ({options.request.method}): "
+        f"its output channels"
+    )
+    return _plan_group(graph, target, node, units, seed, options, group, label)
 
 
 def _plan_split(graph, target, node, split, units, seed, options):

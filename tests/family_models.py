@@ -57,6 +57,8 @@ def weights(model):
 REQUESTS = [
     ("intermediate_dim", 64, {"intermediate_dim": 64}),
     ("hidden_dim", 32, {"hidden_dim": 32, "num_query_heads": 8}),
+    # 1.5x: the stream's new channels at zero, the RMS norms compensated.
+    ("hidden_dim", 24, {"hidden_dim": 24, "num_query_heads": 6}),
     ("num_query_heads", 8, {"hidden_dim": 32, "num_query_heads": 8}),
     ("num_key_value_heads", 4, {"num_key_value_heads": 4, "num_query_heads": 4}),
 ]
@@ -167,10 +169,12 @@ MOE = ["Qwen3", "Mixtral", "QwenMoe", "Qwen3Moe"]
 CASES += [("Mixtral", *r) for r in REQUESTS]
 CASES += [
     ("MistralHeadDim", "hidden_dim", 32, {"hidden_dim": 32, "num_query_heads": 4}),
+    ("MistralHeadDim", "hidden_dim", 20, {"hidden_dim": 20, "num_query_heads": 4}),
     ("MistralHeadDim", "num_query_heads", 8, {"hidden_dim": 16, "num_query_heads": 8}),
 ]
 CASES += [
     ("Qwen3", "hidden_dim", 32, {"hidden_dim": 32, "num_query_heads": 4}),
+    ("Qwen3", "hidden_dim", 20, {"hidden_dim": 20, "num_query_heads": 4}),
     ("Qwen3", "num_query_heads", 8, {"num_query_heads": 8, "hidden_dim": 16}),
     ("Qwen3", "num_key_value_heads", 4, {"num_key_value_heads": 4}),
     ("Qwen3", "intermediate_dim", 48, {"intermediate_dim": 48}),
@@ -182,10 +186,12 @@ CASES += [
         {"shared_expert_intermediate_dim": 24, "intermediate_dim": 32},
     ),
     ("QwenMoe", "hidden_dim", 32, {"hidden_dim": 32, "num_query_heads": 8}),
+    ("QwenMoe", "hidden_dim", 24, {"hidden_dim": 24, "num_query_heads": 6}),
     ("QwenMoe", "num_key_value_heads", 4, {"num_key_value_heads": 4}),
     ("Qwen3Moe", "moe_intermediate_dim", 12, {"moe_intermediate_dim": 12}),
     ("Qwen3Moe", "intermediate_dim", 48, {"intermediate_dim": 48}),
     ("Qwen3Moe", "hidden_dim", 32, {"hidden_dim": 32, "num_query_heads": 8}),
+    ("Qwen3Moe", "hidden_dim", 24, {"hidden_dim": 24, "num_query_heads": 6}),
     ("Qwen3Moe", "num_key_value_heads", 4, {"num_key_value_heads": 4}),
 ]
 

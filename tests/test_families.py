@@ -42,6 +42,39 @@ def test_widen_keeps_the_class_and_the_function(family, key, units, expected):
         np.testing.assert_array_equal(old, new)
 
 
+def test_gpt_and_gemma_hidden_dim_stays_a_multiple():
+    # GPT-2/OPT take no layer_norm_epsilon to compensate; Gemma's norms
+    # scale by 1 + scale: only multiples keep their function.
+    for model in (gpt("GPT2"), other("Gemma")):
+        with pytest.raises(ValueError, match=r"'hidden_dim'.*a multiple of it"):
+            kn.widen(model, "hidden_dim", 24)
+
+
+def test_a_stream_at_any_width_compensates_its_norms_and_reloads(tmp_path):
+    model = llama(tie=True)
+    grown = kn.widen(model, "hidden_dim", 24)
+    norm = grown.backbone.get_layer("transformer_layer_0")._self_attention_layernorm
+    old = model.backbone.get_layer("transformer_layer_0")._self_attention_layernorm
+    scale = keras.ops.convert_to_numpy(norm.scale)
+    np.testing.assert_allclose(
+        scale[:16], keras.ops.convert_to_numpy(old.scale) * np.sqrt(16 / 24), rtol=1e-6
+    )
+    embeddings = keras.ops.convert_to_numpy(grown.backbone.token_embedding.embeddings)
+    assert not embeddings[:, 16:].any()  # the new channels start at zero
+    assert np.isclose(
+        grown.backbone.get_config()["layer_norm_epsilon"],
+        model.backbone.get_config()["layer_norm_epsilon"] * 16 / 24,
+    )
+    np.testing.assert_array_equal(
+        np.argmax(logits(model), -1), np.argmax(logits(grown), -1)
+    )
+    # (KerasHub 0.32 does not save tie_word_embeddings: reload an untied one.)
+    grown = kn.widen(llama(), "hidden_dim", 24)
+    grown.save(str(tmp_path / "grown.keras"))
+    loaded = keras.saving.load_model(str(tmp_path / "grown.keras"))
+    assert relative(logits(grown), logits(loaded)) <= TOL
+
+
 def test_tied_embeddings_are_compensated_in_the_final_norm():
     model = llama(tie=True)
     grown = kn.widen(model, "hidden_dim", 48)
@@ -174,7 +207,10 @@ def test_generate_save_and_preset_after_growth(tmp_path, family):
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda m: kn.widen(m, "hidden_dim", 24), r"'hidden_dim'.*multiple of it.*24"),
+        (
+            lambda m: kn.widen(m, "hidden_dim", 20),  # 5 heads: 2 kv heads
+            r"'hidden_dim'.*head size 4.*num_key_value_heads=2 divides.*20",
+        ),
         (lambda m: kn.widen(m, "num_key_value_heads", 3), r"divides num_query_heads"),
         (lambda m: kn.widen(m, "intermediate_dim", 32), r"larger than.*32"),
         (

@@ -3,6 +3,7 @@ its mixture-of-experts class, computing what the dense model did; greedy
 decoding, `.keras` and preset round trips; the optimizer's state carried
 into every expert in place; refusals named before anything changes."""
 
+import re
 import warnings
 
 import numpy as np
@@ -146,7 +147,8 @@ def test_qwen3_every_second_block_sparse_and_the_rest_dense():
     config = grown.backbone.get_config()
     assert config["decoder_sparse_step"] == 2 and config["mlp_only_layers"] == []
     paths = [v.path for v in grown.backbone.weights]
-    assert any("transformer_layer_0/qwen3_moe_mlp/" in p for p in paths)
+    # (KerasHub leaves these names to Keras: a suffix after earlier models.)
+    assert any(re.search(r"layer_0/qwen3_moe_mlp(_\d+)?/", p) for p in paths)
     assert any("transformer_layer_1/qwen3_sparse_moe_block" in p for p in paths)
     assert relative(logits(model), logits(grown)) <= QWEN3_TOL
 

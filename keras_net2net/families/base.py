@@ -89,6 +89,16 @@ class Family:
             automatic naming (``"mixtral_sparse_moe_block_3"``): their
             numeric suffix differs between two models of one session, so
             paths are compared without it.
+        stream_fill: what the stream's new channels hold where ``hidden_dim``
+            grows to a width that is not a multiple of its own: ``0.0``
+            (RMS normalisation), ``"mean"`` (LayerNormalization), or None
+            (only multiples). Every writer of the stream is linear; the
+            norms' gains (`norm_gains`) are scaled and the config's
+            `epsilon_key` follows (see
+            `keras_net2net.surgery.plan.stream`).
+        norm_gains: regexes of the stream normalisations' gain variables.
+        norm_biases: regexes of their offsets (new channels at zero).
+        epsilon_key: the config key of the stream normalisations' epsilon.
     """
 
     name = ""
@@ -101,6 +111,10 @@ class Family:
     first_block = 0
     task_layouts: list[tuple[str, Layout]] = []
     auto_named: list[str] = []
+    stream_fill: float | str | None = None
+    norm_gains: list[str] = []
+    norm_biases: list[str] = []
+    epsilon_key = "layer_norm_epsilon"
 
     def plan_widen(
         self, config: dict[str, Any], key: str, value: int, seed: int | None
@@ -183,6 +197,10 @@ class Family:
             if re.fullmatch(pattern, path):
                 return layout
         return None
+
+    def is_norm_gain(self, path: str) -> bool:
+        """Whether the variable at ``path`` is a stream normalisation's gain."""
+        return any(re.fullmatch(pattern, path) for pattern in self.norm_gains)
 
     def layout(self, path: str, config: dict[str, Any]) -> Layout:
         """The layout of the variable at ``path`` (see `layouts`)."""

@@ -51,6 +51,8 @@ class GemmaFamily(LlamaFamily):
     ```
     """
 
+    stream_fill = None  # hidden_dim: multiples only (see the module docstring)
+
     name = "Gemma"
     block_prefix = "decoder_block_"
     widen_keys = {

@@ -42,6 +42,8 @@ class GPTFamily(LlamaFamily):
     ```
     """
 
+    stream_fill = None  # hidden_dim: multiples only (see the module docstring)
+
     name = "GPT"
     heads_key = "num_heads"
     kv_key = None

@@ -42,6 +42,7 @@ from keras_net2net.transforms import MappingRule
 from keras_net2net.transforms import WidthMapping
 from keras_net2net.transforms import choose_mapping
 from keras_net2net.transforms import grouped_query_mappings
+from keras_net2net.transforms import stream_mapping
 
 
 class LlamaFamily(Family):
@@ -84,6 +85,12 @@ class LlamaFamily(Family):
     ]
     # Config keys of feed-forward widths, with the dimension each one grows.
     feedforward_keys = {"intermediate_dim": "intermediate"}
+    # hidden_dim to any width: new stream channels at zero (RMS norms).
+    stream_fill: float | str | None = 0.0
+    norm_gains = [
+        r"(self_attention|feedforward)_layernorm/scale",
+        r"sequence_output_layernorm/scale",
+    ]
 
     def separate_head_dim(self, config: dict[str, Any]) -> bool:
         """Whether ``head_dim`` is its own config entry (set, not derived).
@@ -137,17 +144,11 @@ class LlamaFamily(Family):
             )
             config[self.kv_key] = value
             return config, mappings, notes
-        rule = MappingRule(
-            uniform=True,
-            reason=f"the {self.name} blocks normalise the stream (RMS) over its "
-            "channels, so every channel is copied equally often",
-        )
         if self.separate_head_dim(config):
             # Heads and the stream are independent: grow one of them.
             if key == "hidden_dim":
-                what = ", a multiple of it"
-                _check(key, value, hidden, lambda v: v % hidden == 0, what)
-                mappings["hidden"] = choose_mapping(hidden, value, [rule])
+                _check(key, value, hidden, *self._stream_rule(hidden))
+                mappings["hidden"] = self._stream(config, value, notes)
                 notes.append(f"  heads unchanged: {self.heads_key}={heads}")
             else:
                 _check(key, value, heads, lambda v: True, "")
@@ -158,29 +159,76 @@ class LlamaFamily(Family):
                 except ValueError as error:
                     raise ValueError(f"`units` for '{key}': {error}") from None
                 notes.append(f"  the stream unchanged: hidden_dim={hidden}")
-            config[key] = value
+                config[key] = value
             return config, mappings, notes
-        if key == self.heads_key:
-            _check(key, value, heads, lambda v: v % heads == 0, ", a multiple of it")
-            factor = value // heads
-        else:  # hidden_dim
-            _check(key, value, hidden, lambda v: v % hidden == 0, ", a multiple of it")
-            factor = value // hidden
-        mappings["hidden"] = choose_mapping(hidden, hidden * factor, [rule])
-        # Without grouped heads every head is its own key/value group.
-        new_kv = kv if self.kv_key else kv * factor
-        mappings["heads"], _ = grouped_query_mappings(
-            heads, kv, heads * factor, new_kv, seed=seed
-        )
-        config["hidden_dim"] = hidden * factor
-        config[self.heads_key] = heads * factor
-        kept = f", {self.kv_key} stays {kv}" if self.kv_key else ""
         size = config.get("head_dim") or hidden // heads
+        if key == self.heads_key:
+            _check(key, value, heads, *self._heads_rule(heads, kv))
+            new_heads = value
+        else:  # hidden_dim: heads of the same size added
+            _check(key, value, hidden, *self._stream_rule(hidden, size, kv))
+            new_heads = value // size
+        mappings["hidden"] = self._stream(config, new_heads * size, notes)
+        # Without grouped heads every head is its own key/value group.
+        new_kv = kv if self.kv_key else new_heads
+        mappings["heads"], _ = grouped_query_mappings(
+            heads, kv, new_heads, new_kv, seed=seed
+        )
+        config[self.heads_key] = new_heads
+        kept = f", {self.kv_key} stays {kv}" if self.kv_key else ""
         notes.append(
             f"  heads keep their size ({size}): {self.heads_key} "
-            f"{heads} -> {heads * factor}{kept}"
+            f"{heads} -> {new_heads}{kept}"
         )
         return config, mappings, notes
+
+    def _heads_rule(self, heads: int, kv: int):
+        """``(valid, in words)`` for a number of query heads: a multiple
+        (every stream channel copied equally often), or, where the stream may
+        hold fresh channels (`stream_fill`), any multiple of the key/value
+        heads."""
+        if self.stream_fill is None or not self.kv_key:
+            return (lambda v: v % heads == 0), ", a multiple of it"
+        return (lambda v: v % kv == 0), f", a multiple of {self.kv_key}={kv}"
+
+    def _stream_rule(self, hidden: int, size: int | None = None, kv: int = 1):
+        """``(valid, in words)`` for ``hidden_dim``; ``size``: the head size
+        where heads grow with the stream (see `_heads_rule`)."""
+        if self.stream_fill is None or (size is not None and not self.kv_key):
+            kept = "" if size is None else f" (heads keep their size {size})"
+            return (lambda v: v % hidden == 0), f", a multiple of it{kept}"
+        if size is None:
+            return (lambda v: True), ""
+        return (lambda v: v % size == 0 and (v // size) % kv == 0), (
+            f", a multiple of the head size {size} giving a number of heads "
+            f"that {self.kv_key}={kv} divides"
+        )
+
+    def _stream(self, config: dict[str, Any], width: int, notes: list[str]):
+        """The stream's mapping to ``width`` channels, ``config`` updated.
+
+        A multiple copies every channel equally often; any other width keeps
+        the copies and adds fresh channels holding `stream_fill`, the norms'
+        epsilon scaled with their gains (see `stream_mapping`).
+        """
+        hidden = config["hidden_dim"]
+        config["hidden_dim"] = width
+        if width % hidden == 0:
+            rule = MappingRule(
+                uniform=True,
+                reason=f"the {self.name} blocks normalise the stream (RMS) over "
+                "its channels, so every channel is copied equally often",
+            )
+            return choose_mapping(hidden, width, [rule])
+        mapping = stream_mapping(hidden, width)
+        copies = width - int(mapping.fresh.sum())
+        config[self.epsilon_key] = float(config[self.epsilon_key]) * copies / width
+        notes.append(
+            f"  stream channels {copies}..{width - 1} start at zero (not a "
+            f"multiple of {hidden}): the norms' scales x sqrt({copies}/{width}), "
+            f"{self.epsilon_key} x {copies}/{width}"
+        )
+        return mapping
 
 
 def _check(key: str, value: Any, current: int, valid, what: str) -> None:

@@ -64,6 +64,10 @@ class Phi3Family(LlamaFamily):
     """
 
     name = "Phi-3"
+    norm_gains = [
+        r"(pre|post)_attention_layernorm/scale",
+        r"sequence_output_layernorm/scale",
+    ]
     layouts = [
         (r"token_embedding/embeddings", (None, H_COPY)),
         (r"token_embedding/reverse_embeddings", (H_DIVIDE, None)),

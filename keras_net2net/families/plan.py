@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import re
 import zlib
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from keras_net2net.families.base import Family
 from keras_net2net.families.base import Layout
 from keras_net2net.families.registry import require
 from keras_net2net.growth_plan import Origins
+from keras_net2net.transforms import MEAN
 from keras_net2net.transforms import Chain
 from keras_net2net.transforms import WidthTransform
 
@@ -173,12 +175,30 @@ def chain_for(
         elif len(entry) > 2:
             mapping = mapping.repeat(entry[2](config))
         side = role  # a family's layouts speak the same vocabulary: copy/divide
+        fill, scale = _stream_entries(family, path, dim, side, mapping)
         if noise and side == COPY and len(layout) >= 2:
             stream = zlib.crc32(f"{path}:{axis}".encode()) ^ seed
-            steps.append(WidthTransform(mapping, side, axis, noise=noise, seed=stream))
+            steps.append(
+                WidthTransform(mapping, side, axis, noise=noise, seed=stream, fill=fill)
+            )
         else:
-            steps.append(WidthTransform(mapping, side, axis))
+            steps.append(WidthTransform(mapping, side, axis, fill=fill, scale=scale))
     return Chain(steps)
+
+
+def _stream_entries(family, path, dim, side, mapping):
+    """``(fill, scale)`` of a variable's stream axis grown to a width that is
+    not a multiple (fresh channels): writers fill the family's `stream_fill`,
+    the norms' gains are scaled by ``sqrt(copies / new width)``."""
+    fresh = int(mapping.fresh.sum()) if dim == "hidden" else 0
+    if not fresh or family.stream_fill is None:
+        return 0.0, 1.0
+    if family.is_norm_gain(path):
+        ratio = (mapping.new_width - fresh) / mapping.new_width
+        return (MEAN if side == COPY else 0.0), math.sqrt(ratio)
+    if any(re.fullmatch(pattern, path) for pattern in family.norm_biases):
+        return 0.0, 1.0
+    return (family.stream_fill if side == COPY else 0.0), 1.0
 
 
 def sources(

@@ -12,6 +12,7 @@ from keras_net2net.transforms.mapping import WidthMapping
 from keras_net2net.transforms.mapping import concat_mappings
 from keras_net2net.transforms.mapping import padding_mapping
 from keras_net2net.transforms.mapping import random_mapping
+from keras_net2net.transforms.mapping import stream_mapping
 from keras_net2net.transforms.mapping import tiled_mapping
 from keras_net2net.transforms.rules import MappingRule
 from keras_net2net.transforms.rules import choose_mapping
@@ -47,6 +48,7 @@ __all__ = [
     "padding_mapping",
     "random_mapping",
     "satisfies",
+    "stream_mapping",
     "tiled_mapping",
     "wider_in",
     "wider_out",

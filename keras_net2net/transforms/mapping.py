@@ -236,3 +236,36 @@ def padding_mapping(old_width: int, new_width: int) -> WidthMapping:
     _check_widths(old_width, new_width)
     extra = np.full(int(new_width) - int(old_width), FRESH)
     return WidthMapping(np.concatenate([np.arange(old_width), extra]), old_width)
+
+
+def stream_mapping(old_width: int, new_width: int) -> WidthMapping:
+    """Mapping of a normalised stream at any larger width: equal copies of
+    every unit as often as they fit, fresh units for the rest.
+
+    A normalisation over the units (LayerNormalization, RMSNormalization)
+    keeps its statistics when the fresh units hold the mean of the old ones
+    (zero for RMS) and its gains are scaled (see
+    `keras_net2net.surgery.plan.stream`). A multiple of ``old_width`` gives
+    `tiled_mapping`.
+
+    Args:
+        old_width: current number of units.
+        new_width: number of units after widening (> ``old_width``).
+
+    Returns:
+        A `WidthMapping`: ``new_width // old_width`` copies of every unit,
+        then ``new_width % old_width`` fresh units.
+
+    Example:
+
+    ```python
+    stream_mapping(4, 10).indices  # array([0, 1, 2, 3, 0, 1, 2, 3, -1, -1])
+    ```
+    """
+    _check_widths(old_width, new_width)
+    old_width, new_width = int(old_width), int(new_width)
+    copies = new_width // old_width * old_width
+    indices = np.concatenate(
+        [np.arange(copies) % old_width, np.full(new_width - copies, FRESH)]
+    )
+    return WidthMapping(indices, old_width)

@@ -31,10 +31,9 @@ import numpy as np
 from keras_net2net.surgery.handlers import ops as traced_ops
 from keras_net2net.surgery.handlers.elementwise import activation_name
 from keras_net2net.surgery.handlers.normalization import LayerNormalizationHandler
-from keras_net2net.transforms import FRESH
 from keras_net2net.transforms import MEAN
-from keras_net2net.transforms import WidthMapping
 from keras_net2net.transforms import satisfies
+from keras_net2net.transforms import stream_mapping
 
 L = keras.layers
 ZERO = 0.0  # the new channels hold zero (RMSNormalization's need)
@@ -253,11 +252,8 @@ def keep_mean(group, target, units):
             f"{why}, so no exact widening exists and the new width must be "
             f"{_valid(width)}. Received: new width {units}."
         )
+    mapping = stream_mapping(width, units)
     copies = units // width
-    indices = np.concatenate(
-        [np.arange(copies * width) % width, np.full(units - copies * width, FRESH)]
-    )
-    mapping = WidthMapping(indices, width)
     for _, rule, key in group.rules:
         if not rule.uniform and key in group.core and not satisfies(mapping, rule):
             raise ValueError(

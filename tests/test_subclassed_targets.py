@@ -306,3 +306,30 @@ def test_widen_a_nested_model_widens_its_output_channels():
     grown = kn.widen(model, "encoder", 9)
     assert _relative(model, grown, x) < TOL
     assert grown.get_layer("head").kernel.shape == (9, 2)
+
+
+class Scaled(L.Layer):
+    """A numpy argument: Keras records no config, so it cannot be copied."""
+
+    def __init__(self, table):
+        super().__init__()
+        self.table = table
+        self.dense = L.Dense(3)
+
+    def call(self, x):
+        return self.dense(x) * ops.convert_to_tensor(self.table)
+
+
+def test_an_untouched_layer_that_cannot_be_copied_is_carried(tmp_path):
+    inputs = keras.Input((4,))
+    scaled = Scaled(np.arange(3.0, dtype="float32"))
+    x = L.Dense(5, name="fc")(scaled(inputs))
+    model = randomize_weights(keras.Model(inputs, L.Dense(2, name="head")(x)))
+    x = np.random.default_rng(0).normal(size=(3, 4)).astype("float32")
+    grown = kn.widen(model, "fc", 8)  # traced into its Dense, which is copied
+    assert _relative(model, grown, x) < TOL
+    inner = grown.get_layer(scaled.name).get_layer(scaled.dense.name)
+    assert inner is not scaled.dense  # the input model keeps its own
+    grown.save(tmp_path / "grown.keras")
+    loaded = keras.saving.load_model(tmp_path / "grown.keras")
+    assert _relative(grown, loaded, x) < 1e-6

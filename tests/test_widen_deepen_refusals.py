@@ -282,6 +282,16 @@ class Unbuildable(keras.layers.Layer):
         return {**super().get_config(), "factor": self.scale}
 
 
+class UnbuildableGain(Unbuildable):
+    """The same, with a variable of its own (so it cannot be traced either)."""
+
+    def build(self, input_shape):
+        self.gain = self.add_weight(shape=(input_shape[-1],), initializer="ones")
+
+    def call(self, x):
+        return x * self.scale * self.gain
+
+
 def test_unchanged_layers_that_do_not_round_trip_are_copied_or_named():
     inputs = keras.Input((8, 8, 3))
     x = Patches(4)(inputs)
@@ -294,10 +304,15 @@ def test_unchanged_layers_that_do_not_round_trip_are_copied_or_named():
         assert kn.max_output_difference(model, grown, data) <= 1e-5
         assert type(grown.layers[1]) is Patches
         assert grown.get_layer("halve").get_config()["output_shape"] == (4, 48)
+    # Without variables, the same object is carried: it shares no state.
+    stateless = Unbuildable(2.0, name="u")
+    model = keras.Model(inputs, L.Dense(2, name="d")(stateless(inputs)))
+    grown = kn.deepen(model, after="d", residual=True)
+    assert grown.get_layer("u") is stateless
     broken = keras.Model(
-        inputs, L.Dense(2, name="d")(Unbuildable(2.0, name="u")(inputs))
+        inputs, L.Dense(2, name="d")(UnbuildableGain(2.0, name="g")(inputs))
     )
-    with pytest.raises(ValueError, match=r"'u' \(Unbuildable\) is not changed"):
+    with pytest.raises(ValueError, match=r"'g' \(UnbuildableGain\) is not changed"):
         kn.deepen(broken, after="d", residual=True)
 
 

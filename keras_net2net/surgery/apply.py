@@ -94,7 +94,7 @@ class _Builder:
         elif self.reuse:
             new = old
         else:
-            new = copy_unchanged(old)
+            new = _carried(old)
         self.new_of[id(old)] = new
         if not internals.has_graph(new):
             self.pairs[id(new)] = (new, old)
@@ -311,6 +311,18 @@ def _output_shape(layer, shape):
     return tuple(result) if isinstance(result, (tuple, list)) else None
 
 
+def _carried(layer):
+    """``layer`` in the grown model: a copy, or, where it cannot be copied
+    and holds no variables (a keras.io ``Patches`` without ``**kwargs``), the
+    same object, which shares no state with the input model."""
+    try:
+        return copy_unchanged(layer)
+    except ValueError:
+        if getattr(layer, "weights", None):
+            raise
+        return layer
+
+
 def copy_unchanged(layer, name=None, changes=None):
     """A new layer like ``layer`` (its weights are copied after building).
 
@@ -352,13 +364,14 @@ def copy_unchanged(layer, name=None, changes=None):
         return clone
     except Exception:  # noqa: BLE001 - reported with the first failure
         pass
-    raise H.unsupported(
+    raise H.NoHandler(
+        f"{H.describe(layer)} is not changed by this growth, but widen/deepen "
+        "build the grown model from copies of every layer, and this one cannot "
+        f"be copied from its config ({type(failure).__name__}: {failure}) nor "
+        "traced into its layers. Make its get_config round-trip (accept "
+        "**kwargs in __init__), or grow the model in place (grow_in_place "
+        "reuses the layers it does not change).",
         layer,
-        "is not changed by this growth, but widen/deepen build the grown model "
-        "from copies of every layer, and this one cannot be copied from its "
-        f"config ({type(failure).__name__}: {failure}). Make its get_config "
-        "round-trip (accept **kwargs in __init__), or grow the model in place "
-        "(grow_in_place reuses the layers it does not change).",
     ) from failure
 
 

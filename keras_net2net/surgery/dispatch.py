@@ -347,8 +347,8 @@ def grow(
             plan, traced_model, traced = plan_traced(
                 current, request, layer=layer, found=found
             )
-            new_model, origins = plan.build(
-                traced_model, reuse_layers=reuse_layers, compile=compile
+            new_model, origins, plan, traced_model = _build_carrying(
+                plan, traced_model, traced, request, layer, reuse_layers, compile
             )
             inside = traced and not reuse_layers  # nothing shared: compile
             if inside and compile and getattr(current, "compiled", False):
@@ -375,6 +375,36 @@ def grow(
         origins = step.after(origins)
     result.origins, result.state_origins = origins.weights, origins.state
     return result
+
+
+def _build_carrying(plan, model, traced, request, layer, reuse_layers, compile):
+    """``plan.build``; an untouched subclassed layer that cannot be copied
+    (no config round trip, variables of its own) is traced into its layers,
+    which are, and the request planned again on the traced model.
+
+    Returns:
+        ``(new model, origins, plan, the model the plan was made on)``.
+    """
+    inlined: set[str] = set()
+    while True:
+        try:
+            new_model, origins = plan.build(
+                model, reuse_layers=reuse_layers, compile=compile
+            )
+            return new_model, origins, plan, model
+        except H.NoHandler as error:
+            opaque, failure = error.layer, error
+            if not is_opaque(opaque) or opaque.name in inlined:
+                _name_traced(error, traced)
+                raise
+            inlined.add(opaque.name)
+        try:
+            model = inline_layers(model, [opaque])
+        except ValueError as refusal:  # it does not trace either: say why
+            raise failure from refusal
+        traced.append(f"{type(opaque).__name__} '{opaque.name}'")
+        plan, model, more = plan_traced(model, request, layer=layer, found=None)
+        traced.extend(more)
 
 
 def check_request(model: Model, request: Request, *, found: Any = ASK) -> None:

@@ -112,3 +112,24 @@ def test_unsupported_raw_op_on_the_path_is_refused_by_name():
     with pytest.raises(ValueError, match=r"Operation 'cumsum.*not supported"):
         kn.widen(model, "a", 8)
     assert_unchanged(model, before)
+
+
+def test_a_reduction_over_other_axes_passes_the_channels():
+    tokens = keras.Input((6, 3))
+    x = keras.layers.Conv1D(5, 2, name="conv")(tokens)
+    pooled = keras.layers.Lambda(lambda t: keras.ops.mean(t, axis=1), name="pool")(x)
+    peak = keras.ops.max(x, axis=1, keepdims=True)[:, 0, :]
+    model = keras.Model(tokens, keras.layers.Dense(2)(pooled + peak))
+    randomize_weights(model)
+    data = np.random.default_rng(0).normal(size=(3, 6, 3)).astype("float32")
+    grown = kn.widen(model, "conv", 8)
+    assert kn.max_output_difference(model, grown, data) <= 1e-5
+
+
+def test_a_reduction_over_the_channels_is_refused_by_name():
+    inputs = keras.Input((4,))
+    x = keras.layers.Dense(5, name="fc")(inputs)
+    norm = keras.ops.sum(keras.ops.square(x), axis=-1, keepdims=True)
+    model = keras.Model(inputs, keras.layers.Dense(2)(x * norm))
+    with pytest.raises(ValueError, match=r"'sum.*reduces over the widened channels"):
+        kn.widen(model, "fc", 8)

@@ -12,6 +12,10 @@ be widened itself, so it is refused by name, as is every other operation.
 
 ``ops.transpose`` moves the channels to wherever its ``axes`` send them.
 
+Reductions (``ops.mean(x, axis=1)``, sum, max, min, ...) over other axes than
+the channels pass them through (a Lambda's global pooling); over the
+channels they are refused with the reason (a copied channel counts twice).
+
 Operation classes are found by calling the public `keras.ops` functions on a
 symbolic tensor, so no private module is imported.
 """
@@ -168,12 +172,64 @@ class TransposeHandler(PassThroughHandler):
         return True
 
 
+# Reductions: name -> whether a reduction of zeros is zero.
+_REDUCTIONS = (
+    ("sum", True),
+    ("mean", True),
+    ("max", True),
+    ("min", True),
+    ("prod", True),
+    ("std", True),
+    ("var", True),
+    ("logsumexp", False),
+)
+
+
+class ReductionHandler(PassThroughHandler):
+    """``ops.sum``/``mean``/``max``/... over axes that leave the channels whole."""
+
+    def __init__(self, zero_preserving=True):
+        self._zero = zero_preserving
+
+    def channel_axis(self, layer, node, graph):
+        return None  # any axis: the reduced ones are checked in output_axis
+
+    def channel_inputs(self, layer, node, graph):
+        return [0]
+
+    def output_axis(self, layer, node, graph, axis):
+        rank = len(graph.shape(node.inputs[0]))
+        reduced = getattr(layer, "axis", None)
+        reduced = range(rank) if reduced is None else np.ravel(reduced)
+        reduced = {int(a) % rank for a in reduced}
+        channel = rank + axis
+        if channel in reduced:
+            raise unsupported(
+                layer,
+                f"reduces over the widened channels (axis {channel} of a "
+                f"rank-{rank} tensor), with no weights on them: a copied "
+                "channel would count twice (a new one at zero would never "
+                "learn), so the widening cannot keep the function. Widen a "
+                "layer whose channels are not reduced.",
+            )
+        if getattr(layer, "keepdims", False):
+            return axis
+        return axis + sum(1 for a in reduced if a > channel)
+
+    def zero_preserving(self, layer):
+        return self._zero
+
+
 def register(register_handler):
     x = keras.KerasTensor((2, 3))
     register_handler(type(internals.tensor_producer(x[0])[0]), GetItemHandler())
     transpose = _operation_class("transpose", 1)
     if transpose is not None:
         register_handler(transpose, TransposeHandler())
+    for name, zero in _REDUCTIONS:
+        cls = _operation_class(name, 1)
+        if cls is not None:
+            register_handler(cls, ReductionHandler(zero_preserving=zero))
     for names, arity in ((_UNARY, 1), (_BINARY, 2)):
         for name, zero in names:
             cls = _operation_class(name, arity)

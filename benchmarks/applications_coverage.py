@@ -165,17 +165,30 @@ def outputs(model, x):
     return np.concatenate([keras.ops.convert_to_numpy(o).reshape(-1) for o in out])
 
 
-def sweep(name, model, x, sample=None, seed=0, widenable=WIDENABLE, only=None):
+def sweep(
+    name,
+    model,
+    x,
+    sample=None,
+    seed=0,
+    widenable=WIDENABLE,
+    only=None,
+    width=None,
+    found=None,
+):
     """Try every candidate growth of ``model`` (see `candidates`) on inputs ``x``.
 
-    ``only`` ("widen" or "deepen") keeps the attempts of that kind only.
+    ``only`` ("widen" or "deepen") keeps the attempts of that kind only;
+    ``width(model, op)`` gives the new width (default `new_width`);
+    ``found`` lists the attempts (default `candidates`).
 
     Returns the row of the tables: tried, exact, refused (by reason), errors
     (anything else, a bug) and not exact (a bug).
     """
     reference = outputs(model, x)
     scale = float(np.max(np.abs(reference)))
-    tried = candidates(model, widenable)
+    tried = candidates(model, widenable) if found is None else found
+    width = width or new_width
     if only is not None:
         tried = [(k, op) for k, op in tried if k == only]
     if sample:
@@ -198,7 +211,7 @@ def sweep(name, model, x, sample=None, seed=0, widenable=WIDENABLE, only=None):
         residual = False
         try:
             if kind == "widen":
-                grown = kn.widen(model, op, new_width(model, op), seed=seed)
+                grown = kn.widen(model, op, width(model, op), seed=seed)
             else:
                 # deepen picks a zero residual branch on its own where an
                 # identity layer would not be exact (counted apart).

@@ -11,16 +11,21 @@ network, a 3D CNN, a DDPM-style U-Net with GroupNormalization, an
 ``Attention``/``AdditiveAttention`` model and Wide & Deep.
 
 Like ``applications_coverage.py`` (whose sweep it uses), it widens every
-Dense/Conv-like, recurrent and Embedding layer by about 25% (layers writing a
-model output excepted) and deepens after each of them and after every
-residual Add, and prints per model: tried, exact (max |diff| / max |output|
-<= 1e-5 in float32), refused (with the reason), errors (a bug).
+Dense/Conv-like, recurrent and Embedding layer by 25% (layers writing a
+model output excepted; rounded up only where a layer copies whole blocks:
+heads, groups), and every subclassed layer (its output channels), and
+deepens after each of them and after every residual Add, and prints per
+model: tried, exact (max |diff| / max |output| <= 1e-5 in float32), refused
+(with the reason), errors (a bug). The widths are what a user would pick
+(48 -> 60), not multiples of the old width where a LayerNormalization reads
+the channels (``--multiples``: the rule of ``applications_coverage.py``).
 
     python benchmarks/keras_io_coverage.py [--models unet vit] [--out f.json]
 """
 
 import argparse
 import json
+import math
 import os
 import platform
 import sys
@@ -31,9 +36,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+import keras_net2net as kn  # noqa: E402
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from applications_coverage import WIDENABLE  # noqa: E402
+from applications_coverage import candidates  # noqa: E402
+from applications_coverage import new_width  # noqa: E402
 from applications_coverage import randomize  # noqa: E402
 from applications_coverage import sweep  # noqa: E402
 from applications_coverage import table  # noqa: E402
@@ -472,6 +481,52 @@ MODELS = {
     "wide_and_deep": wide_and_deep,
 }
 
+
+def user_width(model, op):
+    """25% wider, rounded up to whole blocks (heads, groups) only; a
+    subclassed layer or nested model by its output channels."""
+    if kn.surgery.handlers.get_handler(op) is None:
+        return op.output.shape[-1] + max(1, round(0.25 * op.output.shape[-1]))
+    group = kn.coupled_layers(model, op)
+    width = group.width
+    block = math.lcm(*[rule.block for _, rule, _ in group.rules], 1)
+    wider = -(-(width + max(1, round(0.25 * width))) // block) * block
+    if group.splits and getattr(op, "units", width) != width:
+        return wider * (op.units // width)
+    return wider
+
+
+def multiple_width(model, op):
+    """`new_width` (a multiple where a normalisation reads the channels); a
+    subclassed layer's output channels doubled."""
+    if kn.surgery.handlers.get_handler(op) is None:
+        return 2 * op.output.shape[-1]
+    return new_width(model, op)
+
+
+def io_candidates(model):
+    """`candidates`, and each subclassed layer with weights and one output
+    tensor: widened (its output channels) and, taking one tensor of its
+    output's shape, deepened after (a new instance of its class)."""
+    found = candidates(model, WIDENABLE_IO)
+    graph = kn.surgery.LayerGraph(model)
+    outputs = {id(graph.producer(key).op) for key in graph.outputs}
+    for op in model.layers:
+        # The user's own layers that write channels (weights of their own).
+        if not kn.surgery.handlers.is_opaque(op) or id(op) in outputs:
+            continue
+        if isinstance(op, L.Lambda) or not op.weights:
+            continue
+        shapes = [tuple(t.shape) for t in keras.tree.flatten(op.output)]
+        inputs = [tuple(t.shape) for t in keras.tree.flatten(op.input)]
+        if len(shapes) != 1 or len(shapes[0]) < 2:
+            continue
+        found.append(("widen", op))
+        if inputs == shapes:
+            found.append(("deepen", op))
+    return found
+
+
 GUIDE = "docs/guides/coupling-groups.md (results: docs/guides/results.md)"
 
 
@@ -481,6 +536,12 @@ def main(argv=None):
     )
     parser.add_argument("--models", nargs="*", default=None, help="subset of models")
     parser.add_argument("--out", default=None, help="JSON file for the results")
+    parser.add_argument(
+        "--multiples",
+        action="store_true",
+        help="widen normalised groups to a multiple of their width (the "
+        "applications_coverage.py rule) instead of by 25%%",
+    )
     args = parser.parse_args(argv)
     print(f"Guide: {GUIDE}", file=sys.stderr)
     names = args.models or list(MODELS)
@@ -491,7 +552,8 @@ def main(argv=None):
     for name in names:
         model, x = MODELS[name]()
         randomize(model)
-        rows.append(sweep(name, model, x, widenable=WIDENABLE_IO))
+        width = multiple_width if args.multiples else user_width
+        rows.append(sweep(name, model, x, width=width, found=io_candidates(model)))
         print(f"{name}: {rows[-1]['exact']}/{rows[-1]['tried']} exact", flush=True)
     print(table(rows))
     tried = sum(r["tried"] for r in rows)

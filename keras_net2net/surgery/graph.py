@@ -227,8 +227,13 @@ class LayerGraph:
 
     def nested(self, layer: Any) -> Any:
         """The nested model ``layer`` names (a name or the object), or None."""
+        name = layer if isinstance(layer, str) else getattr(layer, "name", None)
         for op, _ in self._containers.values():
-            if op is layer or (isinstance(layer, str) and op.name == layer):
+            if op is layer:
+                return op
+        # A layer of the model before tracing stands for its name.
+        for op, _ in self._containers.values():
+            if op.name == name:
                 return op
         return None
 

@@ -112,13 +112,15 @@ def _grown_variables(layer, traced):
     grown traced model holds under the same name (rebuilt or copied).
     """
     grown = {op.name: op for op in LayerGraph(traced).layers}
-    owner = {}
+    owner: dict[int, tuple[str, int]] = {}
     for sublayer in internals.sublayers(layer):
         for position, variable in enumerate(sublayer.weights):
             owner.setdefault(id(variable), (sublayer.name, position))
     found = []
     for variable in layer.weights:
-        name, position = owner.get(id(variable), (None, None))
+        if id(variable) not in owner:  # a variable of its own: not traced
+            return None
+        name, position = owner[id(variable)]
         op = grown.get(name)
         if op is None or position >= len(op.weights):
             return None

@@ -51,7 +51,7 @@ def residual_chain(graph):
     the last Add, each Add's shortcut the previous Add or the block's input.
     """
     (start,), (key,) = graph.inputs, graph.outputs
-    zeroed = []
+    zeroed: list = []
     while key != start:
         node = graph.producer(key)
         if node is None or not is_residual_add(node.op):
@@ -193,6 +193,7 @@ def _values(target, zeroed, init):
     for node in zeroed:
         op = node.op
         names = H.variable_positions(op)
-        for key, value in (H.get_handler(op).zero_change(op) or {}).items():
+        handler = H.handler_for(op)
+        for key, value in (handler.zero_change(op) or {}).items():
             values[position[id(op.weights[names[key]])]] = value
     return values or None

@@ -77,6 +77,9 @@ _PRODUCTS = {
 # Linear layers acting along another axis than the channels (the same
 # weights for every channel): a mean stays a mean; zero only without bias.
 _LINEAR_ACROSS = (L.Dense, L.EinsumDense)
+_NORMS: tuple = (L.LayerNormalization,) + (
+    (L.RMSNormalization,) if hasattr(L, "RMSNormalization") else ()
+)
 _AVERAGING = (
     L.GlobalAveragePooling1D,
     L.GlobalAveragePooling2D,
@@ -90,7 +93,7 @@ _AVERAGING = (
 def _needs(op):
     """What a normalisation needs its input's new channels to hold, or None
     where it cannot be kept by scaling (no ``gamma``, several axes)."""
-    if not isinstance(op, (L.LayerNormalization, getattr(L, "RMSNormalization", ()))):
+    if not isinstance(op, _NORMS):
         return None
     axes = op.axis if isinstance(op.axis, (list, tuple)) else [op.axis]
     if len(axes) != 1:
@@ -125,7 +128,7 @@ def _through(node, group, states):
         if op.rms_scaling:
             return _broke(node, "scales them without subtracting the mean")
         return ZERO, None
-    if isinstance(op, getattr(L, "RMSNormalization", ())):
+    if isinstance(op, _NORMS):  # RMSNormalization
         return ZERO, None
     kind = type(op)
     if isinstance(op, _IDENTITIES):

@@ -333,3 +333,52 @@ def test_an_untouched_layer_that_cannot_be_copied_is_carried(tmp_path):
     grown.save(tmp_path / "grown.keras")
     loaded = keras.saving.load_model(tmp_path / "grown.keras")
     assert _relative(grown, loaded, x) < 1e-6
+
+
+class FaithfulEmbedding(L.Layer):
+    """keras.io's TokenAndPositionEmbedding exactly: no **kwargs."""
+
+    def __init__(self, maxlen, vocab_size, embed_dim):
+        super().__init__()
+        self.token_emb = L.Embedding(input_dim=vocab_size, output_dim=embed_dim)
+        self.pos_emb = L.Embedding(input_dim=maxlen, output_dim=embed_dim)
+
+    def call(self, x):
+        positions = ops.arange(start=0, stop=ops.shape(x)[-1], step=1)
+        return self.token_emb(x) + self.pos_emb(positions)
+
+
+def euclidean_distance(vects):
+    x, y = vects
+    sum_square = ops.sum(ops.square(x - y), axis=1, keepdims=True)
+    return ops.sqrt(ops.maximum(sum_square, keras.backend.epsilon()))
+
+
+def test_keras_io_forms_as_written(tmp_path):
+    # keras.io's embedding (no **kwargs: its config cannot round-trip) widens
+    # exactly and stays traced, so the grown model loads without the class.
+    tokens = keras.Input((6,), dtype="int32")
+    x = FaithfulEmbedding(6, 30, 16)(tokens)
+    x = L.LayerNormalization()(x)
+    model = randomize_weights(keras.Model(tokens, L.Dense(2)(x)), seed=0)
+    data = np.random.default_rng(0).integers(0, 30, (3, 6)).astype("int32")
+    grown = kn.widen(model, _of(model, FaithfulEmbedding).name, 20)  # 1.25x
+    assert _relative(model, grown, data) < TOL
+    grown.save(tmp_path / "grown.keras")
+    loaded = keras.saving.load_model(tmp_path / "grown.keras")
+    assert _relative(grown, loaded, data) < 1e-6
+    # keras.io's Siamese network: the shared embedding network widens, the
+    # Lambda distance (a sum over the channels) refuses its last layer by name.
+    image = keras.Input((8, 8, 1))
+    h = L.Conv2D(4, 3, activation="tanh", name="conv")(image)
+    h = L.Dense(6, activation="tanh", name="embed")(L.Flatten()(h))
+    tower = keras.Model(image, h, name="tower")
+    a, b = keras.Input((8, 8, 1)), keras.Input((8, 8, 1))
+    distance = L.Lambda(euclidean_distance, output_shape=(1,))([tower(a), tower(b)])
+    siamese = randomize_weights(keras.Model([a, b], L.Dense(1)(distance)), seed=0)
+    pair = [np.random.default_rng(i).normal(size=(2, 8, 8, 1)) for i in (0, 1)]
+    pair = [p.astype("float32") for p in pair]
+    grown = kn.widen(siamese, "conv", 6)
+    assert kn.max_output_difference(siamese, grown, pair) <= 1e-5
+    with pytest.raises(ValueError, match=r"'sum.*reduces over the widened channels"):
+        kn.widen(siamese, "embed", 9)

@@ -65,9 +65,7 @@ def test_a_stream_at_any_width_compensates_its_norms_and_reloads(tmp_path):
         grown.backbone.get_config()["layer_norm_epsilon"],
         model.backbone.get_config()["layer_norm_epsilon"] * 16 / 24,
     )
-    np.testing.assert_array_equal(
-        np.argmax(logits(model), -1), np.argmax(logits(grown), -1)
-    )
+    assert relative(logits(model), logits(grown)) <= TOL  # tied: exact too
     # (KerasHub 0.32 does not save tie_word_embeddings: reload an untied one.)
     grown = kn.widen(llama(), "hidden_dim", 24)
     grown.save(str(tmp_path / "grown.keras"))

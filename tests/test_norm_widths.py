@@ -147,6 +147,27 @@ def test_post_norm_refused_by_name():
     assert _relative(model, grown, _tokens()) < TOL
 
 
+def test_a_number_divided_by_the_stream_is_refused():
+    tokens = keras.Input((LENGTH,), dtype="int32")
+    x = L.Embedding(VOCAB, WIDTH, name="emb")(tokens)
+    x = keras.ops.divide(2.0, x + 10.0)  # 2 / mean is not the mean of 2 / x
+    model = keras.Model(tokens, L.Dense(3)(L.LayerNormalization(name="ln")(x)))
+    with pytest.raises(ValueError, match=r"divides a number by them"):
+        kn.widen(model, "emb", 20)
+
+
+@pytest.mark.skipif(RMS is None, reason="RMSNormalization needs Keras >= 3.9")
+def test_rms_stream_takes_a_relu_writer():
+    # Zero is what RMS needs, and relu(0) = 0: a relu writer keeps it.
+    tokens = keras.Input((LENGTH,), dtype="int32")
+    x = L.Embedding(VOCAB, WIDTH, name="emb")(tokens)
+    h = L.Dense(WIDTH, activation="relu")(RMS(name="rms_a")(x))
+    x = L.Add()([x, h])
+    model = randomize_weights(keras.Model(tokens, L.Dense(3)(RMS(name="rms")(x))))
+    grown = kn.widen(model, "emb", 20)
+    assert _relative(model, grown, _tokens()) < TOL
+
+
 def test_random_pad_is_unchanged_by_any_width():
     # The random-pad baseline never keeps the function: fresh channels as before.
     model = pre_norm()

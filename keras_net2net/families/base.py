@@ -91,13 +91,11 @@ class Family:
             paths are compared without it.
         stream_fill: what the stream's new channels hold where ``hidden_dim``
             grows to a width that is not a multiple of its own: ``0.0``
-            (RMS normalisation), ``"mean"`` (LayerNormalization), or None
-            (only multiples). Every writer of the stream is linear; the
-            norms' gains (`norm_gains`) are scaled and the config's
-            `epsilon_key` follows (see
+            (RMS normalisation, every writer of the stream linear), or None
+            (only multiples). The norms' gains (`norm_gains`) are scaled and
+            the config's `epsilon_key` follows (see
             `keras_net2net.surgery.plan.stream`).
         norm_gains: regexes of the stream normalisations' gain variables.
-        norm_biases: regexes of their offsets (new channels at zero).
         epsilon_key: the config key of the stream normalisations' epsilon.
     """
 
@@ -111,9 +109,8 @@ class Family:
     first_block = 0
     task_layouts: list[tuple[str, Layout]] = []
     auto_named: list[str] = []
-    stream_fill: float | str | None = None
+    stream_fill: float | None = None
     norm_gains: list[str] = []
-    norm_biases: list[str] = []
     epsilon_key = "layer_norm_epsilon"
 
     def plan_widen(

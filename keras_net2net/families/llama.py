@@ -86,7 +86,7 @@ class LlamaFamily(Family):
     # Config keys of feed-forward widths, with the dimension each one grows.
     feedforward_keys = {"intermediate_dim": "intermediate"}
     # hidden_dim to any width: new stream channels at zero (RMS norms).
-    stream_fill: float | str | None = 0.0
+    stream_fill: float | None = 0.0
     norm_gains = [
         r"(self_attention|feedforward)_layernorm/scale",
         r"sequence_output_layernorm/scale",

@@ -179,7 +179,15 @@ def chain_for(
         if noise and side == COPY and len(layout) >= 2:
             stream = zlib.crc32(f"{path}:{axis}".encode()) ^ seed
             steps.append(
-                WidthTransform(mapping, side, axis, noise=noise, seed=stream, fill=fill)
+                WidthTransform(
+                    mapping,
+                    side,
+                    axis,
+                    noise=noise,
+                    seed=stream,
+                    fill=fill,
+                    scale=scale,
+                )
             )
         else:
             steps.append(WidthTransform(mapping, side, axis, fill=fill, scale=scale))
@@ -196,8 +204,6 @@ def _stream_entries(family, path, dim, side, mapping):
     if family.is_norm_gain(path):
         ratio = (mapping.new_width - fresh) / mapping.new_width
         return (MEAN if side == COPY else 0.0), math.sqrt(ratio)
-    if any(re.fullmatch(pattern, path) for pattern in family.norm_biases):
-        return 0.0, 1.0
     return (family.stream_fill if side == COPY else 0.0), 1.0
 
 

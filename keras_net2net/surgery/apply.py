@@ -318,7 +318,7 @@ def _carried(layer):
     try:
         return copy_unchanged(layer)
     except ValueError:
-        if getattr(layer, "weights", None):
+        if getattr(layer, "variables", None):  # (seed generators' state too)
             raise
         return layer
 

@@ -24,7 +24,7 @@ from keras_net2net.surgery.handlers import is_opaque
 
 
 def restore_classes(before, grown, origins):
-    """``(model, origins)`` with traced layers of ``before`` rebuilt as their class.
+    """Rebuild the traced layers of ``before`` in ``grown`` as their class.
 
     Args:
         before: the model the growth was planned on (its subclassed layers).
@@ -60,8 +60,8 @@ def restore_classes(before, grown, origins):
         model.compile_from_config(grown.get_compile_config())
     for table in (origins.weights, origins.state):
         for new, old in renamed.items():
-            if old in table:
-                table[new] = table[old]
+            if old in table:  # (the traced variable is gone with its model)
+                table[new] = table.pop(old)
     return model, origins, names
 
 
@@ -149,8 +149,8 @@ def _same_function(clone, traced, spec):
     shape = [2 if i == 0 else (d or 4) for i, d in enumerate(spec.shape)]
     rng = np.random.default_rng(0)
     dtype = keras.backend.standardize_dtype(spec.dtype)
-    if "int" in dtype:
-        x = np.zeros(shape, dtype)
+    if "int" in dtype:  # token ids: 0 and 1 are in any vocabulary of 2
+        x = rng.integers(0, 2, shape).astype(dtype)
     else:
         x = rng.normal(size=shape).astype(dtype)
     try:

@@ -129,26 +129,38 @@ def plan_subclassed_copy(site, request):
             f"{shapes[len(node.inputs) :]}.",
         )
     zero = request.method == H.IDENTITY
-    zeroed, why = residual_chain(LayerGraph(trace_layer(target, node.raw)))
-    if zero and zeroed is None:
-        raise H.unsupported(
-            target,
-            f"cannot be followed by an exact copy of itself: {why}. Pass "
-            "method='random' to insert a copy with nothing zeroed (the "
-            "stacking operator; it changes the function).",
-        )
+    zeroed: list = []
+    if zero:  # which layers end the residual branches (method="random": none)
+        found, why = residual_chain(LayerGraph(trace_layer(target, node.raw)))
+        if found is None:
+            raise H.unsupported(
+                target,
+                f"cannot be followed by an exact copy of itself: {why}. Pass "
+                "method='random' to insert a copy with nothing zeroed (the "
+                "stacking operator; it changes the function).",
+            )
+        zeroed = found
     new_name = unique_name(request.name or f"{target.name}_copy", site.taken)
     final_name, rename = output_swap(graph, node, new_name)
-    clone = copy_unchanged(target, final_name)
+    try:
+        clone = copy_unchanged(target, final_name)
+    except ValueError as error:  # a plain refusal: tracing it changes nothing
+        raise H.unsupported(
+            target,
+            "cannot be copied after itself: a new instance can be built "
+            "neither from its config nor from the arguments Keras recorded. "
+            "Make its get_config return every constructor argument (and "
+            "accept **kwargs in __init__).",
+        ) from error
     _check_same_weights(target, clone, graph.tensor(node.inputs[0]))
-    values = _values(target, zeroed if zero else [], request.init)
+    values = _values(target, zeroed, request.init)
     # The same call on the stream (keyword arguments kept); in a Sequential
     # model, the next layer.
     insertion = Insertion(
         [Call(clone, like=node, fill={0: OUT})], clone.name, [], sequential=[clone]
     )
     insertion.layers.append((clone, values))
-    names = ", ".join(f"'{z.op.name}'" for z in reversed(zeroed or [])) if zero else ""
+    names = ", ".join(f"'{z.op.name}'" for z in reversed(zeroed))
     plan = Plan(
         f"deepen after '{target.name}': insert '{final_name}' (a new "
         f"{type(target).__name__}, {request.init}; "
@@ -169,8 +181,16 @@ def plan_subclassed_copy(site, request):
 def _check_same_weights(target, clone, tensor):
     """Build ``clone`` on ``tensor``'s spec and compare its weights with
     ``target``'s (the copy creates them in the same order)."""
-    clone(keras.KerasTensor(tensor.shape, dtype=tensor.dtype))
     old = [(v.name, tuple(v.shape)) for v in target.weights]
+    try:
+        clone(keras.KerasTensor(tensor.shape, dtype=tensor.dtype))
+    except Exception as error:  # noqa: BLE001 - any failure of user code
+        raise H.unsupported(
+            target,
+            "cannot be copied exactly: a copy built from its config (or its "
+            f"constructor arguments) fails on its input ({type(error).__name__}: "
+            f"{error}). Make its get_config return every constructor argument.",
+        ) from error
     new = [(v.name, tuple(v.shape)) for v in clone.weights]
     if old != new:
         raise H.unsupported(

@@ -73,7 +73,9 @@ _BINARY = (
 )
 
 
-def _operation_class(name, arity):
+def operation_class(name, arity):
+    """The class of the operation ``keras.ops.<name>`` records in a graph
+    (None where this Keras has no symbolic ``name``)."""
     fn = getattr(keras.ops, name, None)
     if fn is None:
         return None
@@ -85,7 +87,7 @@ def _operation_class(name, arity):
     return type(internals.tensor_producer(out)[0])
 
 
-ADD = _operation_class("add", 2)
+ADD = operation_class("add", 2)
 
 
 class ElementwiseOpHandler(PassThroughHandler):
@@ -223,15 +225,15 @@ class ReductionHandler(PassThroughHandler):
 def register(register_handler):
     x = keras.KerasTensor((2, 3))
     register_handler(type(internals.tensor_producer(x[0])[0]), GetItemHandler())
-    transpose = _operation_class("transpose", 1)
+    transpose = operation_class("transpose", 1)
     if transpose is not None:
         register_handler(transpose, TransposeHandler())
     for name, zero in _REDUCTIONS:
-        cls = _operation_class(name, 1)
+        cls = operation_class(name, 1)
         if cls is not None:
             register_handler(cls, ReductionHandler(zero_preserving=zero))
     for names, arity in ((_UNARY, 1), (_BINARY, 2)):
         for name, zero in names:
-            cls = _operation_class(name, arity)
+            cls = operation_class(name, arity)
             if cls is not None:
                 register_handler(cls, ElementwiseOpHandler(zero_preserving=zero))

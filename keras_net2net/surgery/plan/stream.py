@@ -16,8 +16,9 @@ the new channels, and everything between the writers and each normalisation
 keeps it there: a linear writer (Dense, a convolution, Embedding, the
 attention output projection, without activation) writes the mean of its old
 columns; a sum of means is the mean of the sum; dropout and the like keep
-it. A non-linear writer (a Dense with ``gelu``) cannot: there the widening
-is refused with the reason and the valid widths.
+it. A non-linear writer (a Dense with ``gelu``) cannot write the mean: there
+the widening is refused with the reason and the valid widths (zero, for
+RMSNormalization, it can write where its activation maps 0 to 0).
 
 `keep_mean` decides this for a coupling group (what each group tensor's new
 channels hold, in graph order) and returns the mapping and the writers'
@@ -29,6 +30,7 @@ import keras
 import numpy as np
 
 from keras_net2net.surgery.handlers import ops as traced_ops
+from keras_net2net.surgery.handlers.elementwise import ZERO_PRESERVING_ACTIVATIONS
 from keras_net2net.surgery.handlers.elementwise import activation_name
 from keras_net2net.surgery.handlers.normalization import LayerNormalizationHandler
 from keras_net2net.transforms import MEAN
@@ -42,7 +44,6 @@ OTHER = "other"  # anything else: no normalisation may read them
 # their columns (and bias) averaged write the mean of the old channels.
 _LINEAR_WRITERS = (
     L.Dense,
-    L.EinsumDense,
     L.Conv1D,
     L.Conv2D,
     L.Conv3D,
@@ -69,14 +70,9 @@ _IDENTITIES = (
 # Merges that are linear in their inputs: means (or zeros) stay.
 _LINEAR_MERGES = (L.Add, L.Subtract, L.Average)
 # Raw keras.ops calls: a sum of means, or a mean times a number, is a mean.
-_SUMS = {traced_ops.ADD, traced_ops._operation_class("subtract", 2)}
-_PRODUCTS = {
-    traced_ops._operation_class(name, 2)
-    for name in ("multiply", "divide", "true_divide")
-}
-# Linear layers acting along another axis than the channels (the same
-# weights for every channel): a mean stays a mean; zero only without bias.
-_LINEAR_ACROSS = (L.Dense, L.EinsumDense)
+_SUMS = {traced_ops.ADD, traced_ops.operation_class("subtract", 2)}
+_DIVISIONS = {traced_ops.operation_class(n, 2) for n in ("divide", "true_divide")}
+_PRODUCTS = {traced_ops.operation_class("multiply", 2)} | _DIVISIONS
 _NORMS: tuple = (L.LayerNormalization,) + (
     (L.RMSNormalization,) if hasattr(L, "RMSNormalization") else ()
 )
@@ -124,6 +120,8 @@ def _through(node, group, states):
             "Add: post-norm)",
         )
     (state,) = held
+    if node in group.across:
+        return _across(node, op, state)
     if isinstance(op, L.LayerNormalization):
         if op.rms_scaling:
             return _broke(node, "scales them without subtracting the mean")
@@ -135,27 +133,35 @@ def _through(node, group, states):
         return state, None
     if isinstance(op, _LINEAR_MERGES) or kind in _SUMS:
         constants = node.constants()
-        if state == ZERO and any(np.any(np.asarray(c) != 0) for c in constants):
-            return _broke(node, "adds a number to them")
+        outside = len(inputs) < len(node.inputs)  # broadcast over the channels
+        if state == ZERO and (
+            outside or any(np.any(np.asarray(c) != 0) for c in constants)
+        ):
+            return _broke(node, "adds a value to them")
         return state, None
-    if kind in _PRODUCTS and node.constants():  # by a number
+    if kind in _PRODUCTS and node.constants():  # by a number (x / 2, not 2 / x)
+        if kind in _DIVISIONS and node.labels[0] != 0:
+            return _broke(node, "divides a number by them")
         return state, None
     if isinstance(op, L.Activation) and activation_name(op.activation) == "linear":
         return state, None
     handler = group.handler(node)
     if isinstance(handler, (traced_ops.TransposeHandler, traced_ops.GetItemHandler)):
         return state, None
-    if node in group.across:
-        if isinstance(op, _AVERAGING):
-            return state, None
-        if isinstance(op, _LINEAR_ACROSS) and _linear(op):
-            if state == ZERO and getattr(op, "use_bias", False):
-                return _broke(node, "adds its bias to them")
-            return state, None
-        return _broke(node, "is not linear (across the positions)")
     if state == ZERO and handler.zero_preserving(op):
         return ZERO, None
     return _broke(node, "changes them on the way (not linear)")
+
+
+def _across(node, op, state):
+    """A layer acting along another axis, each channel's slice on its own."""
+    if isinstance(op, _AVERAGING):
+        return state, None
+    if isinstance(op, L.Dense) and _linear(op):
+        if state == ZERO and op.use_bias:
+            return _broke(node, "adds its bias to them")
+        return state, None
+    return _broke(node, "changes them along another axis (not linearly)")
 
 
 def _broke(node, what):
@@ -175,8 +181,9 @@ def _holds(group, fill):
         if node in group.writers:
             linear = isinstance(node.op, _LINEAR_WRITERS) and _linear(node.op)
             activation = activation_name(getattr(node.op, "activation", None))
-            if linear:
-                held = (fill, None)
+            zeros = fill == ZERO and activation in ZERO_PRESERVING_ACTIVATIONS
+            if linear or (isinstance(node.op, _LINEAR_WRITERS) and zeros):
+                held = (fill, None)  # (zero columns and bias: a(0) = 0)
             elif isinstance(node.op, _LINEAR_WRITERS):
                 held = _broke(node, f"writes them through activation '{activation}'")
             else:

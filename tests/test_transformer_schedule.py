@@ -40,8 +40,9 @@ def test_config_is_read_from_the_graph(pre_ln):
         {"hidden_dim": 32, "num_heads": 4, "intermediate_dim": 64, "num_layers": 4},
         {"num_layers": 3},
         {"intermediate_dim": 48},
+        {"hidden_dim": 24, "num_layers": 3},  # 1.5x: LayerNorm at any width
     ],
-    ids=["everything x2", "3 layers from 2", "feed-forward only"],
+    ids=["everything x2", "3 layers from 2", "feed-forward only", "stream 1.5x"],
 )
 def test_requests_reach_the_target_exactly(target):
     model = transformer_classifier()
@@ -170,9 +171,9 @@ def test_random_method_builds_the_baseline():
         ),
         (
             lambda m: kn.transformer_schedule(
-                m, {kn.AtStep(3): {"num_layers": 4}, kn.AtStep(6): {"hidden_dim": 24}}
+                m, {kn.AtStep(3): {"num_layers": 4}, kn.AtStep(6): {"hidden_dim": 12}}
             ),
-            ["stage 1", "AtStep(step=6)", "24"],
+            ["stage 1", "AtStep(step=6)", "12"],
         ),
     ],
     ids=[
@@ -184,7 +185,7 @@ def test_random_method_builds_the_baseline():
         "kept copies with random",
         "no stage",
         "a stage that grows nothing",
-        "a width LayerNorm cannot copy evenly",
+        "a later stage that shrinks",
     ],
 )
 def test_bad_targets_fail_clearly_and_change_nothing(call, words):
@@ -203,6 +204,9 @@ def test_post_ln_grows_in_width_and_refuses_depth():
     before = outputs(model, x)
     with pytest.raises(ValueError, match="stage 0.*post-LN"):
         kn.transformer_schedule(model, {kn.AtStep(1): {"num_layers": 4}})
+    # Post-LN, the stream grows to multiples only (pre-LN: any width).
+    with pytest.raises(ValueError, match="stage 0.*post-norm.*multiple of 16"):
+        kn.transformer_schedule(model, {kn.AtStep(1): {"hidden_dim": 24}})
     ((_, requests),) = kn.transformer_schedule(
         model, {kn.AtStep(1): {"hidden_dim": 32, "num_heads": 4}}
     )

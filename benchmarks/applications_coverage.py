@@ -128,13 +128,14 @@ def candidates(model, widenable=WIDENABLE):
     return found
 
 
-def new_width(model, op):
+def new_width(model, op, multiples=True):
     """About 25% wider: a multiple of the old width where a layer needs equal
-    copies, of the block size where layers copy whole blocks (heads, groups);
-    a Dense split into positions x channels by a Reshape grows its channels."""
+    copies (``multiples=False``: 25% there too), of the block size where
+    layers copy whole blocks (heads, groups); a Dense split into positions x
+    channels by a Reshape grows its channels."""
     group = kn.coupled_layers(model, op)
     width = group.width
-    if group.uniform:
+    if group.uniform and multiples:
         return 2 * width
     block = math.lcm(*[rule.block for _, rule, _ in group.rules], 1)
     wider = width + max(1, round(0.25 * width))

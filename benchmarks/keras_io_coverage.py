@@ -25,7 +25,6 @@ the channels (``--multiples``: the rule of ``applications_coverage.py``).
 
 import argparse
 import json
-import math
 import os
 import platform
 import sys
@@ -487,13 +486,7 @@ def user_width(model, op):
     subclassed layer or nested model by its output channels."""
     if kn.surgery.handlers.get_handler(op) is None:
         return op.output.shape[-1] + max(1, round(0.25 * op.output.shape[-1]))
-    group = kn.coupled_layers(model, op)
-    width = group.width
-    block = math.lcm(*[rule.block for _, rule, _ in group.rules], 1)
-    wider = -(-(width + max(1, round(0.25 * width))) // block) * block
-    if group.splits and getattr(op, "units", width) != width:
-        return wider * (op.units // width)
-    return wider
+    return new_width(model, op, multiples=False)
 
 
 def multiple_width(model, op):

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from conftest import TOL
 from conftest import randomize_weights
+from keras_io_layers import TokenAndPositionEmbedding as FaithfulEmbedding
+from keras_io_layers import TransformerBlock
 
 import keras_net2net as kn
 
@@ -37,27 +39,6 @@ class MLPMixerLayer(L.Layer):
         x_patches = self.normalize(x)
         mlp2_outputs = self.mlp2(x_patches)
         return x + mlp2_outputs
-
-
-class TransformerBlock(L.Layer):
-    """keras.io "Text classification with Transformer": post-norm."""
-
-    def __init__(self, embed_dim, num_heads, ff_dim, rate=0.1):
-        super().__init__()
-        self.att = L.MultiHeadAttention(num_heads=num_heads, key_dim=embed_dim)
-        self.ffn = keras.Sequential(
-            [L.Dense(ff_dim, activation="relu"), L.Dense(embed_dim)]
-        )
-        self.layernorm1 = L.LayerNormalization(epsilon=1e-6)
-        self.layernorm2 = L.LayerNormalization(epsilon=1e-6)
-        self.dropout1 = L.Dropout(rate)
-        self.dropout2 = L.Dropout(rate)
-
-    def call(self, inputs, training=False):
-        attn_output = self.dropout1(self.att(inputs, inputs), training=training)
-        out1 = self.layernorm1(inputs + attn_output)
-        ffn_output = self.dropout2(self.ffn(out1), training=training)
-        return self.layernorm2(out1 + ffn_output)
 
 
 class TokenAndPositionEmbedding(L.Layer):
@@ -333,19 +314,6 @@ def test_an_untouched_layer_that_cannot_be_copied_is_carried(tmp_path):
     grown.save(tmp_path / "grown.keras")
     loaded = keras.saving.load_model(tmp_path / "grown.keras")
     assert _relative(grown, loaded, x) < 1e-6
-
-
-class FaithfulEmbedding(L.Layer):
-    """keras.io's TokenAndPositionEmbedding exactly: no **kwargs."""
-
-    def __init__(self, maxlen, vocab_size, embed_dim):
-        super().__init__()
-        self.token_emb = L.Embedding(input_dim=vocab_size, output_dim=embed_dim)
-        self.pos_emb = L.Embedding(input_dim=maxlen, output_dim=embed_dim)
-
-    def call(self, x):
-        positions = ops.arange(start=0, stop=ops.shape(x)[-1], step=1)
-        return self.token_emb(x) + self.pos_emb(positions)
 
 
 def euclidean_distance(vects):

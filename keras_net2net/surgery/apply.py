@@ -323,11 +323,10 @@ def _carried(layer):
         return layer
 
 
-def copy_unchanged(layer, name=None, changes=None):
+def copy_unchanged(layer, name=None):
     """A new layer like ``layer`` (its weights are copied after building).
 
-    ``name``: the copy's name (None: ``layer``'s); ``changes``: config
-    entries that differ (`keras_net2net.surgery.restore`).
+    ``name``: the copy's name (None: ``layer``'s).
 
     From its config; when that does not round-trip (a keras.io layer whose
     ``__init__`` takes no ``**kwargs``, a ``Lambda`` of a Python lambda), from
@@ -338,7 +337,7 @@ def copy_unchanged(layer, name=None, changes=None):
     """
     config: dict = {}
     try:
-        config = {**layer.get_config(), **(changes or {})}
+        config = layer.get_config()
         if name is not None:
             config = {**config, "name": name}
         return type(layer).from_config(config)
